@@ -1,0 +1,43 @@
+"""Atomic file output: write under a temporary name, then rename.
+
+A killed job never leaves a file that looks finished: the final name only
+appears once the content is complete (``os.replace`` is atomic on POSIX
+within one file system, which the temporary name in the same folder ensures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+__all__ = ["atomic_output"]
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    The temporary file lives in a private hidden folder next to ``path`` and
+    keeps the final base name, so writers that choose a format from the
+    extension, or record the file name inside the file (stdatamodels'
+    ``meta.filename``), see the final name. On any exception the temporary
+    file is removed and the exception propagates; ``path`` is left untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final output path.
+    """
+    path = os.fspath(path)
+    folder, base = os.path.split(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=folder or ".")
+    tmp = os.path.join(tmpdir, base)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,294 @@
+"""Reading input images and the small WCS sidecars the workflow passes around.
+
+Two kinds of image are understood:
+
+``jwst``
+    A JWST level-2 ``ImageModel`` FITS file (``*_cal.fits``): pixel arrays in
+    the ``SCI``/``DQ`` extensions and the GWCS plus all metadata in the
+    ``ASDF`` extension. Only the arrays a job needs are read, and the ASDF
+    tree is read lazily (its arrays are never loaded), which is several times
+    cheaper than opening a full ``ImageModel``.
+``fits``
+    A plain FITS image with a celestial FITS WCS in its header.
+
+A *sidecar* is a small ASDF file holding only what the alignment needs from
+an image (its WCS, ``wcsinfo``, group id, file name, shape), so the gather
+steps never touch pixel data.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atomic import atomic_output
+from .errors import InputError
+
+__all__ = [
+    "ImageData",
+    "read_image",
+    "read_jwst_meta",
+    "write_sidecar",
+    "read_sidecar",
+    "output_stem",
+]
+
+
+@dataclass
+class ImageData:
+    """What a per-image job needs from an input image.
+
+    Attributes
+    ----------
+    path : str
+        The file it came from.
+    kind : str
+        ``"jwst"`` or ``"fits"``.
+    data : numpy.ndarray or None
+        Science array (float32), or None when not requested.
+    dq : numpy.ndarray or None
+        Data-quality array (uint32), or None.
+    wcs : object
+        ``gwcs.WCS`` (jwst) or ``astropy.wcs.WCS`` (fits).
+    wcsinfo : dict
+        JWST ``meta.wcsinfo`` (empty for fits).
+    meta : dict
+        Metadata: ``filename``, ``observation`` (dict), ``group_id``,
+        ``tweakreg_catalog``, ``date``.
+    shape : tuple
+        (ny, nx) of the science array.
+    """
+
+    path: str
+    kind: str
+    data: np.ndarray | None
+    dq: np.ndarray | None
+    wcs: object
+    wcsinfo: dict
+    meta: dict = field(default_factory=dict)
+    shape: tuple = ()
+
+
+def output_stem(path):
+    """Stem used to name a product: the base name without ``.fits`` and ``_cal``.
+
+    ``jw..._nrca1_cal.fits`` -> ``jw..._nrca1``; ``image.fits`` -> ``image``.
+    """
+    base = os.path.basename(os.fspath(path))
+    for ext in (".fits.gz", ".fits", ".fit", ".fts"):
+        if base.lower().endswith(ext):
+            base = base[: -len(ext)]
+            break
+    if base.endswith("_cal"):
+        base = base[:-4]
+    return base
+
+
+def _open_fits(path):
+    from astropy.io import fits
+
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file does not exist")
+    try:
+        hdul = fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=False, do_not_scale_image_data=True)
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable FITS file ({exc})") from None
+    except Exception as exc:  # astropy raises many kinds on corrupt headers
+        raise InputError(f"{path}: corrupt FITS file ({type(exc).__name__}: {exc})") from None
+    return hdul
+
+
+def _load_array(path, hdu, name):
+    try:
+        arr = hdu.data
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the {name} array ({type(exc).__name__}: {exc}); truncated file?") from None
+    if arr is None:
+        raise InputError(f"{path}: the {name} extension holds no array")
+    # files are opened without scaling (so arrays stay memory-mapped);
+    # apply BSCALE/BZERO here, exactly, for the integer DQ arrays.
+    bscale = hdu.header.get("BSCALE", 1)
+    bzero = hdu.header.get("BZERO", 0)
+    if bscale != 1 or bzero != 0:
+        if bscale == 1 and float(bzero).is_integer() and arr.dtype.kind in "iu":
+            arr = (arr.astype(np.int64) + int(bzero))
+        else:
+            arr = arr * bscale + bzero
+    return arr
+
+
+def _read_asdf_tree(path, hdul):
+    """The ASDF tree of a JWST FITS file (lazy: arrays are not loaded)."""
+    import asdf
+
+    try:
+        raw = hdul["ASDF"].data.tobytes()
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the ASDF extension ({type(exc).__name__}: {exc})") from None
+    try:
+        af = asdf.open(io.BytesIO(raw), lazy_load=True, memmap=False)
+    except Exception as exc:
+        raise InputError(f"{path}: corrupt ASDF extension ({type(exc).__name__}: {exc})") from None
+    return af
+
+
+def read_jwst_meta(path, hdul=None):
+    """Metadata and WCS of a JWST ``ImageModel`` file, without pixel data.
+
+    Returns
+    -------
+    wcs : gwcs.WCS
+    wcsinfo : dict
+    meta : dict
+        ``filename``, ``observation``, ``group_id`` (or None),
+        ``tweakreg_catalog`` (or None), ``cal_step``, ``date``.
+    """
+    close = hdul is None
+    hdul = hdul if hdul is not None else _open_fits(path)
+    try:
+        af = _read_asdf_tree(path, hdul)
+        try:
+            tree_meta = af.tree.get("meta", {})
+            try:
+                wcs = tree_meta.get("wcs")
+            except Exception as exc:
+                raise InputError(f"{path}: cannot deserialize meta.wcs ({type(exc).__name__}: {exc})") from None
+            if wcs is None:
+                raise InputError(f"{path}: no WCS (meta.wcs is missing; was assign_wcs run?)")
+            if not hasattr(wcs, "pipeline") or "v2v3" not in getattr(wcs, "available_frames", []):
+                raise InputError(f"{path}: meta.wcs is not a JWST GWCS with a 'v2v3' frame")
+            wcsinfo = dict(tree_meta.get("wcsinfo", {}))
+            for key in ("v2_ref", "v3_ref", "roll_ref"):
+                if key not in wcsinfo:
+                    raise InputError(f"{path}: meta.wcsinfo.{key} is missing")
+            obs = dict(tree_meta.get("observation", {}))
+            meta = {
+                "filename": tree_meta.get("filename") or os.path.basename(path),
+                "observation": obs,
+                "group_id": tree_meta.get("group_id"),
+                "tweakreg_catalog": tree_meta.get("tweakreg_catalog"),
+                "cal_step": dict(tree_meta.get("cal_step", {})),
+                "date": _obs_datetime(obs, tree_meta),
+            }
+        finally:
+            af.close()
+    finally:
+        if close:
+            hdul.close()
+    return wcs, wcsinfo, meta
+
+
+def _obs_datetime(obs, tree_meta):
+    date = obs.get("date")
+    time = obs.get("time")
+    if date and time:
+        return f"{date}T{time}"
+    if date:
+        return str(date)
+    start = tree_meta.get("exposure", {}).get("start_time")
+    if start is not None:
+        from astropy.time import Time
+
+        return Time(start, format="mjd").isot
+    return None
+
+
+def read_image(path, with_data=True):
+    """Read an input image.
+
+    Parameters
+    ----------
+    path : str
+        FITS file (JWST ``ImageModel`` with an ``ASDF`` extension).
+    with_data : bool
+        Also read the ``SCI`` and ``DQ`` arrays.
+
+    Returns
+    -------
+    ImageData
+
+    Raises
+    ------
+    InputError
+        Naming the file and the problem (not FITS, truncated, no SCI, no WCS).
+    """
+    path = os.fspath(path)
+    hdul = _open_fits(path)
+    try:
+        names = [h.name for h in hdul]
+        if "ASDF" not in names:
+            raise InputError(
+                f"{path}: not a JWST ImageModel file (no ASDF extension); "
+                "plain FITS-WCS images are not supported by this reader"
+            )
+        if "SCI" not in names:
+            raise InputError(f"{path}: no SCI image extension")
+        sci_hdu = hdul["SCI"]
+        shape = tuple(int(n) for n in (sci_hdu.header.get("NAXIS2", 0), sci_hdu.header.get("NAXIS1", 0)))
+        if sci_hdu.header.get("NAXIS", 0) != 2 or min(shape) < 1:
+            raise InputError(f"{path}: SCI extension is not a 2-D image")
+        wcs, wcsinfo, meta = read_jwst_meta(path, hdul)
+        data = dq = None
+        if with_data:
+            data = np.asarray(_load_array(path, sci_hdu, "SCI"), dtype=np.float32)
+            if "DQ" in names:
+                dq = np.asarray(_load_array(path, hdul["DQ"], "DQ")).astype(np.uint32, copy=False)
+                if dq.shape != data.shape:
+                    raise InputError(f"{path}: DQ shape {dq.shape} differs from SCI shape {data.shape}")
+    finally:
+        hdul.close()
+    return ImageData(path=path, kind="jwst", data=data, dq=dq, wcs=wcs, wcsinfo=wcsinfo, meta=meta, shape=shape)
+
+
+def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst", date=None, source=None):
+    """Write the alignment sidecar of one image (ASDF), atomically.
+
+    Parameters
+    ----------
+    path : str
+        Output ``.asdf`` path.
+    wcs : gwcs.WCS
+    wcsinfo : dict
+    group_id : str
+    filename : str
+        The image's ``meta.filename``.
+    shape : tuple
+        (ny, nx).
+    kind : str
+        Image kind (``"jwst"``).
+    date : str or None
+        Observation date-time (ISO), used for reference-catalog epochs.
+    source : str or None
+        Path of the input image.
+    """
+    import asdf
+
+    tree = {
+        "kind": kind,
+        "wcs": wcs,
+        "wcsinfo": {k: (v.item() if hasattr(v, "item") else v) for k, v in wcsinfo.items()},
+        "group_id": str(group_id),
+        "filename": filename,
+        "shape": [int(s) for s in shape],
+        "date": date,
+        "source": source,
+    }
+    with atomic_output(path) as tmp:
+        asdf.AsdfFile(tree).write_to(tmp)
+
+
+def read_sidecar(path):
+    """Read a sidecar written by `write_sidecar` into a plain dict."""
+    import asdf
+
+    try:
+        with asdf.open(path, lazy_load=False, memmap=False) as af:
+            tree = {k: af.tree[k] for k in ("kind", "wcs", "wcsinfo", "group_id", "filename", "shape", "date", "source")}
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable sidecar ({type(exc).__name__}: {exc})") from None
+    tree["wcsinfo"] = dict(tree["wcsinfo"])
+    tree["shape"] = tuple(tree["shape"])
+    return tree

@@ -1,0 +1,610 @@
+"""Synthetic JWST NIRCam-like data with a known true WCS.
+
+The generator builds, for several exposures (dithers) of several detectors,
+JWST level-2 ``ImageModel`` files (``*_cal.fits``) whose GWCS has the frames
+``detector -> v2v3 -> world`` as JWST's ``assign_wcs`` makes them: a
+distortion polynomial from detector pixels to V2/V3 (arcsec), then the
+V2V3-to-sky rotation defined by ``wcsinfo`` (``v2_ref``, ``v3_ref``,
+``roll_ref``, ``ra_ref``, ``dec_ref``).
+
+The WCS written into each file is the true WCS of its exposure with a known
+pointing error built into the exposure's *attitude*: the error is a shift and
+a rotation in the V2/V3 plane about the module centre, expressed as a
+different ``ra_ref``/``dec_ref``/``roll_ref`` of every detector of that
+exposure, as a guide-star error would be.
+
+Stars are rendered at pixel positions found by inverting the *forward* true
+WCS iteratively (to 1e-6 px), never by trusting an approximate inverse.
+
+Everything is seeded: the same parameters give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atomic import atomic_output
+
+__all__ = [
+    "SyntheticConfig",
+    "DETECTOR_LAYOUT",
+    "exposure_filenames",
+    "make_dataset",
+    "make_jwst_gwcs",
+    "world_to_pixel_exact",
+    "load_truth",
+]
+
+#: NIRCam-like short-wave detector layout: name -> (V2, V3) offset (arcsec)
+#: of the detector centre from the module centre, and detector V3 y-angle (deg).
+DETECTOR_LAYOUT = {
+    "nrca1": (-33.0, 33.5, 0.10),
+    "nrca2": (-33.5, -33.0, -0.05),
+    "nrca3": (33.2, 33.0, 0.08),
+    "nrca4": (33.4, -33.3, -0.12),
+    "nrcb1": (-33.1, 33.4, 0.06),
+    "nrcb2": (-33.4, -33.2, -0.09),
+    "nrcb3": (33.3, 33.1, 0.11),
+    "nrcb4": (33.5, -33.4, -0.04),
+}
+
+#: V2/V3 (arcsec) of the module centre (roughly NIRCam module A).
+MODULE_V2V3 = (86.0, -493.0)
+
+PIXEL_SCALE = 0.031  # arcsec / pixel
+
+DO_NOT_USE = 1
+HOT = 2048  # JWST DQ bit HOT
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of a synthetic dataset.
+
+    Parameters
+    ----------
+    n_exposures : int
+        Number of exposures (dithers); each forms one alignment group.
+    detectors : list of str
+        Detector names (keys of `DETECTOR_LAYOUT`) exposed in every exposure.
+    shape : tuple of int
+        Image shape (ny, nx).
+    n_stars : int
+        Number of stars rendered per square arcminute.
+    seed : int
+        Seed of every random draw.
+    ra, dec : float
+        Sky position (deg) of the module centre of the first exposure.
+    pa_v3 : float
+        Position angle of V3 (deg).
+    shift_error : tuple of float
+        Range (min, max) of the pointing shift error per exposure (arcsec).
+    rotation_error : float
+        Maximum absolute pointing roll error per exposure (arcsec).
+    refcat_noise : float
+        Gaussian noise of the reference catalog per axis (mas).
+    refcat_maglim : float
+        Faintest magnitude kept in the reference catalog.
+    date : str
+        Observation date (ISO) of the first exposure.
+    program : str
+        Program number written to the metadata.
+    """
+
+    n_exposures: int = 4
+    detectors: list = field(default_factory=lambda: ["nrca1", "nrca3"])
+    shape: tuple = (2048, 2048)
+    n_stars: int = 500
+    seed: int = 42
+    ra: float = 53.16
+    dec: float = -27.78
+    pa_v3: float = 35.0
+    shift_error: tuple = (0.1, 1.0)
+    rotation_error: float = 30.0
+    refcat_noise: float = 5.0
+    refcat_maglim: float = 21.5
+    date: str = "2026-03-14T10:00:00"
+    program: str = "04242"
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a (config) mapping, ignoring unknown keys."""
+        d = dict(d or {})
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for k in ("shape", "shift_error"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        if "detectors" in kw:
+            kw["detectors"] = list(kw["detectors"])
+        return cls(**kw)
+
+
+def exposure_filenames(cfg: SyntheticConfig) -> list[str]:
+    """File names of the ``*_cal.fits`` images the generator writes, in order."""
+    names = []
+    for iexp in range(cfg.n_exposures):
+        for det in cfg.detectors:
+            names.append(f"jw{cfg.program}001001_02101_{iexp + 1:05d}_{det}_cal.fits")
+    return names
+
+
+# ---------------------------------------------------------------------------
+# WCS construction
+# ---------------------------------------------------------------------------
+
+
+def _v23tosky(v2_ref, v3_ref, roll_ref, ra_ref, dec_ref):
+    """V2/V3 (arcsec) -> sky (deg) rotation as JWST's assign_wcs builds it."""
+    from astropy.modeling.models import RotationSequence3D, Scale
+    from gwcs.geometry import CartesianToSpherical, SphericalToCartesian
+
+    angles = [v2_ref / 3600.0, -v3_ref / 3600.0, roll_ref, dec_ref, -ra_ref]
+    rot = RotationSequence3D(angles, axes_order="zyxyz")
+    model = (
+        (Scale(1 / 3600.0) & Scale(1 / 3600.0))
+        | SphericalToCartesian(wrap_lon_at=180)
+        | rot
+        | CartesianToSpherical(wrap_lon_at=360)
+    )
+    model.name = "v23tosky"
+    return model
+
+
+def _distortion(shape, v2_ref, v3_ref, v3yangle, coeffs, vparity=-1):
+    """Detector (0-based pixels) -> V2/V3 (arcsec) polynomial with an inverse.
+
+    The polynomial acts on pixel offsets from the detector centre, in units
+    of 1000 pixels, and returns ideal-frame arcsec; a rotation by the V3
+    y-angle, the parity flip and the detector's V2/V3 reference complete it.
+    The inverse is a least-squares polynomial fit (approximate, ~1e-4 px).
+    """
+    from astropy.modeling import fitting, models
+
+    ny, nx = shape
+    cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
+    polyx = models.Polynomial2D(3, **coeffs["x"])
+    polyy = models.Polynomial2D(3, **coeffs["y"])
+    ang = np.deg2rad(v3yangle)
+    # ideal (xi, eta) arcsec -> (v2, v3) arcsec
+    mat = np.array(
+        [[vparity * np.cos(ang), np.sin(ang)], [-vparity * np.sin(ang), np.cos(ang)]]
+    )
+    to_v2v3 = models.AffineTransformation2D(matrix=mat, translation=[v2_ref, v3_ref])
+    fwd = (
+        (models.Shift(-cx) & models.Shift(-cy))
+        | (models.Scale(1e-3) & models.Scale(1e-3))
+        | models.Mapping((0, 1, 0, 1))
+        | (polyx & polyy)
+        | to_v2v3
+    )
+    # approximate inverse: fit v2v3 -> pixel polynomial of degree 5
+    yy, xx = np.mgrid[-20 : ny + 20 : 64j, -20 : nx + 20 : 64j]
+    v2, v3 = fwd(xx.ravel(), yy.ravel())
+    fitter = fitting.LinearLSQFitter()
+    u = (v2 - v2_ref) / 100.0
+    v = (v3 - v3_ref) / 100.0
+    ix = fitter(models.Polynomial2D(5), u, v, xx.ravel())
+    iy = fitter(models.Polynomial2D(5), u, v, yy.ravel())
+    inv = (
+        (models.Shift(-v2_ref) & models.Shift(-v3_ref))
+        | (models.Scale(0.01) & models.Scale(0.01))
+        | models.Mapping((0, 1, 0, 1))
+        | (ix & iy)
+    )
+    fwd.inverse = inv
+    fwd.name = "distortion"
+    return fwd
+
+
+def make_jwst_gwcs(shape, distortion_coeffs, wcsinfo):
+    """Build a JWST-like GWCS ``detector -> v2v3 -> world``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape (ny, nx); sets the bounding box.
+    distortion_coeffs : dict
+        ``{"x": {...}, "y": {...}}`` Polynomial2D coefficients (degree 3) of
+        the detector distortion (see `_distortion`).
+    wcsinfo : dict
+        ``v2_ref``, ``v3_ref`` (arcsec), ``v3yangle``, ``vparity``,
+        ``roll_ref``, ``ra_ref``, ``dec_ref`` (deg).
+
+    Returns
+    -------
+    gwcs.WCS
+    """
+    from astropy import coordinates as coord
+    from astropy import units as u
+    from gwcs import coordinate_frames as cf
+    from gwcs import wcs as gwcs_wcs
+
+    det2v23 = _distortion(
+        shape,
+        wcsinfo["v2_ref"],
+        wcsinfo["v3_ref"],
+        wcsinfo["v3yangle"],
+        distortion_coeffs,
+        wcsinfo.get("vparity", -1),
+    )
+    v23sky = _v23tosky(
+        wcsinfo["v2_ref"],
+        wcsinfo["v3_ref"],
+        wcsinfo["roll_ref"],
+        wcsinfo["ra_ref"],
+        wcsinfo["dec_ref"],
+    )
+    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    v2v3 = cf.Frame2D(
+        name="v2v3", axes_order=(0, 1), axes_names=("v2", "v3"), unit=(u.arcsec, u.arcsec)
+    )
+    world = cf.CelestialFrame(reference_frame=coord.ICRS(), name="world")
+    w = gwcs_wcs.WCS([(detector, det2v23), (v2v3, v23sky), (world, None)])
+    ny, nx = shape
+    w.bounding_box = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+    w.pixel_shape = (nx, ny)
+    return w
+
+
+def _attitude_refs(module_model, v2_ref, v3_ref):
+    """ra_ref, dec_ref, roll_ref of a detector under a module-level attitude.
+
+    ``module_model`` maps V2/V3 (arcsec) to sky (deg) for the whole focal
+    plane. The returned angles make `_v23tosky` of the detector reproduce it
+    (to ~1e-12 deg): roll is found by matching the sky position of a second
+    V2/V3 point (the model is linear in roll at first order; two Newton steps).
+    """
+    ra_ref, dec_ref = module_model(v2_ref, v3_ref)
+    probe = (v2_ref, v3_ref + 60.0)
+    target = np.array(module_model(*probe))
+
+    def pa_err(roll):
+        m = _v23tosky(v2_ref, v3_ref, roll, ra_ref, dec_ref)
+        got = np.array(m(*probe))
+        return _position_angle(ra_ref, dec_ref, *got) - _position_angle(
+            ra_ref, dec_ref, *target
+        )
+
+    roll = 0.0
+    for _ in range(4):
+        e0 = pa_err(roll)
+        e1 = pa_err(roll + 1e-3)
+        slope = (e1 - e0) / 1e-3
+        roll = roll - e0 / slope
+    return float(ra_ref), float(dec_ref), float(roll % 360.0)
+
+
+def _position_angle(ra0, dec0, ra1, dec1):
+    """Position angle (deg, E of N) from point 0 to point 1."""
+    ra0, dec0, ra1, dec1 = map(np.deg2rad, (ra0, dec0, ra1, dec1))
+    dra = ra1 - ra0
+    pa = np.arctan2(
+        np.sin(dra), np.cos(dec0) * np.tan(dec1) - np.sin(dec0) * np.cos(dra)
+    )
+    return np.rad2deg(pa)
+
+
+def _module_attitude(v2c, v3c, ra, dec, pa_v3):
+    """Focal-plane attitude pointing module centre (v2c, v3c) at (ra, dec).
+
+    ``pa_v3`` is used as the roll at the module centre.
+    """
+    return _v23tosky(v2c, v3c, pa_v3, ra, dec)
+
+
+def world_to_pixel_exact(wcs, ra, dec, tol=1e-6, maxiter=20):
+    """Pixel positions whose *forward* transform gives (ra, dec).
+
+    Starts from the WCS's (approximate) inverse and refines with Newton
+    iterations on the forward transform until the position error is below
+    ``tol`` pixels.
+
+    Parameters
+    ----------
+    wcs : gwcs.WCS
+    ra, dec : array-like
+        Sky coordinates (deg).
+    tol : float
+        Convergence tolerance in pixels.
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        0-indexed pixel coordinates.
+    """
+    ra = np.asarray(ra, dtype=float)
+    dec = np.asarray(dec, dtype=float)
+    x, y = wcs.invert(ra, dec, with_bounding_box=False)
+    x = np.array(x, dtype=float)
+    y = np.array(y, dtype=float)
+    cosd = np.cos(np.deg2rad(dec))
+    h = 0.5
+    for _ in range(maxiter):
+        r0, d0 = wcs(x, y, with_bounding_box=False)
+        rx, dx_ = wcs(x + h, y, with_bounding_box=False)
+        ry, dy_ = wcs(x, y + h, with_bounding_box=False)
+        # residuals in arcsec on the local tangent plane
+        er = ((ra - r0 + 180.0) % 360.0 - 180.0) * cosd * 3600.0
+        ed = (dec - d0) * 3600.0
+        j11 = ((rx - r0 + 180.0) % 360.0 - 180.0) * cosd * 3600.0 / h
+        j21 = (dx_ - d0) * 3600.0 / h
+        j12 = ((ry - r0 + 180.0) % 360.0 - 180.0) * cosd * 3600.0 / h
+        j22 = (dy_ - d0) * 3600.0 / h
+        det = j11 * j22 - j12 * j21
+        ddx = (j22 * er - j12 * ed) / det
+        ddy = (-j21 * er + j11 * ed) / det
+        x += ddx
+        y += ddy
+        if np.all(np.hypot(ddx, ddy) < tol):
+            break
+    return x, y
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+
+
+def _render_stars(shape, x, y, flux, fwhm=2.0, halo_frac=0.15, halo_fwhm=6.0, stamp=9):
+    """Render pixel-integrated double-Gaussian PSFs (core + halo)."""
+    from scipy.special import erf
+
+    ny, nx = shape
+    img = np.zeros(shape, dtype=np.float64)
+    comps = [(1.0 - halo_frac, fwhm / 2.3548200450309493), (halo_frac, halo_fwhm / 2.3548200450309493)]
+    half = stamp
+    for xi, yi, fi in zip(x, y, flux):
+        ix, iy = int(np.floor(xi + 0.5)), int(np.floor(yi + 0.5))
+        x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
+        y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        xe = np.arange(x0, x1 + 1) - 0.5 - xi
+        ye = np.arange(y0, y1 + 1) - 0.5 - yi
+        stampv = 0.0
+        for w, s in comps:
+            cx = np.diff(0.5 * erf(xe / (np.sqrt(2) * s)))
+            cy = np.diff(0.5 * erf(ye / (np.sqrt(2) * s)))
+            stampv = stampv + w * np.outer(cy, cx)
+        img[y0:y1, x0:x1] += fi * stampv
+    return img
+
+
+def _star_field(rng, ra0, dec0, radius_arcsec, density_per_arcmin2):
+    """Uniform random stars in a square around (ra0, dec0) with power-law mags."""
+    area = (2 * radius_arcsec / 60.0) ** 2
+    n = int(density_per_arcmin2 * area)
+    xi = rng.uniform(-radius_arcsec, radius_arcsec, n) / 3600.0
+    eta = rng.uniform(-radius_arcsec, radius_arcsec, n) / 3600.0
+    # gnomonic de-projection about (ra0, dec0)
+    ra0r, dec0r = np.deg2rad(ra0), np.deg2rad(dec0)
+    xr, er = np.deg2rad(xi), np.deg2rad(eta)
+    den = np.cos(dec0r) - er * np.sin(dec0r)
+    ra = ra0r + np.arctan2(xr, den)
+    dec = np.arctan2(np.sin(dec0r) + er * np.cos(dec0r), np.hypot(xr, den))
+    # magnitudes: N(<m) ~ 10^(0.3 m) between 16 and 25
+    u = rng.uniform(0, 1, n)
+    a, b = 10 ** (0.3 * 16.0), 10 ** (0.3 * 25.0)
+    mag = np.log10(a + u * (b - a)) / 0.3
+    return np.rad2deg(ra) % 360.0, np.rad2deg(dec), mag
+
+
+def _distortion_coeffs(rng):
+    """Deterministic small NIRCam-like distortion (arcsec per 1000 px units)."""
+    s = PIXEL_SCALE * 1000.0  # arcsec per 1000 px
+    cx = {"c1_0": s, "c0_1": 0.0015 * s}
+    cy = {"c0_1": s * 1.0007, "c1_0": -0.0011 * s}
+    for k in ("c2_0", "c1_1", "c0_2"):
+        cx[k] = rng.normal(0, 0.02)
+        cy[k] = rng.normal(0, 0.02)
+    for k in ("c3_0", "c2_1", "c1_2", "c0_3"):
+        cx[k] = rng.normal(0, 0.01)
+        cy[k] = rng.normal(0, 0.01)
+    return {"x": cx, "y": cy}
+
+
+def make_dataset(outdir, cfg: SyntheticConfig | None = None):
+    """Write a synthetic dataset into ``outdir``.
+
+    Writes the ``*_cal.fits`` images, ``truth.asdf`` (the true GWCS and
+    pointing errors of every image), ``asn.json`` (a level-3 association)
+    and ``refcat.ecsv`` (a Gaia-like reference catalog, ``RA``/``DEC`` in
+    degrees with ``cfg.refcat_noise`` mas of noise). Each file is written
+    under a temporary name and renamed.
+
+    Returns
+    -------
+    dict
+        Paths: ``images`` (list), ``truth``, ``asn``, ``refcat``.
+    """
+    import asdf
+    from astropy.table import Table
+    from astropy.time import Time, TimeDelta
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    cfg = cfg or SyntheticConfig()
+    os.makedirs(outdir, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    ny, nx = cfg.shape
+    v2c, v3c = MODULE_V2V3
+
+    # Star field covering all dithers of all detectors.
+    half_fov = 0.5 * max(nx, ny) * PIXEL_SCALE + 40.0
+    ra_s, dec_s, mag = _star_field(rng, cfg.ra, cfg.dec, half_fov + 15.0, cfg.n_stars)
+    flux = 10 ** (-0.4 * (mag - 25.0)) * 400.0  # electrons
+
+    dcoeffs = {det: _distortion_coeffs(np.random.default_rng([cfg.seed, i])) for i, det in enumerate(DETECTOR_LAYOUT)}
+    names = exposure_filenames(cfg)
+    t0 = Time(cfg.date, scale="utc")
+
+    truth = {"images": {}, "errors": {}, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
+    images = []
+    k = 0
+    for iexp in range(cfg.n_exposures):
+        # dither pattern: a few arcsec to ~10 arcsec, deterministic
+        if iexp == 0:
+            dith = (0.0, 0.0)
+        else:
+            ang = 2.4 * iexp
+            rad = 3.0 + 2.5 * iexp
+            dith = (rad * np.cos(ang), rad * np.sin(ang))
+        # true attitude: module centre at dithered position
+        true_att = _v23tosky(v2c, v3c, cfg.pa_v3, cfg.ra, cfg.dec)
+        ra_t, dec_t = true_att(v2c + dith[0], v3c + dith[1])
+        true_att = _module_attitude(v2c, v3c, ra_t, dec_t, cfg.pa_v3)
+        # pointing error: shift in V2/V3 and roll about the module centre
+        smin, smax = cfg.shift_error
+        amp = rng.uniform(smin, smax)
+        phi = rng.uniform(0, 2 * np.pi)
+        dv2, dv3 = amp * np.cos(phi), amp * np.sin(phi)
+        droll = rng.uniform(-cfg.rotation_error, cfg.rotation_error)  # arcsec
+        ra_e, dec_e = true_att(v2c + dv2, v3c + dv3)
+        err_att = _module_attitude(v2c, v3c, ra_e, dec_e, cfg.pa_v3 + droll / 3600.0)
+        tstart = t0 + TimeDelta(600.0 * iexp, format="sec")
+
+        for det in cfg.detectors:
+            dv2_det, dv3_det, v3yangle = DETECTOR_LAYOUT[det]
+            v2_ref, v3_ref = v2c + dv2_det, v3c + dv3_det
+            base = {"v2_ref": v2_ref, "v3_ref": v3_ref, "v3yangle": v3yangle, "vparity": -1}
+            r, d, roll = _attitude_refs(true_att, v2_ref, v3_ref)
+            true_info = dict(base, ra_ref=r, dec_ref=d, roll_ref=roll)
+            r, d, roll = _attitude_refs(err_att, v2_ref, v3_ref)
+            err_info = dict(base, ra_ref=r, dec_ref=d, roll_ref=roll)
+            true_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], true_info)
+            file_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], err_info)
+
+            # render stars at exact pixel positions of the TRUE wcs
+            cra, cdec = true_wcs(nx / 2, ny / 2, with_bounding_box=False)
+            sep = np.hypot(((ra_s - cra + 180) % 360 - 180) * np.cos(np.deg2rad(cdec)), dec_s - cdec) * 3600
+            near = sep < 0.75 * max(nx, ny) * PIXEL_SCALE + 5
+            xs, ys = world_to_pixel_exact(true_wcs, ra_s[near], dec_s[near])
+            inside = (xs > -10) & (xs < nx + 9) & (ys > -10) & (ys < ny + 9)
+            img_rng = np.random.default_rng([cfg.seed, 1000 + k])
+            sky = 100.0
+            model_img = sky + _render_stars(cfg.shape, xs[inside], ys[inside], flux[near][inside])
+            data = img_rng.poisson(model_img).astype(np.float64)
+            rn = 10.0
+            data += img_rng.normal(0.0, rn, size=cfg.shape)
+            var_poisson = np.maximum(model_img, 0.0)
+            var_rnoise = np.full(cfg.shape, rn**2)
+            dq = np.zeros(cfg.shape, dtype=np.uint32)
+            nbad = int(0.001 * nx * ny)
+            bx = img_rng.integers(0, nx, nbad)
+            by = img_rng.integers(0, ny, nbad)
+            dq[by, bx] = DO_NOT_USE | HOT
+            data[by, bx] = img_rng.uniform(5e3, 5e4, nbad)  # hot pixels: flagged
+            data -= sky  # level-2 products are background-subtracted-ish: keep a small residual
+            data += 0.5
+
+            model = ImageModel(data=data.astype(np.float32))
+            model.err = np.sqrt(var_poisson + var_rnoise).astype(np.float32)
+            model.dq = dq
+            model.var_poisson = var_poisson.astype(np.float32)
+            model.var_rnoise = var_rnoise.astype(np.float32)
+            m = model.meta
+            m.filename = names[k]
+            m.telescope = "JWST"
+            m.instrument.name = "NIRCAM"
+            m.instrument.detector = det.upper().replace("NRC", "NRC")
+            m.instrument.channel = "SHORT"
+            m.instrument.module = det[3].upper()
+            m.instrument.filter = "F200W"
+            m.instrument.pupil = "CLEAR"
+            m.exposure.type = "NRC_IMAGE"
+            m.exposure.start_time = float(tstart.mjd)
+            m.observation.date = tstart.isot[:10]
+            m.observation.time = tstart.isot[11:]
+            m.observation.program_number = cfg.program
+            m.observation.observation_number = "001"
+            m.observation.visit_number = "001"
+            m.observation.visit_group = "02"
+            m.observation.sequence_id = "1"
+            m.observation.activity_id = "01"
+            m.observation.exposure_number = f"{iexp + 1:05d}"
+            m.wcsinfo.v2_ref = v2_ref
+            m.wcsinfo.v3_ref = v3_ref
+            m.wcsinfo.v3yangle = v3yangle
+            m.wcsinfo.vparity = -1
+            m.wcsinfo.roll_ref = err_info["roll_ref"]
+            m.wcsinfo.ra_ref = err_info["ra_ref"]
+            m.wcsinfo.dec_ref = err_info["dec_ref"]
+            m.cal_step.assign_wcs = "COMPLETE"
+            m.cal_step.flat_field = "COMPLETE"
+            m.cal_step.photom = "COMPLETE"
+            m.wcs = file_wcs
+            path = os.path.join(outdir, names[k])
+            with atomic_output(path) as tmp:
+                model.save(tmp, overwrite=True)
+            model.close()
+            images.append(path)
+            truth["images"][names[k]] = true_wcs
+            truth["errors"][names[k]] = {
+                "shift_v2": float(dv2),
+                "shift_v3": float(dv3),
+                "roll_arcsec": float(droll),
+                "exposure": iexp,
+            }
+            k += 1
+
+    truth["stars"] = {"ra": ra_s, "dec": dec_s, "mag": mag}
+    truth_path = os.path.join(outdir, "truth.asdf")
+    with atomic_output(truth_path) as tmp:
+        asdf.AsdfFile(truth).write_to(tmp)
+
+    asn = {
+        "asn_type": "image3",
+        "asn_rule": "candidate_Asn_Lv3Image",
+        "asn_id": "o001",
+        "program": cfg.program,
+        "target": "1",
+        "asn_pool": "synthetic_pool",
+        "products": [
+            {
+                "name": f"jw{cfg.program}-o001_t001_nircam_clear-f200w",
+                "members": [{"expname": n, "exptype": "science"} for n in names],
+            }
+        ],
+    }
+    asn_path = os.path.join(outdir, "asn.json")
+    with atomic_output(asn_path) as tmp, open(tmp, "w") as f:
+        json.dump(asn, f, indent=2)
+
+    sel = mag < cfg.refcat_maglim
+    nrng = np.random.default_rng([cfg.seed, 7])
+    nsig = cfg.refcat_noise / 3.6e6
+    ref = Table()
+    ref["RA"] = ra_s[sel] + nrng.normal(0, nsig, sel.sum()) / np.cos(np.deg2rad(dec_s[sel]))
+    ref["DEC"] = dec_s[sel] + nrng.normal(0, nsig, sel.sum())
+    ref["mag"] = mag[sel]
+    ref_path = os.path.join(outdir, "refcat.ecsv")
+    with atomic_output(ref_path) as tmp:
+        ref.write(tmp, format="ascii.ecsv", overwrite=True)
+
+    return {"images": images, "truth": truth_path, "asn": asn_path, "refcat": ref_path}
+
+
+def load_truth(path, stars=False):
+    """Read ``truth.asdf``.
+
+    Returns
+    -------
+    wcs : dict
+        ``{filename: true gwcs}``.
+    errors : dict
+        ``{filename: pointing error}`` (shift_v2, shift_v3 arcsec; roll_arcsec).
+    stars : astropy.table.Table
+        Only with ``stars=True``: the true star list (ra, dec, mag).
+    """
+    import asdf
+    from astropy.table import Table
+
+    with asdf.open(path, lazy_load=False, memmap=False) as af:
+        out = (dict(af.tree["images"]), {k: dict(v) for k, v in af.tree["errors"].items()})
+        if stars:
+            st = af.tree["stars"]
+            out = out + (Table({k: np.array(st[k]) for k in ("ra", "dec", "mag")}),)
+    return out
