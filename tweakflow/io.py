@@ -243,7 +243,7 @@ def read_image(path, with_data=True):
     return ImageData(path=path, kind="jwst", data=data, dq=dq, wcs=wcs, wcsinfo=wcsinfo, meta=meta, shape=shape)
 
 
-def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst", date=None, source=None):
+def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst", date=None, source=None, extra=None):
     """Write the alignment sidecar of one image (ASDF), atomically.
 
     Parameters
@@ -263,6 +263,8 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
         Observation date-time (ISO), used for reference-catalog epochs.
     source : str or None
         Path of the input image.
+    extra : dict or None
+        Further plain values (e.g. alignment ``status`` and ``reason``).
     """
     import asdf
 
@@ -275,6 +277,7 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
         "shape": [int(s) for s in shape],
         "date": date,
         "source": source,
+        "extra": dict(extra or {}),
     }
     with atomic_output(path) as tmp:
         asdf.AsdfFile(tree).write_to(tmp)
@@ -287,6 +290,7 @@ def read_sidecar(path):
     try:
         with asdf.open(path, lazy_load=False, memmap=False) as af:
             tree = {k: af.tree[k] for k in ("kind", "wcs", "wcsinfo", "group_id", "filename", "shape", "date", "source")}
+            tree["extra"] = dict(af.tree.get("extra", {}))
     except Exception as exc:
         raise InputError(f"{path}: unreadable sidecar ({type(exc).__name__}: {exc})") from None
     tree["wcsinfo"] = dict(tree["wcsinfo"])

@@ -1,0 +1,33 @@
+# tweakflow: align astronomical images to each other and to an astrometric
+# reference catalog, by the method of the JWST pipeline's tweakreg step.
+#
+#   snakemake --cores all                      # run with config/config.yaml
+#   snakemake --cores all --config inputs=my_asn.json
+#
+# DAG: make_demo (demo only) -> detect_sources (per image) -> align (gather)
+#      [-> fetch_refcat -> absolute_align] -> apply_wcs (per image) + summary
+
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/apply.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,12 @@
+"""Rule align: relative alignment of all images."""
+from tweakflow.steps import align_step, run_rule
+
+run_rule(
+    align_step,
+    snakemake.log[0],
+    catalogs=list(snakemake.input.catalogs),
+    sidecars=list(snakemake.input.sidecars),
+    solutions_out=snakemake.output.solutions,
+    wcs_out=list(snakemake.output.wcs),
+    relative=dict(snakemake.params.relative),
+)

@@ -1,0 +1,88 @@
+"""End-to-end: the Snakemake workflow on a small synthetic dataset, checked against the truth."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from conftest import SMALL, run_workflow, sha256
+from tweakflow import metrics, synthetic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    config = {"output_dir": "results", "demo": SMALL}
+    run_workflow(work, config)
+    return work, config
+
+
+def test_outputs_match_truth(demo_run):
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    work, _ = demo_run
+    res = work / "results"
+    truth, _ = synthetic.load_truth(str(res / "demo" / "truth.asdf"))
+    names = sorted(truth)
+    outs, ins, tl, shapes = [], [], [], []
+    for n in names:
+        stem = n.replace("_cal.fits", "")
+        with ImageModel(str(res / f"{stem}_tweakreg.fits")) as m:
+            assert m.meta.cal_step.tweakreg == "COMPLETE"
+            assert "v2v3corr" in m.meta.wcs.available_frames or m.meta.wcs.available_frames == ["detector", "v2v3", "world"]
+            outs.append(m.meta.wcs)
+            shapes.append(m.data.shape)
+        with ImageModel(str(res / "demo" / n)) as m:
+            ins.append(m.meta.wcs)
+        tl.append(truth[n])
+    before = metrics.relative_errors(ins, tl, shapes)
+    after = metrics.relative_errors(outs, tl, shapes)
+    assert np.all(before > 100), before
+    assert np.all(after < 1.0), after
+    summary = Table.read(res / "tweakreg_summary.ecsv")
+    assert len(summary) == 4
+    assert set(summary["status"]) == {"COMPLETE"}
+    for col in ("image", "group_id", "n_matches", "rms_mas", "xshift", "yshift", "rotation", "scale"):
+        assert col in summary.colnames
+
+
+def test_rerun_does_nothing_and_param_change_skips_detection(demo_run):
+    work, config = demo_run
+    proc = run_workflow(work, config, "-n")
+    assert "Nothing to be done" in proc.stdout
+    changed = {**config, "tweakreg": {"sigma": 2.5}}
+    proc = run_workflow(work, changed, "-n")
+    assert "align" in proc.stdout and "apply_wcs" in proc.stdout
+    assert "detect_sources" not in proc.stdout
+    changed = {**config, "tweakreg": {"snr_threshold": 8.0}}
+    proc = run_workflow(work, changed, "-n")
+    assert "detect_sources" in proc.stdout
+
+
+def test_inputs_untouched(tmp_path, small_dataset):
+    before = {p: sha256(p) for p in small_dataset["images"]}
+    config = {"inputs": small_dataset["images"], "output_dir": "out"}
+    run_workflow(tmp_path, config)
+    assert {p: sha256(p) for p in small_dataset["images"]} == before
+    assert len(glob.glob(str(tmp_path / "out" / "*_tweakreg.fits"))) == 4
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ({"tweakreg": {"no_such_key": 1}}, "no_such_key"),
+        ({"tweakreg": {"searchrad": "wide"}}, "searchrad"),
+        ({"tweakreg": {"starfinder": "magic"}}, "starfinder"),
+        ({"tweakreg": {"snr_threshold": -1}}, "snr_threshold"),
+        ({"typo_key": 1}, "typo_key"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, override, needle):
+    proc = run_workflow(tmp_path, {"output_dir": "out", **override}, "-n", check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stdout
+    assert not os.path.exists(tmp_path / "out")

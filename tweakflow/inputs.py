@@ -1,0 +1,121 @@
+"""Resolving the workflow's ``inputs`` into a list of images.
+
+``inputs`` is ``demo`` (the built-in synthetic dataset), the path of a
+level-3 association JSON, or a list of files and glob patterns. Each image
+gets a *stem* (its base name without ``_cal.fits``) that names its products.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from .errors import ConfigError, InputError
+from .io import output_stem
+
+__all__ = ["resolve_inputs", "read_association"]
+
+
+def read_association(path, allow_outside=False):
+    """Science members of a level-3 association.
+
+    Parameters
+    ----------
+    path : str
+        Association JSON file.
+    allow_outside : bool
+        Accept member paths outside the association's folder.
+
+    Returns
+    -------
+    list of dict
+        ``path`` (absolute), ``group_id`` (or None), ``tweakreg_catalog``
+        (absolute path, ``""`` meaning "detect", or None when not given).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: association file does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            asn = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: association is not valid JSON ({exc})") from None
+    if not isinstance(asn, dict) or not isinstance(asn.get("products"), list) or not asn["products"]:
+        raise InputError(f"{path}: association has no 'products'")
+    folder = os.path.dirname(os.path.abspath(path))
+    members = []
+    for ip, prod in enumerate(asn["products"]):
+        mem = prod.get("members") if isinstance(prod, dict) else None
+        if not isinstance(mem, list):
+            raise InputError(f"{path}: products[{ip}] has no 'members' list")
+        for im, m in enumerate(mem):
+            if not isinstance(m, dict) or "expname" not in m:
+                raise InputError(f"{path}: products[{ip}].members[{im}] has no 'expname'")
+            if str(m.get("exptype", "science")).lower() != "science":
+                continue
+            full = os.path.normpath(os.path.join(folder, m["expname"]))
+            if not allow_outside and os.path.commonpath([folder, full]) != folder:
+                raise InputError(
+                    f"{path}: member '{m['expname']}' is outside the association's folder "
+                    "(set allow_outside_asn: true to accept it)"
+                )
+            if not os.path.isfile(full):
+                raise InputError(f"{path}: member '{m['expname']}' does not exist ({full})")
+            cat = m.get("tweakreg_catalog")
+            if cat:
+                cat = os.path.normpath(os.path.join(folder, cat))
+            members.append({"path": full, "group_id": m.get("group_id"), "tweakreg_catalog": cat})
+    if not members:
+        raise InputError(f"{path}: association has no science members")
+    return members
+
+
+def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=False):
+    """Ordered list of images to align.
+
+    Parameters
+    ----------
+    inputs : str or list of str
+        ``"demo"``, an association JSON, or files/globs.
+    output_dir : str
+        Where the demo dataset is generated (``{output_dir}/demo``).
+    demo : dict or None
+        Synthetic dataset parameters for ``"demo"``.
+
+    Returns
+    -------
+    list of dict
+        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog`` per image.
+    """
+    if inputs == "demo":
+        from .synthetic import SyntheticConfig, exposure_filenames
+
+        names = exposure_filenames(SyntheticConfig.from_dict(demo or {}))
+        folder = os.path.join(output_dir, "demo")
+        items = [{"path": os.path.join(folder, n), "group_id": None, "tweakreg_catalog": None} for n in names]
+    elif isinstance(inputs, str) and inputs.lower().endswith(".json"):
+        items = read_association(inputs, allow_outside=allow_outside_asn)
+    else:
+        patterns = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        items = []
+        for pat in patterns:
+            hits = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+            if not hits:
+                raise ConfigError(f"inputs: pattern '{pat}' matches no file")
+            for h in hits:
+                if not os.path.isfile(h):
+                    raise InputError(f"{h}: input image does not exist")
+                items.append({"path": h, "group_id": None, "tweakreg_catalog": None})
+    if not items:
+        raise ConfigError("inputs: no images to align")
+    seen = {}
+    for it in items:
+        it["stem"] = output_stem(it["path"])
+        if it["stem"] in seen:
+            raise ConfigError(
+                f"inputs: '{seen[it['stem']]}' and '{it['path']}' would both be written as "
+                f"'{it['stem']}_tweakreg.fits'"
+            )
+        seen[it["stem"]] = it["path"]
+    return items

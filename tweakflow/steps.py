@@ -1,0 +1,244 @@
+"""The workflow's steps, one function per rule, callable without Snakemake.
+
+Each function takes explicit input/output paths and parameters; the thin
+scripts in ``scripts/`` only unpack ``snakemake.input/params/output`` and
+call them through `run_rule`, which sets up logging and turns a
+`~tweakflow.errors.TweakflowError` into a one-line message and a non-zero
+exit status instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+from .atomic import atomic_output
+from .errors import TweakflowError
+
+__all__ = ["run_rule", "detect_step", "align_step", "apply_step", "summary_step", "demo_step"]
+
+log = logging.getLogger("tweakflow")
+
+
+def run_rule(func, log_path=None, **kwargs):
+    """Run a step with logging to ``log_path`` and clean error reporting.
+
+    A `TweakflowError` is logged and printed as one line naming the file and
+    the problem, then the process exits with status 1.
+    """
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if log_path else logging.INFO)
+    handlers = [console]
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    for h in handlers:
+        h.setFormatter(fmt)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    try:
+        return func(**kwargs)
+    except TweakflowError as exc:
+        log.error("%s", exc)
+        logging.shutdown()
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------
+# demo data
+# ---------------------------------------------------------------------------
+
+
+def demo_step(outdir, demo_config):
+    """Generate the built-in synthetic dataset into ``outdir``."""
+    from .synthetic import SyntheticConfig, make_dataset
+
+    cfg = SyntheticConfig.from_dict(demo_config)
+    out = make_dataset(outdir, cfg)
+    log.info("wrote %d synthetic images to %s", len(out["images"]), outdir)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# per-image: detection
+# ---------------------------------------------------------------------------
+
+
+def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, published_catalog=None, catalog_format="ecsv"):
+    """Detect sources in one image (or take its custom catalog) and write the sidecar.
+
+    Parameters
+    ----------
+    image : str
+        Input image.
+    catalog_out : str
+        The workflow's catalog (ECSV, always written).
+    sidecar_out : str
+        The alignment sidecar (ASDF).
+    detection : dict
+        Source-finding parameters.
+    group_id : str or None
+        Group id from the association, overriding the image's own.
+    custom_catalog : str or None
+        A user catalog to use instead of detecting sources.
+    published_catalog : str or None
+        Also write the catalog here (``save_catalogs``) in ``catalog_format``.
+    """
+    from .catalogs import read_source_catalog, write_catalog
+    from .detection import detect_sources
+    from .grouping import resolve_group_id
+    from .io import read_image, write_sidecar
+
+    im = read_image(image, with_data=custom_catalog is None)
+    gid = resolve_group_id(im.meta["observation"], im.meta.get("group_id"), group_id, fallback=im.meta["filename"])
+    if custom_catalog:
+        cat = read_source_catalog(custom_catalog)
+        log.info("%s: using custom catalog %s (%d sources)", image, custom_catalog, len(cat))
+    else:
+        bbox = getattr(im.wcs, "bounding_box", None)
+        bbox = tuple(tuple(float(v) for v in iv) for iv in bbox) if bbox is not None else None
+        cat, reason = detect_sources(im.data, im.dq, bounding_box=bbox, **detection)
+        if reason:
+            log.warning("%s: empty catalog: %s", image, reason)
+        else:
+            log.info("%s: detected %d sources", image, len(cat))
+    cat.meta["image"] = im.meta["filename"]
+    write_catalog(cat, catalog_out, "ascii.ecsv")
+    if published_catalog:
+        write_catalog(cat, published_catalog, catalog_format)
+    write_sidecar(
+        sidecar_out,
+        wcs=im.wcs,
+        wcsinfo=im.wcsinfo,
+        group_id=gid,
+        filename=im.meta["filename"],
+        shape=im.shape,
+        date=im.meta.get("date"),
+        source=os.path.abspath(image),
+    )
+
+
+# ---------------------------------------------------------------------------
+# gather: relative alignment
+# ---------------------------------------------------------------------------
+
+
+def load_entries(catalogs, sidecars):
+    """Read catalogs + sidecars into the entries `tweakflow.align` works on."""
+    from astropy.table import Table
+
+    from .io import read_sidecar
+
+    entries = []
+    for cpath, spath in zip(catalogs, sidecars):
+        sc = read_sidecar(spath)
+        cat = Table.read(cpath, format="ascii.ecsv")
+        entries.append(
+            {
+                "name": sc["filename"],
+                "wcs": sc["wcs"],
+                "wcsinfo": sc["wcsinfo"],
+                "group_id": sc["group_id"],
+                "catalog": cat,
+                "shape": sc["shape"],
+                "date": sc.get("date"),
+                "sidecar": sc,
+            }
+        )
+    return entries
+
+
+def write_solution_sidecars(entries, wcs_list, rows, outputs):
+    """Write one sidecar per image holding its (corrected) WCS and status."""
+    from .io import write_sidecar
+
+    for e, w, r, out in zip(entries, wcs_list, rows, outputs):
+        sc = e["sidecar"]
+        write_sidecar(
+            out,
+            wcs=w,
+            wcsinfo=sc["wcsinfo"],
+            group_id=sc["group_id"],
+            filename=sc["filename"],
+            shape=sc["shape"],
+            kind=sc["kind"],
+            date=sc.get("date"),
+            source=sc.get("source"),
+            extra={"status": r["status"], "reason": r["reason"], "stage": r["stage"]},
+        )
+
+
+def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative):
+    """Relative alignment of all images; writes the solution table and per-image WCS sidecars."""
+    from .align import relative_align, rows_to_table
+    from .catalogs import write_catalog
+
+    entries = load_entries(catalogs, sidecars)
+    log.info("relative alignment of %d images in %d groups", len(entries), len({e["group_id"] for e in entries}))
+    wcs_list, rows = relative_align(entries, **relative)
+    for r in rows:
+        log.info("%s [%s]: %s %s", r["image"], r["group_id"], r["status"], r["reason"])
+    write_solution_sidecars(entries, wcs_list, rows, wcs_out)
+    write_catalog(rows_to_table(rows), solutions_out)
+
+
+# ---------------------------------------------------------------------------
+# scatter: write corrected images
+# ---------------------------------------------------------------------------
+
+
+def apply_step(image, wcs_sidecar, output):
+    """Write ``output``: the input image with its corrected WCS.
+
+    ``meta.cal_step.tweakreg`` is ``COMPLETE`` when the alignment succeeded
+    and ``SKIPPED`` otherwise, in which case the WCS is left unchanged.
+    """
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from .io import read_sidecar
+
+    sc = read_sidecar(wcs_sidecar)
+    status = sc["extra"].get("status", "SKIPPED")
+    try:
+        model = ImageModel(image)
+    except Exception as exc:
+        raise TweakflowError(f"{image}: cannot open as a JWST ImageModel ({type(exc).__name__}: {exc})") from None
+    with model:
+        if status == "COMPLETE":
+            model.meta.wcs = sc["wcs"]
+        model.meta.cal_step.tweakreg = status
+        with atomic_output(output) as tmp:
+            model.save(tmp)
+    log.info("%s -> %s (%s%s)", image, output, status, f": {sc['extra'].get('reason')}" if status != "COMPLETE" else "")
+
+
+# ---------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------
+
+
+def summary_step(solution_tables, output):
+    """Merge the per-stage solution tables into ``tweakreg_summary.ecsv``.
+
+    One row per image; the final status is that of the last stage.
+    """
+    from astropy.table import Table
+
+    from .catalogs import write_catalog
+
+    tabs = [Table.read(p, format="ascii.ecsv") for p in solution_tables]
+    final = tabs[-1]
+    out = Table()
+    out["image"] = final["image"]
+    out["group_id"] = final["group_id"]
+    out["status"] = final["status"]
+    out["reason"] = final["reason"]
+    for t in tabs:
+        stage = str(t["stage"][0]) if len(t) else "relative"
+        pre = "" if stage == "relative" else "abs_"
+        for col in ("n_matches", "rms_mas", "mae_mas", "xshift", "yshift", "rotation", "scale", "skew", "fitgeom"):
+            out[pre + col] = t[col]
+    write_catalog(out, output)
+    return out

@@ -1,0 +1,34 @@
+# Scatter: one corrected image per input, and the summary table.
+
+
+rule apply_wcs:
+    input:
+        image=image_path,
+        wcs=final_wcs_sidecar,
+    output:
+        f"{OUT}/{{stem}}_tweakreg.fits",
+    log:
+        f"{LOGS}/apply_wcs/{{stem}}.log",
+    benchmark:
+        f"{BENCH}/apply_wcs/{{stem}}.tsv"
+    group:
+        "apply"
+    resources:
+        mem_mb=lambda wc, input, attempt: attempt * (400 + int(3 * input.size_mb)),
+        runtime=lambda wc, attempt: 5 * attempt,
+    script:
+        "../../scripts/apply_wcs.py"
+
+
+rule summary:
+    input:
+        solution_tables(),
+    output:
+        f"{OUT}/tweakreg_summary.ecsv",
+    log:
+        f"{LOGS}/summary.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../../scripts/summary.py"
