@@ -24,6 +24,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
+include: "workflow/rules/absolute.smk"
 include: "workflow/rules/apply.smk"
 
 

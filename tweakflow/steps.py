@@ -14,6 +14,8 @@ import os
 import sys
 
 
+import numpy as np
+
 from .atomic import atomic_output
 from .errors import TweakflowError
 
@@ -166,7 +168,7 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
             kind=sc["kind"],
             date=sc.get("date"),
             source=sc.get("source"),
-            extra={"status": r["status"], "reason": r["reason"], "stage": r["stage"]},
+            extra={"status": r["status"], "reason": r["reason"], "stage": r["stage"], "wcsname": r.get("wcsname", "")},
         )
 
 
@@ -222,23 +224,89 @@ def apply_step(image, wcs_sidecar, output):
 def summary_step(solution_tables, output):
     """Merge the per-stage solution tables into ``tweakreg_summary.ecsv``.
 
-    One row per image; the final status is that of the last stage.
+    One row per image: the final status and reason, the relative fit's
+    statistics, and (with absolute alignment) the absolute fit's, prefixed
+    ``abs_``.
     """
     from astropy.table import Table
 
+    from .absolute import final_status
     from .catalogs import write_catalog
 
     tabs = [Table.read(p, format="ascii.ecsv") for p in solution_tables]
-    final = tabs[-1]
+    rel = tabs[0]
     out = Table()
-    out["image"] = final["image"]
-    out["group_id"] = final["group_id"]
-    out["status"] = final["status"]
-    out["reason"] = final["reason"]
+    out["image"] = rel["image"]
+    out["group_id"] = rel["group_id"]
+    status, reason = list(rel["status"]), list(rel["reason"])
+    if len(tabs) > 1:
+        ab = tabs[1]
+        for k in range(len(rel)):
+            status[k], reason[k] = final_status(rel["status"][k], rel["reason"][k], ab["status"][k], ab["reason"][k])
+    out["status"] = np.array(status, dtype="U")
+    out["reason"] = np.array(reason, dtype="U")
     for t in tabs:
-        stage = str(t["stage"][0]) if len(t) else "relative"
-        pre = "" if stage == "relative" else "abs_"
-        for col in ("n_matches", "rms_mas", "mae_mas", "xshift", "yshift", "rotation", "scale", "skew", "fitgeom"):
+        pre = "abs_" if str(t["stage"][0]) == "absolute" else ""
+        if pre:
+            out["abs_status"] = t["status"]
+        for col in ("n_sources", "n_matches", "n_used", "rms_mas", "mae_mas", "xshift", "yshift", "rotation", "scale", "skew", "fitgeom"):
+            if pre and col == "n_sources":
+                continue
             out[pre + col] = t[col]
     write_catalog(out, output)
     return out
+
+
+# ---------------------------------------------------------------------------
+# absolute alignment
+# ---------------------------------------------------------------------------
+
+
+def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3):
+    """Retrieve a Gaia reference catalog covering all images (``fetch_refcat`` rule)."""
+    from .catalogs import write_catalog
+    from .io import read_sidecar
+    from .refcat import gaia_catalog_for_footprints
+
+    footprints, dates = [], []
+    for s in sidecars:
+        sc = read_sidecar(s)
+        footprints.append(np.asarray(sc["wcs"].footprint(), dtype=float))
+        if sc.get("date"):
+            dates.append(sc["date"])
+    tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries)
+    log.info("retrieved %d %s sources", len(tab), catalog)
+    write_catalog(tab, output)
+
+
+def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name):
+    """Fit the relatively aligned set to the reference catalog (``absolute_align`` rule)."""
+    from .absolute import absolute_align, final_status, wcs_name
+    from .align import rows_to_table
+    from .catalogs import write_catalog
+    from .refcat import read_reference_catalog
+
+    entries = load_entries(catalogs, sidecars)
+    ref = read_reference_catalog(refcat)
+    statuses = [e["sidecar"]["extra"].get("status", "SKIPPED") for e in entries]
+    wcs_list, rows, combined = absolute_align(entries, [e["wcs"] for e in entries], statuses, ref, **absolute)
+    name = wcs_name(refcat_name)
+    final_rows = []
+    for e, r in zip(entries, rows):
+        rel = e["sidecar"]["extra"]
+        status, reason = final_status(rel.get("status", "SKIPPED"), rel.get("reason", ""), r["status"], r["reason"])
+        wname = name if r["status"] == "COMPLETE" else rel.get("wcsname", "")
+        final_rows.append(dict(r, status=status, reason=reason, wcsname=wname))
+        log.info("%s: absolute %s %s", r["image"], r["status"], r["reason"])
+    write_solution_sidecars(entries, wcs_list, final_rows, wcs_out)
+    tab = rows_to_table(rows)
+    write_catalog(tab, solutions_out)
+    write_catalog(combined, combined_out)
+
+
+def publish_refcat_step(refcat, output):
+    """``save_abs_catalog``: publish the reference catalog used by the absolute fit."""
+    from .catalogs import write_catalog
+    from .refcat import read_reference_catalog
+
+    write_catalog(read_reference_catalog(refcat), output)

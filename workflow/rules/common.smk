@@ -4,6 +4,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
+from tweakflow.absolute import ABSOLUTE_PARS, SINGLE_GROUP_REFCATS
 from tweakflow.align import RELATIVE_PARS
 from tweakflow.detection import DEFAULT_DETECTION_PARS
 from tweakflow.errors import TweakflowError
@@ -26,6 +27,18 @@ try:
 except TweakflowError as exc:
     raise WorkflowError(f"tweakflow: {exc}")
 
+# Absolute alignment: on when abs_refcat names a Gaia release or a file.
+ABS_REFCAT = (TW.get("abs_refcat") or "").strip()
+ABSOLUTE = ABS_REFCAT != ""
+if ABSOLUTE and ABS_REFCAT.upper() not in SINGLE_GROUP_REFCATS:
+    # a user catalog: check it before any job runs
+    from tweakflow.refcat import read_reference_catalog
+
+    try:
+        read_reference_catalog(ABS_REFCAT)
+    except TweakflowError as exc:
+        raise WorkflowError(f"tweakflow: tweakreg.abs_refcat: {exc}")
+
 BY_STEM = {it["stem"]: it for it in IMAGES}
 STEMS = [it["stem"] for it in IMAGES]
 
@@ -40,8 +53,32 @@ def detection_params():
 
 
 def relative_params():
-    """Only the relative-alignment parameters: changing them re-runs align."""
-    return {k: TW[k] for k in RELATIVE_PARS}
+    """Only the relative-alignment parameters: changing them re-runs align.
+
+    With absolute alignment on, ``expand_refcat`` is forced on (as the spec says).
+    """
+    pars = {k: TW[k] for k in RELATIVE_PARS}
+    if ABSOLUTE:
+        pars["expand_refcat"] = True
+    return pars
+
+
+def absolute_params():
+    """Only the abs_* fit parameters: changing them re-runs absolute_align."""
+    return {k: TW[k] for k in ABSOLUTE_PARS}
+
+
+def refcat_input():
+    """The reference catalog file: a user file, or the fetched Gaia catalog."""
+    if ABS_REFCAT.upper() in SINGLE_GROUP_REFCATS:
+        return f"{WORK}/refcat/{ABS_REFCAT.upper()}.ecsv"
+    return ABS_REFCAT
+
+
+def published_refcat():
+    """``save_abs_catalog``: the published copy of the reference catalog used."""
+    base = os.path.splitext(os.path.basename(ABS_REFCAT))[0]
+    return f"{OUT}/fit_{base.lower()}_ref.ecsv"
 
 
 def image_path(wildcards):
@@ -49,12 +86,19 @@ def image_path(wildcards):
 
 
 def final_wcs_sidecar(wildcards):
-    return f"{WORK}/relative/{wildcards.stem}_wcs.asdf"
+    stage = "absolute" if ABSOLUTE else "relative"
+    return f"{WORK}/{stage}/{wildcards.stem}_wcs.asdf"
 
 
 def solution_tables():
-    return [f"{WORK}/relative/solutions.ecsv"]
+    tabs = [f"{WORK}/relative/solutions.ecsv"]
+    if ABSOLUTE:
+        tabs.append(f"{WORK}/absolute/solutions.ecsv")
+    return tabs
 
 
 def all_outputs():
-    return expand(f"{OUT}/{{stem}}_tweakreg.fits", stem=STEMS) + [f"{OUT}/tweakreg_summary.ecsv"]
+    outs = expand(f"{OUT}/{{stem}}_tweakreg.fits", stem=STEMS) + [f"{OUT}/tweakreg_summary.ecsv"]
+    if ABSOLUTE and TW.get("save_abs_catalog"):
+        outs.append(published_refcat())
+    return outs

@@ -1,0 +1,15 @@
+"""Rule absolute_align: one fit of the aligned set to the reference catalog."""
+from tweakflow.steps import absolute_step, run_rule
+
+run_rule(
+    absolute_step,
+    snakemake.log[0],
+    catalogs=list(snakemake.input.catalogs),
+    sidecars=list(snakemake.input.sidecars),
+    refcat=snakemake.input.refcat,
+    solutions_out=snakemake.output.solutions,
+    wcs_out=list(snakemake.output.wcs),
+    combined_out=snakemake.output.combined,
+    absolute=dict(snakemake.params.absolute),
+    refcat_name=snakemake.params.refcat_name,
+)
