@@ -14,7 +14,7 @@ from astropy.table import Table
 from .atomic import atomic_output
 from .errors import InputError
 
-__all__ = ["read_source_catalog", "write_catalog", "catalog_extension"]
+__all__ = ["read_source_catalog", "write_catalog", "read_table", "catalog_extension"]
 
 _ALIASES = (("x", "y"), ("xcentroid", "ycentroid"), ("x_centroid", "y_centroid"))
 
@@ -74,6 +74,20 @@ def read_source_catalog(path):
             raise InputError(f"{path}: column '{col}' of the source catalog has non-finite values")
         out[col] = vals
     return out
+
+
+def read_table(path):
+    """Read a table the workflow wrote (ECSV), with empty strings kept as ``""``.
+
+    ECSV reads empty strings back as masked values; our tables use ``""``
+    for "no reason", "no fit geometry", etc.
+    """
+    tab = Table.read(path, format="ascii.ecsv")
+    for name in tab.colnames:
+        col = tab[name]
+        if col.dtype.kind in "US" and hasattr(col, "filled"):
+            tab[name] = col.filled("")
+    return tab
 
 
 def catalog_extension(fmt):

@@ -11,9 +11,12 @@ Two kinds of image are understood:
 ``fits``
     A plain FITS image with a celestial FITS WCS in its header.
 
-A *sidecar* is a small ASDF file holding only what the alignment needs from
-an image (its WCS, ``wcsinfo``, group id, file name, shape), so the gather
-steps never touch pixel data.
+Sidecars hold only what the alignment needs from an image, so the gather
+steps never touch pixel data: the per-image jobs write an *image sidecar*
+(JSON: file name, shape, observation metadata and the image's raw ASDF
+extension, copied without being parsed, so those short jobs never load the
+ASDF/GWCS machinery), and the gather steps write *WCS sidecars* (ASDF: the
+corrected WCS, ``wcsinfo``, group id and the alignment status).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ __all__ = [
     "ImageData",
     "read_image",
     "read_jwst_meta",
+    "write_image_sidecar",
+    "read_image_sidecar",
+    "asdf_open_bytes",
     "write_sidecar",
     "read_sidecar",
     "output_stem",
@@ -60,6 +66,10 @@ class ImageData:
         ``tweakreg_catalog``, ``date``.
     shape : tuple
         (ny, nx) of the science array.
+    wcs_blob : bytes or None
+        The raw ASDF extension (jwst, when the WCS was not deserialized):
+        copied into the image sidecar so the gather step can read the GWCS
+        without the per-image job paying for the ASDF machinery.
     """
 
     path: str
@@ -70,6 +80,7 @@ class ImageData:
     wcsinfo: dict
     meta: dict = field(default_factory=dict)
     shape: tuple = ()
+    wcs_blob: bytes | None = None
 
 
 def output_stem(path):
@@ -120,19 +131,26 @@ def _load_array(path, hdu, name):
     return arr
 
 
-def _read_asdf_tree(path, hdul):
-    """The ASDF tree of a JWST FITS file (lazy: arrays are not loaded)."""
+def asdf_open_bytes(path, raw):
+    """Open the bytes of an ASDF file lazily (its arrays are never loaded).
+
+    ``path`` only names the source in error messages.
+    """
     import asdf
 
+    try:
+        return asdf.open(io.BytesIO(raw), lazy_load=True, memmap=False)
+    except Exception as exc:
+        raise InputError(f"{path}: corrupt ASDF extension ({type(exc).__name__}: {exc})") from None
+
+
+def _read_asdf_tree(path, hdul):
+    """The ASDF tree of a JWST FITS file (lazy: arrays are not loaded)."""
     try:
         raw = hdul["ASDF"].data.tobytes()
     except Exception as exc:
         raise InputError(f"{path}: cannot read the ASDF extension ({type(exc).__name__}: {exc})") from None
-    try:
-        af = asdf.open(io.BytesIO(raw), lazy_load=True, memmap=False)
-    except Exception as exc:
-        raise InputError(f"{path}: corrupt ASDF extension ({type(exc).__name__}: {exc})") from None
-    return af
+    return asdf_open_bytes(path, raw)
 
 
 def read_jwst_meta(path, hdul=None):
@@ -151,33 +169,38 @@ def read_jwst_meta(path, hdul=None):
     try:
         af = _read_asdf_tree(path, hdul)
         try:
-            tree_meta = af.tree.get("meta", {})
-            try:
-                wcs = tree_meta.get("wcs")
-            except Exception as exc:
-                raise InputError(f"{path}: cannot deserialize meta.wcs ({type(exc).__name__}: {exc})") from None
-            if wcs is None:
-                raise InputError(f"{path}: no WCS (meta.wcs is missing; was assign_wcs run?)")
-            if not hasattr(wcs, "pipeline") or "v2v3" not in getattr(wcs, "available_frames", []):
-                raise InputError(f"{path}: meta.wcs is not a JWST GWCS with a 'v2v3' frame")
-            wcsinfo = dict(tree_meta.get("wcsinfo", {}))
-            for key in ("v2_ref", "v3_ref", "roll_ref"):
-                if key not in wcsinfo:
-                    raise InputError(f"{path}: meta.wcsinfo.{key} is missing")
-            obs = dict(tree_meta.get("observation", {}))
-            meta = {
-                "filename": tree_meta.get("filename") or os.path.basename(path),
-                "observation": obs,
-                "group_id": tree_meta.get("group_id"),
-                "tweakreg_catalog": tree_meta.get("tweakreg_catalog"),
-                "cal_step": dict(tree_meta.get("cal_step", {})),
-                "date": _obs_datetime(obs, tree_meta),
-            }
+            return _tree_meta(path, af.tree)
         finally:
             af.close()
     finally:
         if close:
             hdul.close()
+
+
+def _tree_meta(path, tree):
+    """WCS, wcsinfo and metadata from a JWST ASDF tree."""
+    tree_meta = tree.get("meta", {})
+    try:
+        wcs = tree_meta.get("wcs")
+    except Exception as exc:
+        raise InputError(f"{path}: cannot deserialize meta.wcs ({type(exc).__name__}: {exc})") from None
+    if wcs is None:
+        raise InputError(f"{path}: no WCS (meta.wcs is missing; was assign_wcs run?)")
+    if not hasattr(wcs, "pipeline") or "v2v3" not in getattr(wcs, "available_frames", []):
+        raise InputError(f"{path}: meta.wcs is not a JWST GWCS with a 'v2v3' frame")
+    wcsinfo = dict(tree_meta.get("wcsinfo", {}))
+    for key in ("v2_ref", "v3_ref", "roll_ref"):
+        if key not in wcsinfo:
+            raise InputError(f"{path}: meta.wcsinfo.{key} is missing")
+    obs = dict(tree_meta.get("observation", {}))
+    meta = {
+        "filename": tree_meta.get("filename") or os.path.basename(path),
+        "observation": obs,
+        "group_id": tree_meta.get("group_id"),
+        "tweakreg_catalog": tree_meta.get("tweakreg_catalog"),
+        "cal_step": dict(tree_meta.get("cal_step", {})),
+        "date": _obs_datetime(obs, tree_meta),
+    }
     return wcs, wcsinfo, meta
 
 
@@ -196,7 +219,51 @@ def _obs_datetime(obs, tree_meta):
     return None
 
 
-def read_image(path, with_data=True):
+#: JWST FITS keywords of ``meta.observation`` (primary header).
+_OBS_KEYWORDS = {
+    "program_number": "PROGRAM",
+    "observation_number": "OBSERVTN",
+    "visit_number": "VISIT",
+    "visit_group": "VISITGRP",
+    "sequence_id": "SEQ_ID",
+    "activity_id": "ACT_ID",
+    "exposure_number": "EXPOSURE",
+    "date": "DATE-OBS",
+    "time": "TIME-OBS",
+}
+#: JWST FITS keywords of ``meta.wcsinfo`` (SCI header).
+_WCSINFO_KEYWORDS = {
+    "v2_ref": "V2_REF",
+    "v3_ref": "V3_REF",
+    "roll_ref": "ROLL_REF",
+    "ra_ref": "RA_REF",
+    "dec_ref": "DEC_REF",
+    "v3yangle": "V3I_YANG",
+    "vparity": "VPARITY",
+}
+
+
+def _header_meta(path, hdul):
+    """JWST metadata from FITS keywords only (no ASDF parsing)."""
+    phdr = hdul[0].header
+    obs = {k: str(phdr[kw]).strip() for k, kw in _OBS_KEYWORDS.items() if kw in phdr}
+    wcsinfo = {k: hdul["SCI"].header[kw] for k, kw in _WCSINFO_KEYWORDS.items() if kw in hdul["SCI"].header}
+    date = f"{obs['date']}T{obs['time']}" if obs.get("date") and obs.get("time") else obs.get("date")
+    if date is None and "EXPSTART" in phdr:
+        from astropy.time import Time
+
+        date = Time(phdr["EXPSTART"], format="mjd").isot
+    meta = {
+        "filename": str(phdr.get("FILENAME") or os.path.basename(path)),
+        "observation": obs,
+        "group_id": None,  # only in the ASDF tree: resolved by the gather step
+        "tweakreg_catalog": str(phdr["TCATFILE"]).strip() if phdr.get("TCATFILE") else None,
+        "date": date,
+    }
+    return wcsinfo, meta
+
+
+def read_image(path, with_data=True, with_wcs=True):
     """Read an input image.
 
     Parameters
@@ -205,6 +272,10 @@ def read_image(path, with_data=True):
         FITS file (JWST ``ImageModel`` with an ``ASDF`` extension).
     with_data : bool
         Also read the ``SCI`` and ``DQ`` arrays.
+    with_wcs : bool
+        Deserialize the GWCS (needs asdf, gwcs and their extensions: about
+        two seconds of start-up). With False, metadata come from the FITS
+        keywords and the raw ASDF extension is returned as ``wcs_blob``.
 
     Returns
     -------
@@ -230,7 +301,18 @@ def read_image(path, with_data=True):
         shape = tuple(int(n) for n in (sci_hdu.header.get("NAXIS2", 0), sci_hdu.header.get("NAXIS1", 0)))
         if sci_hdu.header.get("NAXIS", 0) != 2 or min(shape) < 1:
             raise InputError(f"{path}: SCI extension is not a 2-D image")
-        wcs, wcsinfo, meta = read_jwst_meta(path, hdul)
+        blob = None
+        if with_wcs:
+            wcs, wcsinfo, meta = read_jwst_meta(path, hdul)
+        else:
+            wcs = None
+            wcsinfo, meta = _header_meta(path, hdul)
+            try:
+                blob = hdul["ASDF"].data.tobytes()
+            except Exception as exc:
+                raise InputError(f"{path}: cannot read the ASDF extension ({type(exc).__name__}: {exc})") from None
+            if not blob.startswith(b"#ASDF"):
+                raise InputError(f"{path}: the ASDF extension does not hold an ASDF file")
         data = dq = None
         if with_data:
             data = np.asarray(_load_array(path, sci_hdu, "SCI"), dtype=np.float32)
@@ -240,7 +322,79 @@ def read_image(path, with_data=True):
                     raise InputError(f"{path}: DQ shape {dq.shape} differs from SCI shape {data.shape}")
     finally:
         hdul.close()
-    return ImageData(path=path, kind="jwst", data=data, dq=dq, wcs=wcs, wcsinfo=wcsinfo, meta=meta, shape=shape)
+    return ImageData(path=path, kind="jwst", data=data, dq=dq, wcs=wcs, wcsinfo=wcsinfo, meta=meta, shape=shape, wcs_blob=blob)
+
+
+def write_image_sidecar(path, image, asn_group_id=None):
+    """Write the sidecar of an input image (JSON), atomically.
+
+    It holds what the gather step needs from the image and nothing more:
+    file name, shape, observation metadata, date, the association's group id
+    (if any) and the image's raw ASDF extension (base64), from which
+    `read_image_sidecar` deserializes the GWCS, ``wcsinfo`` and
+    ``meta.group_id``.
+
+    Parameters
+    ----------
+    path : str
+        Output ``.json`` path.
+    image : ImageData
+        As returned by ``read_image(..., with_wcs=False)``.
+    asn_group_id : str or None
+        Group id given by the association (highest precedence).
+    """
+    import base64
+    import json
+
+    doc = {
+        "kind": image.kind,
+        "filename": image.meta["filename"],
+        "source": os.path.abspath(image.path),
+        "shape": [int(n) for n in image.shape],
+        "date": image.meta.get("date"),
+        "observation": image.meta.get("observation", {}),
+        "asn_group_id": asn_group_id,
+        "wcsinfo": {k: (v.item() if hasattr(v, "item") else v) for k, v in image.wcsinfo.items()},
+        "asdf": base64.b64encode(image.wcs_blob).decode("ascii") if image.wcs_blob else None,
+    }
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+
+
+def read_image_sidecar(path):
+    """Read a sidecar written by `write_image_sidecar`, deserializing the WCS.
+
+    Returns a dict with the same keys as `read_sidecar`; ``group_id`` is
+    resolved by precedence (association, ``meta.group_id``, exposure).
+    """
+    import base64
+    import json
+
+    from .grouping import resolve_group_id
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable image sidecar ({type(exc).__name__}: {exc})") from None
+    source = doc.get("source") or path
+    af = asdf_open_bytes(source, base64.b64decode(doc["asdf"]))
+    try:
+        wcs, wcsinfo, meta = _tree_meta(source, af.tree)
+    finally:
+        af.close()
+    gid = resolve_group_id(meta["observation"] or doc.get("observation"), meta.get("group_id"), doc.get("asn_group_id"), fallback=doc["filename"])
+    return {
+        "kind": doc["kind"],
+        "wcs": wcs,
+        "wcsinfo": wcsinfo,
+        "group_id": gid,
+        "filename": doc["filename"],
+        "shape": tuple(doc["shape"]),
+        "date": doc.get("date") or meta.get("date"),
+        "source": doc.get("source"),
+        "extra": {},
+    }
 
 
 def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst", date=None, source=None, extra=None):
@@ -284,8 +438,15 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
 
 
 def read_sidecar(path):
-    """Read a sidecar written by `write_sidecar` into a plain dict."""
+    """Read a WCS sidecar (`write_sidecar`) or an image sidecar (`write_image_sidecar`).
+
+    Returns a plain dict: ``kind``, ``wcs``, ``wcsinfo``, ``group_id``,
+    ``filename``, ``shape``, ``date``, ``source``, ``extra``.
+    """
     import asdf
+
+    if os.fspath(path).endswith(".json"):
+        return read_image_sidecar(path)
 
     try:
         with asdf.open(path, lazy_load=False, memmap=False) as af:

@@ -78,7 +78,7 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
     catalog_out : str
         The workflow's catalog (ECSV, always written).
     sidecar_out : str
-        The alignment sidecar (ASDF).
+        The image sidecar (JSON, see `tweakflow.io.write_image_sidecar`).
     detection : dict
         Source-finding parameters.
     group_id : str or None
@@ -90,18 +90,17 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
     """
     from .catalogs import read_source_catalog, write_catalog
     from .detection import detect_sources
-    from .grouping import resolve_group_id
-    from .io import read_image, write_sidecar
+    from .io import read_image, write_image_sidecar
 
-    im = read_image(image, with_data=custom_catalog is None)
-    gid = resolve_group_id(im.meta["observation"], im.meta.get("group_id"), group_id, fallback=im.meta["filename"])
+    # The GWCS is not deserialized here (that costs ~2 s of start-up per
+    # job): its raw ASDF goes into the sidecar, and the gather step drops
+    # sources outside the WCS bounding box.
+    im = read_image(image, with_data=custom_catalog is None, with_wcs=False)
     if custom_catalog:
         cat = read_source_catalog(custom_catalog)
         log.info("%s: using custom catalog %s (%d sources)", image, custom_catalog, len(cat))
     else:
-        bbox = getattr(im.wcs, "bounding_box", None)
-        bbox = tuple(tuple(float(v) for v in iv) for iv in bbox) if bbox is not None else None
-        cat, reason = detect_sources(im.data, im.dq, bounding_box=bbox, **detection)
+        cat, reason = detect_sources(im.data, im.dq, **detection)
         if reason:
             log.warning("%s: empty catalog: %s", image, reason)
         else:
@@ -110,16 +109,7 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
     write_catalog(cat, catalog_out, "ascii.ecsv")
     if published_catalog:
         write_catalog(cat, published_catalog, catalog_format)
-    write_sidecar(
-        sidecar_out,
-        wcs=im.wcs,
-        wcsinfo=im.wcsinfo,
-        group_id=gid,
-        filename=im.meta["filename"],
-        shape=im.shape,
-        date=im.meta.get("date"),
-        source=os.path.abspath(image),
-    )
+    write_image_sidecar(sidecar_out, im, asn_group_id=group_id)
 
 
 # ---------------------------------------------------------------------------
@@ -137,6 +127,14 @@ def load_entries(catalogs, sidecars):
     for cpath, spath in zip(catalogs, sidecars):
         sc = read_sidecar(spath)
         cat = Table.read(cpath, format="ascii.ecsv")
+        bbox = getattr(sc["wcs"], "bounding_box", None)
+        if bbox is not None and len(cat):
+            # sources outside the WCS's valid region cannot be placed on the sky
+            (x0, x1), (y0, y1) = (tuple(float(v) for v in iv) for iv in bbox)
+            inside = (cat["x"] >= x0) & (cat["x"] <= x1) & (cat["y"] >= y0) & (cat["y"] <= y1)
+            if not np.all(inside):
+                log.info("%s: %d sources outside the WCS bounding box dropped", sc["filename"], int(np.sum(~inside)))
+                cat = cat[inside]
         entries.append(
             {
                 "name": sc["filename"],
@@ -231,9 +229,9 @@ def summary_step(solution_tables, output):
     from astropy.table import Table
 
     from .absolute import final_status
-    from .catalogs import write_catalog
+    from .catalogs import read_table, write_catalog
 
-    tabs = [Table.read(p, format="ascii.ecsv") for p in solution_tables]
+    tabs = [read_table(p) for p in solution_tables]
     rel = tabs[0]
     out = Table()
     out["image"] = rel["image"]

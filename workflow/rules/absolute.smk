@@ -3,7 +3,7 @@
 
 rule fetch_refcat:
     input:
-        sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.asdf", stem=STEMS),
+        sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
     output:
         f"{WORK}/refcat/{{catalog}}.ecsv",
     wildcard_constraints:

@@ -4,7 +4,7 @@
 rule align:
     input:
         catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
-        sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.asdf", stem=STEMS),
+        sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
     output:
         solutions=f"{WORK}/relative/solutions.ecsv",
         wcs=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),

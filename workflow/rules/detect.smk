@@ -6,7 +6,7 @@ rule detect_sources:
         image=image_path,
     output:
         catalog=f"{WORK}/catalogs/{{stem}}_cat.ecsv",
-        sidecar=f"{WORK}/sidecars/{{stem}}_meta.asdf",
+        sidecar=f"{WORK}/sidecars/{{stem}}_meta.json",
     params:
         detection=detection_params(),
         group_id=lambda wc: BY_STEM[wc.stem]["group_id"],
