@@ -138,7 +138,44 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
     return Table({"RA": np.asarray(ra, float), "DEC": np.asarray(dec, float), "TPx": mtx, "TPy": mty, "n_det": ndet.astype(int)})
 
 
-def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, **pars):
+def refine_matches(ref_xy, im_xy, matrix, shift, radius):
+    """Mutual nearest neighbours within ``radius`` after applying a first fit.
+
+    ``xyxymatch`` pairs sources within ``tolerance`` (0.7 arcsec by
+    default) of each other. When the reference catalog holds a star that the
+    image catalog lacks (it fell in a gap, off an edge, or was rejected by
+    the star finder), that star can pair with a fainter neighbour a few
+    tenths of an arcsecond away; a handful of such pairs, which sigma
+    clipping does not fully remove, bias the fit by milliarcseconds. Once a
+    first fit has put both catalogs in one frame to a few mas, pairs are
+    re-made as mutual nearest neighbours within a tight ``radius``.
+
+    Returns
+    -------
+    ref_idx, im_idx : numpy.ndarray
+    """
+    from scipy.spatial import cKDTree
+
+    fitted = np.asarray(shift) + np.asarray(im_xy) @ np.asarray(matrix).T
+    d_im, j_ref = cKDTree(ref_xy).query(fitted, distance_upper_bound=radius)
+    d_ref, j_im = cKDTree(fitted).query(ref_xy, distance_upper_bound=radius)
+    im_idx = np.flatnonzero(np.isfinite(d_im))
+    ref_idx = j_ref[im_idx]
+    mutual = j_im[ref_idx] == im_idx
+    return ref_idx[mutual], im_idx[mutual]
+
+
+def _fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
+    from tweakwcs.linearfit import iter_linear_fit
+
+    fit = iter_linear_fit(refxy, imxy, wref, wim, fitgeom=fitgeom, nclip=nclip, sigma=sigma, center=None)
+    # shift for rotations about the tangent-plane origin (as tweakwcs does)
+    shift = fit["shift_ld"] + fit["center_ld"] - np.dot(fit["center_ld"], fit["matrix_ld"].T)
+    fit["shift"] = np.asarray(shift, dtype=np.double)
+    return fit
+
+
+def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, **pars):
     """Fit the relatively aligned set to a reference catalog; apply one solution to all.
 
     Parameters
@@ -158,6 +195,10 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
         See `combined_catalog`.
     weight_by_count : bool
         Weight merged sources by their number of detections.
+    refine : bool
+        After the first fit, re-pair sources as mutual nearest neighbours
+        within five robust standard deviations of the residuals (see
+        `refine_matches`) and fit again.
     **pars
         ``abs_*`` parameters (`ABSOLUTE_PARS`).
 
@@ -172,8 +213,6 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
     combined : astropy.table.Table
         The combined catalog that was matched.
     """
-    from tweakwcs.linearfit import iter_linear_fit
-
     p = dict(ABSOLUTE_PARS)
     unknown = set(pars) - set(p)
     if unknown:
@@ -225,21 +264,32 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
     if nmatch < int(p["abs_minobj"]):
         return fail(f"not enough matches ({nmatch}) with the reference catalog; abs_minobj={p['abs_minobj']}")
 
-    refxy = np.c_[ref["TPx"], ref["TPy"]][ref_idx]
-    imxy = np.c_[combined["TPx"], combined["TPy"]][im_idx]
-    wref = np.asarray(ref["weight"], float)[ref_idx] if "weight" in ref.colnames else None
-    wim = np.asarray(combined["n_det"], float)[im_idx] if weight_by_count else None
-    try:
-        fit = iter_linear_fit(
-            refxy, imxy, wref, wim,
-            fitgeom=p["abs_fitgeometry"], nclip=int(p["abs_nclip"]), sigma=(float(p["abs_sigma"]), "rmse"),
-            center=None,
+    all_ref = np.c_[ref["TPx"], ref["TPy"]]
+    all_im = np.c_[combined["TPx"], combined["TPy"]]
+    all_wref = np.asarray(ref["weight"], float) if "weight" in ref.colnames else None
+    all_wim = np.asarray(combined["n_det"], float) if weight_by_count else None
+    sigma = (float(p["abs_sigma"]), "rmse")
+
+    def fit_pairs(ri, ii):
+        return _fit(
+            all_ref[ri], all_im[ii],
+            None if all_wref is None else all_wref[ri], None if all_wim is None else all_wim[ii],
+            p["abs_fitgeometry"], int(p["abs_nclip"]), sigma,
         )
+
+    try:
+        fit = fit_pairs(ref_idx, im_idx)
+        if refine:
+            res = all_ref[ref_idx] - (fit["shift"] + all_im[im_idx] @ fit["matrix"].T)
+            scale = 1.4826 * np.median(np.hypot(*res[fit["fitmask"]].T)) / 1.1774  # per-axis robust sigma
+            radius = float(np.clip(5.0 * np.hypot(scale, scale), 0.02, p["abs_tolerance"]))
+            r2, i2 = refine_matches(all_ref, all_im, fit["matrix"], fit["shift"], radius)
+            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(r2), nmatch)
+            if len(r2) >= int(p["abs_minobj"]):
+                ref_idx, im_idx, nmatch = r2, i2, len(r2)
+                fit = fit_pairs(ref_idx, im_idx)
     except Exception as exc:
         return fail(f"fit failed: {type(exc).__name__}: {exc}")
-    # shift for rotations about the tangent-plane origin (as tweakwcs does)
-    shift = fit["shift_ld"] + fit["center_ld"] - np.dot(fit["center_ld"], fit["matrix_ld"].T)
-    fit["shift"] = np.asarray(shift, dtype=np.double)
     fit_info = {
         "status": "SUCCESS",
         "fitgeom": p["abs_fitgeometry"],

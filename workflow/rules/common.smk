@@ -30,8 +30,13 @@ except TweakflowError as exc:
 # Absolute alignment: on when abs_refcat names a Gaia release or a file.
 ABS_REFCAT = (TW.get("abs_refcat") or "").strip()
 ABSOLUTE = ABS_REFCAT != ""
-if ABSOLUTE and ABS_REFCAT.upper() not in SINGLE_GROUP_REFCATS:
-    # a user catalog: check it before any job runs
+DEMO_REFCAT = f"{DEMO_DIR}/refcat.ecsv"
+if (
+    ABSOLUTE
+    and ABS_REFCAT.upper() not in SINGLE_GROUP_REFCATS
+    and not (config["inputs"] == "demo" and os.path.normpath(ABS_REFCAT) == os.path.normpath(DEMO_REFCAT))
+):
+    # a user catalog: check it before any job runs (the demo's is made by make_demo)
     from tweakflow.refcat import read_reference_catalog
 
     try:
