@@ -21,6 +21,7 @@ corrected WCS, ``wcsinfo``, group id and the alignment status).
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -98,6 +99,27 @@ def output_stem(path):
     return base
 
 
+def _input_errors(func):
+    """Re-raise any exception from parsing a file as an `InputError` naming it.
+
+    astropy parses header cards lazily and asdf/gwcs deserialize on access,
+    so a corrupt card or tree node raises (``VerifyError``, ``ValueError``,
+    ``KeyError``...) wherever it is first read; the first argument of
+    ``func`` is the file.
+    """
+
+    @functools.wraps(func)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return func(path, *args, **kwargs)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"{os.fspath(path)}: corrupt or unsupported file ({type(exc).__name__}: {exc})") from exc
+
+    return wrapper
+
+
 def _open_fits(path):
     from astropy.io import fits
 
@@ -123,11 +145,13 @@ def _load_array(path, hdu, name):
     # apply BSCALE/BZERO here, exactly, for the integer DQ arrays.
     bscale = hdu.header.get("BSCALE", 1)
     bzero = hdu.header.get("BZERO", 0)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in (bscale, bzero)):
+        raise InputError(f"{path}: {name} header: BSCALE/BZERO must be finite numbers (got {bscale!r}, {bzero!r})")
     if bscale != 1 or bzero != 0:
         if bscale == 1 and float(bzero).is_integer() and arr.dtype.kind in "iu":
             arr = (arr.astype(np.int64) + int(bzero))
         else:
-            arr = arr * bscale + bzero
+            arr = arr.astype(np.float64) * bscale + bzero
     return arr
 
 
@@ -153,6 +177,7 @@ def _read_asdf_tree(path, hdul):
     return asdf_open_bytes(path, raw)
 
 
+@_input_errors
 def read_jwst_meta(path, hdul=None):
     """Metadata and WCS of a JWST ``ImageModel`` file, without pixel data.
 
@@ -263,6 +288,7 @@ def _header_meta(path, hdul):
     return wcsinfo, meta
 
 
+@_input_errors
 def read_image(path, with_data=True, with_wcs=True):
     """Read an input image.
 
@@ -361,6 +387,7 @@ def write_image_sidecar(path, image, asn_group_id=None):
         json.dump(doc, f, indent=1, sort_keys=True)
 
 
+@_input_errors
 def read_image_sidecar(path):
     """Read a sidecar written by `write_image_sidecar`, deserializing the WCS.
 
