@@ -9,4 +9,5 @@ run_rule(
     solutions_out=snakemake.output.solutions,
     wcs_out=list(snakemake.output.wcs),
     relative=dict(snakemake.params.relative),
+    on_bad_input=snakemake.params.on_bad_input,
 )

@@ -9,4 +9,5 @@ run_rule(
     sidecar_out=snakemake.output.sidecar,
     detection=dict(snakemake.params.detection),
     group_id=snakemake.params.group_id,
+    on_bad_input=snakemake.params.on_bad_input,
 )

@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+from .errors import OutputError
+
 __all__ = ["atomic_output"]
 
 
@@ -24,6 +26,8 @@ def atomic_output(path):
     extension, or record the file name inside the file (stdatamodels'
     ``meta.filename``), see the final name. On any exception the temporary
     file is removed and the exception propagates; ``path`` is left untouched.
+    An `OSError` (disk full, no permission) becomes an `OutputError` naming
+    ``path``.
 
     Parameters
     ----------
@@ -32,12 +36,17 @@ def atomic_output(path):
     """
     path = os.fspath(path)
     folder, base = os.path.split(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=folder or ".")
+    try:
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=folder or ".")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
     tmp = os.path.join(tmpdir, base)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

@@ -4,7 +4,7 @@ Every error a user can provoke with bad input is a `TweakflowError` whose
 message names the file (or config key) and the problem.
 """
 
-__all__ = ["TweakflowError", "InputError", "ConfigError", "AlignmentError", "RefcatError"]
+__all__ = ["TweakflowError", "InputError", "ConfigError", "AlignmentError", "RefcatError", "OutputError"]
 
 
 class TweakflowError(Exception):
@@ -25,3 +25,7 @@ class AlignmentError(TweakflowError):
 
 class RefcatError(TweakflowError):
     """A reference catalog could not be read or retrieved."""
+
+
+class OutputError(TweakflowError):
+    """An output could not be written (disk full, no permission...)."""

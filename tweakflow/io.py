@@ -37,10 +37,13 @@ __all__ = [
     "read_jwst_meta",
     "write_image_sidecar",
     "read_image_sidecar",
+    "write_unreadable_sidecar",
+    "unreadable_sidecar",
     "asdf_open_bytes",
     "write_sidecar",
     "read_sidecar",
     "output_stem",
+    "check_fits_signature",
 ]
 
 
@@ -120,11 +123,51 @@ def _input_errors(func):
     return wrapper
 
 
+#: A FITS file starts with this (the SIMPLE keyword, fixed format)
+FITS_SIGNATURE = b"SIMPLE  ="
+#: gzip magic: a compressed FITS file (astropy reads it; not checked further)
+GZIP_SIGNATURE = b"\x1f\x8b"
+
+
+def check_fits_signature(path):
+    """The problem with an input image that can be seen without parsing it.
+
+    Reads the first bytes of the file only (cheap enough to check thousands
+    of inputs before any job runs): the file must be non-empty and start
+    with the FITS ``SIMPLE`` keyword (or be gzip-compressed). A truncated
+    or otherwise corrupt FITS file passes; the reader finds it.
+
+    Parameters
+    ----------
+    path : str
+        Input image.
+
+    Returns
+    -------
+    str or None
+        ``"<path>: <problem>"``, or None when the file looks like FITS.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(FITS_SIGNATURE))
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror})"
+    if not head:
+        return f"{path}: empty file"
+    if head != FITS_SIGNATURE and not head.startswith(GZIP_SIGNATURE):
+        return f"{path}: not a FITS file (it does not start with 'SIMPLE  =')"
+    return None
+
+
 def _open_fits(path):
     from astropy.io import fits
 
     if not os.path.exists(path):
         raise InputError(f"{path}: file does not exist")
+    problem = check_fits_signature(path)
+    if problem:
+        raise InputError(problem)
     try:
         hdul = fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=False, do_not_scale_image_data=True)
     except OSError as exc:
@@ -213,6 +256,10 @@ def _tree_meta(path, tree):
         raise InputError(f"{path}: no WCS (meta.wcs is missing; was assign_wcs run?)")
     if not hasattr(wcs, "pipeline") or "v2v3" not in getattr(wcs, "available_frames", []):
         raise InputError(f"{path}: meta.wcs is not a JWST GWCS with a 'v2v3' frame")
+    from gwcs.coordinate_frames import CelestialFrame
+
+    if not isinstance(wcs.output_frame, CelestialFrame):
+        raise InputError(f"{path}: meta.wcs is not celestial (its output frame is {wcs.output_frame!r})")
     wcsinfo = dict(tree_meta.get("wcsinfo", {}))
     for key in ("v2_ref", "v3_ref", "roll_ref"):
         if key not in wcsinfo:
@@ -404,6 +451,8 @@ def read_image_sidecar(path):
             doc = json.load(f)
     except Exception as exc:
         raise InputError(f"{path}: unreadable image sidecar ({type(exc).__name__}: {exc})") from None
+    if doc.get("kind") == "unreadable":
+        return unreadable_sidecar(doc)
     source = doc.get("source") or path
     af = asdf_open_bytes(source, base64.b64decode(doc["asdf"]))
     try:
@@ -421,6 +470,68 @@ def read_image_sidecar(path):
         "date": doc.get("date") or meta.get("date"),
         "source": doc.get("source"),
         "extra": {},
+    }
+
+
+def write_unreadable_sidecar(path, image, reason, asn_group_id=None):
+    """Write the image sidecar of an input image that could not be read, atomically.
+
+    With ``on_bad_input: skip`` it stands in for the image's sidecar: the
+    gather steps leave the image out of the alignment and list it as
+    ``FAILED`` with ``reason``; its ``apply_wcs`` job fails.
+
+    Parameters
+    ----------
+    path : str
+        Output ``.json`` path.
+    image : str
+        The input image.
+    reason : str
+        Why it could not be read (the `InputError` message).
+    asn_group_id : str or None
+        Group id given by the association.
+    """
+    import json
+
+    doc = {
+        "kind": "unreadable",
+        "filename": os.path.basename(image),
+        "source": os.path.abspath(image),
+        "asn_group_id": asn_group_id,
+        "reason": str(reason),
+    }
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+
+
+def unreadable_sidecar(doc, reason=None):
+    """The `read_sidecar` dict of an image left out of the alignment.
+
+    Parameters
+    ----------
+    doc : dict
+        An image sidecar's JSON document (``filename``, ``source``,
+        ``asn_group_id``; ``reason`` when written by `write_unreadable_sidecar`).
+    reason : str or None
+        Why the image cannot be used (default: ``doc["reason"]``).
+
+    Returns
+    -------
+    dict
+        ``kind="unreadable"``, ``wcs=None`` and ``extra`` with ``status``
+        ``FAILED`` and the reason.
+    """
+    reason = reason or doc.get("reason") or "unreadable"
+    return {
+        "kind": "unreadable",
+        "wcs": None,
+        "wcsinfo": {},
+        "group_id": str(doc.get("asn_group_id") or doc["filename"]),
+        "filename": doc["filename"],
+        "shape": (),
+        "date": None,
+        "source": doc.get("source"),
+        "extra": {"status": "FAILED", "reason": f"unreadable input: {reason}", "stage": "relative"},
     }
 
 

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from .atomic import atomic_output
-from .errors import TweakflowError
+from .errors import InputError, TweakflowError
 
 __all__ = ["run_rule", "detect_step", "align_step", "apply_step", "summary_step", "demo_step"]
 
@@ -68,7 +68,7 @@ def demo_step(outdir, demo_config):
 # ---------------------------------------------------------------------------
 
 
-def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, published_catalog=None, catalog_format="ecsv"):
+def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, published_catalog=None, catalog_format="ecsv", on_bad_input="fail"):
     """Detect sources in one image (or take its custom catalog) and write the sidecar.
 
     Parameters
@@ -87,15 +87,29 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
         A user catalog to use instead of detecting sources.
     published_catalog : str or None
         Also write the catalog here (``save_catalogs``) in ``catalog_format``.
+    on_bad_input : {"fail", "skip"}
+        An image that cannot be read raises `InputError` (``fail``), or
+        (``skip``) gets an empty catalog and an "unreadable" sidecar, which
+        leave it out of the alignment (see `tweakflow.io.write_unreadable_sidecar`).
     """
     from .catalogs import read_source_catalog, write_catalog
     from .detection import detect_sources
-    from .io import read_image, write_image_sidecar
+    from .io import read_image, write_image_sidecar, write_unreadable_sidecar
 
     # The GWCS is not deserialized here (that costs ~2 s of start-up per
     # job): its raw ASDF goes into the sidecar, and the gather step drops
     # sources outside the WCS bounding box.
-    im = read_image(image, with_data=custom_catalog is None, with_wcs=False)
+    try:
+        im = read_image(image, with_data=custom_catalog is None, with_wcs=False)
+    except InputError as exc:
+        if on_bad_input != "skip":
+            raise
+        log.error("%s; on_bad_input: skip: left out of the alignment", exc)
+        from .detection import empty_catalog
+
+        write_catalog(empty_catalog(), catalog_out, "ascii.ecsv")
+        write_unreadable_sidecar(sidecar_out, image, str(exc), asn_group_id=group_id)
+        return
     if custom_catalog:
         cat = read_source_catalog(custom_catalog)
         log.info("%s: using custom catalog %s (%d sources)", image, custom_catalog, len(cat))
@@ -117,15 +131,23 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
 # ---------------------------------------------------------------------------
 
 
-def load_entries(catalogs, sidecars):
-    """Read catalogs + sidecars into the entries `tweakflow.align` works on."""
+def load_entries(catalogs, sidecars, on_bad_input="fail"):
+    """Read catalogs + sidecars into the entries `tweakflow.align` works on.
+
+    An image left out of the alignment (its sidecar is "unreadable", or,
+    with ``on_bad_input="skip"``, its WCS cannot be deserialized) gives an
+    entry with ``wcs=None``, an empty catalog and ``unreadable`` (the reason).
+    """
     from astropy.table import Table
 
     from .io import read_sidecar
 
     entries = []
     for cpath, spath in zip(catalogs, sidecars):
-        sc = read_sidecar(spath)
+        sc = _read_sidecar_or_unreadable(spath, on_bad_input)
+        if sc["kind"] == "unreadable":
+            entries.append(_unreadable_entry(sc))
+            continue
         cat = Table.read(cpath, format="ascii.ecsv")
         bbox = getattr(sc["wcs"], "bounding_box", None)
         if bbox is not None and len(cat):
@@ -150,6 +172,59 @@ def load_entries(catalogs, sidecars):
     return entries
 
 
+def _read_sidecar_or_unreadable(path, on_bad_input):
+    """`read_sidecar`; with ``on_bad_input="skip"`` an image sidecar whose
+    WCS cannot be read becomes an "unreadable" one instead of an error."""
+    from .io import read_sidecar, unreadable_sidecar
+
+    try:
+        return read_sidecar(path)
+    except InputError as exc:
+        if on_bad_input != "skip" or not os.fspath(path).endswith(".json"):
+            raise
+        import json
+
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        log.error("%s; on_bad_input: skip: left out of the alignment", exc)
+        return unreadable_sidecar(doc, str(exc))
+
+
+def _unreadable_entry(sc):
+    """The alignment entry of an image left out of the alignment."""
+    from .detection import empty_catalog
+
+    return {
+        "name": sc["filename"],
+        "wcs": None,
+        "wcsinfo": {},
+        "group_id": sc["group_id"],
+        "catalog": empty_catalog(),
+        "shape": (),
+        "date": None,
+        "sidecar": sc,
+        "unreadable": sc["extra"]["reason"],
+    }
+
+
+def align_readable(align_func, entries, **pars):
+    """Run ``align_func(entries, **pars)`` on the readable entries only.
+
+    Returns its ``(wcs_list, rows)`` for all entries, in order: an
+    unreadable entry keeps ``wcs=None`` and gets a ``FAILED`` row whose
+    reason says why it could not be read.
+    """
+    from .align import fit_row
+
+    ok = [i for i, e in enumerate(entries) if not e.get("unreadable")]
+    wcs_ok, rows_ok = align_func([entries[i] for i in ok], **pars) if ok else ([], [])
+    wcs_list = [e["wcs"] for e in entries]
+    rows = [fit_row(e["name"], e["group_id"], "relative", "FAILED", e.get("unreadable", "")) for e in entries]
+    for i, w, r in zip(ok, wcs_ok, rows_ok):
+        wcs_list[i], rows[i] = w, r
+    return wcs_list, rows
+
+
 def write_solution_sidecars(entries, wcs_list, rows, outputs):
     """Write one sidecar per image holding its (corrected) WCS and status."""
     from .io import write_sidecar
@@ -170,14 +245,18 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
         )
 
 
-def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative):
-    """Relative alignment of all images; writes the solution table and per-image WCS sidecars."""
+def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_input="fail"):
+    """Relative alignment of all images; writes the solution table and per-image WCS sidecars.
+
+    Images that could not be read (``on_bad_input: skip``) are left out and
+    get a ``FAILED`` row and an "unreadable" WCS sidecar.
+    """
     from .align import relative_align, rows_to_table
     from .catalogs import write_catalog
 
-    entries = load_entries(catalogs, sidecars)
+    entries = load_entries(catalogs, sidecars, on_bad_input=on_bad_input)
     log.info("relative alignment of %d images in %d groups", len(entries), len({e["group_id"] for e in entries}))
-    wcs_list, rows = relative_align(entries, **relative)
+    wcs_list, rows = align_readable(relative_align, entries, **relative)
     for r in rows:
         log.info("%s [%s]: %s %s", r["image"], r["group_id"], r["status"], r["reason"])
     write_solution_sidecars(entries, wcs_list, rows, wcs_out)
@@ -200,6 +279,9 @@ def apply_step(image, wcs_sidecar, output):
     from .io import read_sidecar
 
     sc = read_sidecar(wcs_sidecar)
+    if sc["kind"] == "unreadable":
+        # on_bad_input: skip: the image was left out; there is nothing to write
+        raise InputError(f"{image}: no output written: {sc['extra']['reason']}")
     status = sc["extra"].get("status", "SKIPPED")
     try:
         model = ImageModel(image)
@@ -269,6 +351,8 @@ def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3
     footprints, dates = [], []
     for s in sidecars:
         sc = read_sidecar(s)
+        if sc["kind"] == "unreadable":
+            continue
         footprints.append(np.asarray(sc["wcs"].footprint(), dtype=float))
         if sc.get("date"):
             dates.append(sc["date"])

@@ -10,6 +10,7 @@ rule align:
         wcs=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
     params:
         relative=relative_params(),
+        on_bad_input=ON_BAD_INPUT,
     log:
         f"{LOGS}/align.log",
     benchmark:

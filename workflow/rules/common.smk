@@ -3,12 +3,14 @@
 import os
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from tweakflow.absolute import ABSOLUTE_PARS, SINGLE_GROUP_REFCATS
 from tweakflow.align import RELATIVE_PARS
 from tweakflow.detection import DEFAULT_DETECTION_PARS
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
+from tweakflow.io import check_fits_signature
 
 OUT = config["output_dir"].rstrip("/")
 TW = config["tweakreg"]
@@ -26,6 +28,20 @@ try:
     )
 except TweakflowError as exc:
     raise WorkflowError(f"tweakflow: {exc}")
+
+# Input images that are not FITS at all: found here, before any job runs
+# (reads a few bytes per file). on_bad_input: skip leaves them to their jobs,
+# which mark them FAILED; truncated or corrupt FITS files are found by the jobs.
+ON_BAD_INPUT = config.get("on_bad_input", "fail")
+if config["inputs"] != "demo":
+    _bad = [p for p in (check_fits_signature(it["path"]) for it in IMAGES) if p]
+    if _bad and ON_BAD_INPUT == "fail":
+        raise WorkflowError(
+            f"tweakflow: {len(_bad)} input image(s) are not FITS files "
+            "(on_bad_input: skip aligns the others):\n  " + "\n  ".join(_bad)
+        )
+    for _p in _bad:
+        logger.warning(f"tweakflow: {_p}; on_bad_input: skip leaves it out of the alignment")
 
 # Absolute alignment: on when abs_refcat names a Gaia release or a file.
 ABS_REFCAT = (TW.get("abs_refcat") or "").strip()

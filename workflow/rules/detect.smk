@@ -10,6 +10,7 @@ rule detect_sources:
     params:
         detection=detection_params(),
         group_id=lambda wc: BY_STEM[wc.stem]["group_id"],
+        on_bad_input=ON_BAD_INPUT,
     log:
         f"{LOGS}/detect_sources/{{stem}}.log",
     benchmark:
