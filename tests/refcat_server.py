@@ -1,0 +1,194 @@
+"""A local stand-in for the STScI catalog web service (``CatalogSearch.aspx``).
+
+It answers ``GET`` requests on 127.0.0.1 in the service's CSV format::
+
+    #Objects found : N\\r\\n
+    objID,GAIAsourceID,ra,dec,mag,epoch,pmra,pmdec\\r\\n
+    <N rows>\\r\\n
+
+for the stars of a synthetic list that fall in the requested cone. Like the
+real service, with ``EPOCH`` it moves each star with its proper motion from
+the catalog epoch to the requested one and reports that epoch in the
+``epoch`` column (``apply_epoch=False`` imitates a service that ignores
+``EPOCH``); a query it cannot understand gets HTTP 200 with a body starting
+``Error``. Tests can queue canned answers (status, body, delay) that are used
+before the normal behaviour, and every request's query is recorded.
+"""
+
+from __future__ import annotations
+
+import http.server
+import math
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import numpy as np
+
+CATALOG_EPOCH = {"GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
+COLUMNS = ("objID", "GAIAsourceID", "ra", "dec", "mag", "epoch", "pmra", "pmdec")
+REQUIRED = ("RA", "DEC", "SR", "FORMAT", "CAT")
+
+
+@dataclass
+class Star:
+    obj_id: str
+    source_id: int
+    ra: float  # degrees at the catalog epoch
+    dec: float
+    mag: float
+    pmra: float  # mas/yr, includes cos(dec)
+    pmdec: float  # mas/yr; NaN pm = no proper motion known
+
+
+def make_stars(ra0=359.995, dec0=-12.5, n=20, spread_deg=0.02, seed=1):
+    """Synthetic stars around (ra0, dec0); the default field straddles RA = 0."""
+    rng = np.random.default_rng(seed)
+    stars = []
+    cosd = math.cos(math.radians(dec0))
+    for i in range(n):
+        ra = (ra0 + rng.uniform(-spread_deg, spread_deg) / cosd) % 360.0
+        dec = dec0 + rng.uniform(-spread_deg, spread_deg)
+        pm = rng.normal(0.0, 40.0, 2)
+        stars.append(Star(f"S{i:04d}", 4_000_000_000_000_000 + i, ra, dec,
+                          float(rng.uniform(12, 20)), float(pm[0]), float(pm[1])))
+    # one fast mover and one without proper motion
+    stars[0].pmra, stars[0].pmdec = 800.0, -600.0
+    stars[1].pmra = stars[1].pmdec = float("nan")
+    return stars
+
+
+def propagate(star, dt):
+    """Position of ``star`` after ``dt`` years (small-angle, fine for tests)."""
+    if not (math.isfinite(star.pmra) and math.isfinite(star.pmdec)):
+        return star.ra, star.dec
+    dec = star.dec + star.pmdec * dt / 3.6e6
+    ra = (star.ra + star.pmra * dt / 3.6e6 / math.cos(math.radians(star.dec))) % 360.0
+    return ra, dec
+
+
+def _sep_deg(ra1, dec1, ra2, dec2):
+    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    c = math.sin(d1) * math.sin(d2) + math.cos(d1) * math.cos(d2) * math.cos(r1 - r2)
+    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+
+
+def _fmt(x):
+    return "" if not math.isfinite(x) else repr(float(x))
+
+
+def service_body(stars, query, apply_epoch=True):
+    """Body the real service would send for ``query`` (dict of upper-case keys)."""
+    missing = [k for k in REQUIRED if k not in query]
+    if missing:
+        return f"Error: missing parameter(s) {', '.join(missing)}\r\n"
+    try:
+        ra0, dec0, sr = float(query["RA"]), float(query["DEC"]), float(query["SR"])
+        epoch = float(query["EPOCH"]) if "EPOCH" in query else None
+    except ValueError:
+        return "Error: invalid numeric parameter\r\n"
+    cat = query["CAT"].upper()
+    if cat not in CATALOG_EPOCH:
+        return f"Error: unknown catalog {query['CAT']}\r\n"
+    cat_epoch = CATALOG_EPOCH[cat]
+    rows = []
+    for s in stars:
+        if _sep_deg(ra0, dec0, s.ra, s.dec) > sr:
+            continue
+        ra, dec, ep = s.ra, s.dec, cat_epoch
+        if epoch is not None and apply_epoch and math.isfinite(s.pmra):
+            ra, dec = propagate(s, epoch - cat_epoch)
+            ep = epoch
+        rows.append(",".join([s.obj_id, str(s.source_id), _fmt(ra), _fmt(dec), _fmt(s.mag),
+                              _fmt(ep), _fmt(s.pmra), _fmt(s.pmdec)]))
+    lines = [f"#Objects found : {len(rows)}", ",".join(COLUMNS)] + rows
+    return "\r\n".join(lines) + "\r\n"
+
+
+@dataclass
+class Canned:
+    status: int = 200
+    body: str = ""
+    delay: float = 0.0
+
+
+class CatalogServer:
+    """Thread-based HTTP server imitating the catalog service; use as a context manager."""
+
+    def __init__(self, stars=None, apply_epoch=True):
+        self.stars = make_stars() if stars is None else stars
+        self.apply_epoch = apply_epoch
+        self.requests = []  # list of dicts (upper-case keys) of the queries received
+        self.paths = []
+        self.canned = []  # answers used (first in, first out) before the normal one
+        self.always = None  # a Canned answer used for every request when set
+        self._lock = threading.Lock()
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = None
+
+    @property
+    def port(self):
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/webservices/vo/CatalogSearch.aspx"
+
+    def queue(self, status=200, body="", delay=0.0, times=1):
+        with self._lock:
+            self.canned.extend(Canned(status, body, delay) for _ in range(times))
+
+    def start(self):
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _answer(self, query):
+        with self._lock:
+            self.requests.append(query)
+            if self.always is not None:
+                return self.always
+            if self.canned:
+                return self.canned.pop(0)
+        return Canned(200, service_body(self.stars, query, self.apply_epoch))
+
+    def _handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                parsed = urllib.parse.urlsplit(self.path)
+                query = {k.upper(): v for k, v in urllib.parse.parse_qsl(parsed.query)}
+                server.paths.append(parsed.path)
+                answer = server._answer(query)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                data = answer.body.encode("utf-8")
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+        return Handler
