@@ -10,4 +10,5 @@ run_rule(
     detection=dict(snakemake.params.detection),
     group_id=snakemake.params.group_id,
     on_bad_input=snakemake.params.on_bad_input,
+    fits=dict(snakemake.params.fits),
 )

@@ -1,6 +1,7 @@
 """Group-aware relative alignment of image catalogs with tweakwcs.
 
-Every image gets one `tweakwcs.correctors.JWSTWCSCorrector`; images with the
+Every image gets one `tweakwcs.correctors.JWSTWCSCorrector` (one
+`~tweakwcs.correctors.FITSWCSCorrector` per chip of a plain FITS image); images with the
 same group id are fitted together as one (one correction per exposure);
 `tweakwcs.imalign.align_wcs` matches the catalogs in a common tangent plane
 and fits the linear corrections, which it inserts into each GWCS as the
@@ -18,6 +19,8 @@ from astropy.table import Table
 __all__ = [
     "RELATIVE_PARS",
     "make_corrector",
+    "wcs_kind",
+    "tangent_plane_scale",
     "make_matcher",
     "relative_align",
     "fit_row",
@@ -63,14 +66,55 @@ SOLUTION_COLUMNS = [
 ]
 
 
-def make_corrector(wcs, wcsinfo, catalog, name, group_id):
-    """A `JWSTWCSCorrector` carrying its catalog, name and group id in ``meta``."""
-    from tweakwcs.correctors import JWSTWCSCorrector
+def wcs_kind(wcs):
+    """``"fits"`` for an `astropy.wcs.WCS` (plain FITS image), else ``"jwst"`` (GWCS)."""
+    from astropy.wcs import WCS
 
+    return "fits" if isinstance(wcs, WCS) else "jwst"
+
+
+def tangent_plane_scale(wcs_list):
+    """Arcsec per unit of the tangent plane tweakwcs fits in.
+
+    JWST correctors work in arcsec (1.0); FITS-WCS correctors in the pixels
+    of the reference image: their median pixel scale is returned (exact when
+    the images share a pixel scale, as the images of one dataset do).
+    Matching radii are divided by it and fit results multiplied by it, so
+    parameters and solution tables stay in arcsec for both kinds.
+
+    Raises
+    ------
+    InputError
+        If JWST and plain FITS-WCS images are mixed (their tangent planes
+        have different units: tweakwcs cannot align them together).
+    """
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from .errors import InputError
+
+    kinds = {wcs_kind(w) for w in wcs_list}
+    if len(kinds) > 1:
+        raise InputError("cannot align JWST (GWCS) and plain FITS-WCS images in one run: align them separately")
+    if kinds != {"fits"}:
+        return 1.0
+    return float(np.median([3600.0 * np.mean(proj_plane_pixel_scales(w)) for w in wcs_list]))
+
+
+def make_corrector(wcs, wcsinfo, catalog, name, group_id):
+    """A tweakwcs corrector carrying its catalog, name and group id in ``meta``.
+
+    `JWSTWCSCorrector` for a GWCS, `FITSWCSCorrector` for an
+    `astropy.wcs.WCS` (plain FITS image; ``wcsinfo`` is not used).
+    """
+    from tweakwcs.correctors import FITSWCSCorrector, JWSTWCSCorrector
+
+    meta = {"catalog": catalog, "name": name, "group_id": group_id}
+    if wcs_kind(wcs) == "fits":
+        return FITSWCSCorrector(wcs, meta=meta)
     return JWSTWCSCorrector(
         wcs,
         {k: wcsinfo[k] for k in ("v2_ref", "v3_ref", "roll_ref")},
-        meta={"catalog": catalog, "name": name, "group_id": group_id},
+        meta=meta,
     )
 
 
@@ -88,8 +132,12 @@ def make_matcher(searchrad, separation, use2dhist, tolerance, xoffset=0.0, yoffs
     )
 
 
-def fit_row(name, group_id, stage, status, reason="", fit_info=None, n_sources=0):
-    """One solution-table row from a tweakwcs ``fit_info`` (arcsec tangent plane)."""
+def fit_row(name, group_id, stage, status, reason="", fit_info=None, n_sources=0, tp_scale=1.0):
+    """One solution-table row from a tweakwcs ``fit_info``.
+
+    ``tp_scale`` is the arcsec per tangent-plane unit (`tangent_plane_scale`):
+    RMS, MAE and shifts are reported in arcsec (mas) for every image kind.
+    """
     row = {
         "image": name,
         "group_id": str(group_id),
@@ -114,10 +162,10 @@ def fit_row(name, group_id, stage, status, reason="", fit_info=None, n_sources=0
             fitgeom=str(fi.get("fitgeom", "")),
             n_matches=int(fi.get("nmatches", 0)),
             n_used=int(np.count_nonzero(fi.get("fitmask", []))),
-            rms_mas=1000.0 * float(fi["rmse"]),
-            mae_mas=1000.0 * float(fi["mae"]),
-            xshift=float(fi["shift"][0]),
-            yshift=float(fi["shift"][1]),
+            rms_mas=1000.0 * tp_scale * float(fi["rmse"]),
+            mae_mas=1000.0 * tp_scale * float(fi["mae"]),
+            xshift=tp_scale * float(fi["shift"][0]),
+            yshift=tp_scale * float(fi["shift"][1]),
             rotation=float(fi["<rot>"]),
             scale=float(fi["<scale>"]),
             skew=float(fi["skew"]),
@@ -189,7 +237,10 @@ def relative_align(entries, **pars):
         make_corrector(entries[i]["wcs"], entries[i]["wcsinfo"], entries[i]["catalog"], entries[i]["name"], entries[i]["group_id"])
         for i in usable
     ]
-    matcher = make_matcher(p["searchrad"], p["separation"], p["use2dhist"], p["tolerance"], p["xoffset"], p["yoffset"])
+    tps = tangent_plane_scale([entries[i]["wcs"] for i in usable])
+    matcher = make_matcher(
+        p["searchrad"] / tps, p["separation"] / tps, p["use2dhist"], p["tolerance"] / tps, p["xoffset"] / tps, p["yoffset"] / tps
+    )
     try:
         align_wcs(
             correctors,
@@ -217,7 +268,7 @@ def relative_align(entries, **pars):
         n = len(e["catalog"])
         if status == "SUCCESS":
             out_wcs[i] = corr.wcs
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "", fi, n)
+            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "", fi, n, tp_scale=tps)
         elif status == "REFERENCE":
             rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "alignment reference", None, n)
         else:

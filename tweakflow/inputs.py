@@ -12,7 +12,7 @@ import json
 import os
 
 from .errors import ConfigError, InputError
-from .io import output_stem
+from .io import model_filename, output_stem
 
 __all__ = ["resolve_inputs", "read_association"]
 
@@ -71,7 +71,7 @@ def read_association(path, allow_outside=False):
     return members
 
 
-def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=False):
+def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=False, output_use_model=False):
     """Ordered list of images to align.
 
     Parameters
@@ -82,6 +82,10 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
         Where the demo dataset is generated (``{output_dir}/demo``).
     demo : dict or None
         Synthetic dataset parameters for ``"demo"``.
+    output_use_model : bool
+        Name each image's products after its ``meta.filename`` (the primary
+        header's ``FILENAME``, read here; the file's name when absent), as
+        the step's ``output_use_model`` does, instead of the file's name.
 
     Returns
     -------
@@ -111,7 +115,7 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
         raise ConfigError("inputs: no images to align")
     seen = {}
     for it in items:
-        it["stem"] = output_stem(it["path"])
+        it["stem"] = output_stem(model_filename(it["path"]) if output_use_model else it["path"])
         if it["stem"] in seen:
             raise ConfigError(
                 f"inputs: '{seen[it['stem']]}' and '{it['path']}' would both be written as "

@@ -9,7 +9,10 @@ Two kinds of image are understood:
     tree is read lazily (its arrays are never loaded), which is several times
     cheaper than opening a full ``ImageModel``.
 ``fits``
-    A plain FITS image with a celestial FITS WCS in its header.
+    A plain FITS image with a celestial FITS WCS (TAN or TAN-SIP) in the
+    header of each science chip (`read_fits_image`): one chip, or several
+    (HST WFC3/UVIS, ACS/WFC ``SCI`` extensions), which are aligned together
+    as one group. The image sidecar keeps each chip's header.
 
 Sidecars hold only what the alignment needs from an image, so the gather
 steps never touch pixel data: the per-image jobs write an *image sidecar*
@@ -43,7 +46,12 @@ __all__ = [
     "write_sidecar",
     "read_sidecar",
     "output_stem",
+    "model_filename",
     "check_fits_signature",
+    "FITS_DEFAULTS",
+    "FitsChip",
+    "read_fits_image",
+    "chip_label",
 ]
 
 
@@ -74,6 +82,10 @@ class ImageData:
         The raw ASDF extension (jwst, when the WCS was not deserialized):
         copied into the image sidecar so the gather step can read the GWCS
         without the per-image job paying for the ASDF machinery.
+    chips : list of FitsChip
+        Plain FITS images: the science chips (one per science extension);
+        empty for jwst. ``data``, ``dq``, ``wcs`` and ``shape`` above are
+        those of the first chip.
     """
 
     path: str
@@ -85,6 +97,7 @@ class ImageData:
     meta: dict = field(default_factory=dict)
     shape: tuple = ()
     wcs_blob: bytes | None = None
+    chips: list = field(default_factory=list)
 
 
 def output_stem(path):
@@ -158,6 +171,25 @@ def check_fits_signature(path):
     if head != FITS_SIGNATURE and not head.startswith(GZIP_SIGNATURE):
         return f"{path}: not a FITS file (it does not start with 'SIMPLE  =')"
     return None
+
+
+def model_filename(path):
+    """``meta.filename`` of an image: its primary header's ``FILENAME``.
+
+    Only the primary header is read. The file's base name is returned when
+    the keyword is absent or the file cannot be read (yet: the demo's images
+    are made by the workflow); reading problems are reported by the jobs.
+    """
+    from astropy.io import fits
+
+    name = ""
+    if os.path.isfile(path):
+        try:
+            with fits.open(path, lazy_load_hdus=True) as hdul:
+                name = str(hdul[0].header.get("FILENAME", "")).strip()
+        except Exception:
+            name = ""
+    return os.path.basename(name) or os.path.basename(os.fspath(path))
 
 
 def _open_fits(path):
@@ -336,19 +368,25 @@ def _header_meta(path, hdul):
 
 
 @_input_errors
-def read_image(path, with_data=True, with_wcs=True):
+def read_image(path, with_data=True, with_wcs=True, fits=None):
     """Read an input image.
 
     Parameters
     ----------
     path : str
-        FITS file (JWST ``ImageModel`` with an ``ASDF`` extension).
+        FITS file: a JWST ``ImageModel`` (with an ``ASDF`` extension), or
+        else a plain FITS image with a celestial FITS WCS (see
+        `read_fits_image`).
     with_data : bool
         Also read the ``SCI`` and ``DQ`` arrays.
     with_wcs : bool
         Deserialize the GWCS (needs asdf, gwcs and their extensions: about
         two seconds of start-up). With False, metadata come from the FITS
         keywords and the raw ASDF extension is returned as ``wcs_blob``.
+        Plain FITS images always get their (astropy) WCS.
+    fits : dict or None
+        Plain FITS images only: the ``fits`` configuration block
+        (`FITS_DEFAULTS`).
 
     Returns
     -------
@@ -364,10 +402,8 @@ def read_image(path, with_data=True, with_wcs=True):
     try:
         names = [h.name for h in hdul]
         if "ASDF" not in names:
-            raise InputError(
-                f"{path}: not a JWST ImageModel file (no ASDF extension); "
-                "plain FITS-WCS images are not supported by this reader"
-            )
+            # not a JWST ImageModel: a plain FITS image with a FITS WCS
+            return read_fits_image(path, with_data=with_data, fits=fits, hdul=hdul)
         if "SCI" not in names:
             raise InputError(f"{path}: no SCI image extension")
         sci_hdu = hdul["SCI"]
@@ -396,6 +432,252 @@ def read_image(path, with_data=True, with_wcs=True):
     finally:
         hdul.close()
     return ImageData(path=path, kind="jwst", data=data, dq=dq, wcs=wcs, wcsinfo=wcsinfo, meta=meta, shape=shape, wcs_blob=blob)
+
+
+# ---------------------------------------------------------------------------
+# Plain FITS images with a celestial FITS WCS
+# ---------------------------------------------------------------------------
+
+#: The ``fits`` configuration block: how plain FITS images are read.
+FITS_DEFAULTS = {
+    # EXTNAME of the science extensions (every 2-D image HDU with this name
+    # is one chip); None: the first 2-D image HDU with a celestial WCS, and
+    # the HDUs sharing its EXTNAME (e.g. all ``SCI`` chips of an HST file).
+    "sci_ext": None,
+    # EXTNAME of the data-quality extensions (matched to chips by EXTVER);
+    # None, or a file without such extensions: no DQ.
+    "dq_ext": None,
+    # DQ bits that mark a pixel unusable; None: any non-zero value.
+    "dq_bits": None,
+    # Header keyword (primary header, then the chip's) whose value is the
+    # group id; None: each file is its own group (its chips together).
+    "group_keyword": None,
+}
+
+#: FITS projections the FITS-WCS corrector supports here (SIP is optional).
+_FITS_PROJECTIONS = ("TAN",)
+
+
+@dataclass
+class FitsChip:
+    """One science chip of a plain FITS image.
+
+    Attributes
+    ----------
+    hdu : int
+        Index of its HDU in the file.
+    extname : str
+        EXTNAME (``"PRIMARY"`` for an image in the primary HDU).
+    extver : int
+        EXTVER (1 when absent).
+    shape : tuple
+        (ny, nx).
+    wcs : astropy.wcs.WCS
+        Its celestial FITS WCS (TAN or TAN-SIP), with ``pixel_shape`` set.
+    header : str
+        The chip's header as FITS card images: what the image sidecar keeps
+        so the gather step rebuilds the exact WCS.
+    data, dq : numpy.ndarray or None
+        Science array (float32) and DQ (uint32, ``1`` = do not use), when read.
+    """
+
+    hdu: int
+    extname: str
+    extver: int
+    shape: tuple
+    wcs: object
+    header: str
+    data: np.ndarray | None = None
+    dq: np.ndarray | None = None
+
+
+def chip_label(filename, extname, extver, nchips=1):
+    """Name of a chip in logs and solution tables: ``file.fits[SCI,2]``.
+
+    A single-chip file is named by its file name alone.
+    """
+    return filename if nchips == 1 else f"{filename}[{extname},{int(extver)}]"
+
+
+def _fits_wcs(path, header, hdul, where):
+    """The celestial FITS WCS of one image HDU, checked for what alignment supports."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            w = WCS(header, hdul)
+    except Exception as exc:
+        raise InputError(f"{path}{where}: invalid FITS WCS ({type(exc).__name__}: {exc})") from None
+    if not w.has_celestial or w.naxis != 2 or not w.is_celestial:
+        raise InputError(f"{path}{where}: the WCS is not a 2-D celestial WCS (CTYPE = {list(w.wcs.ctype)})")
+    proj = {c[5:8] for c in w.wcs.ctype}
+    if len(proj) != 1 or proj.pop() not in _FITS_PROJECTIONS:
+        raise InputError(
+            f"{path}{where}: unsupported projection (CTYPE = {list(w.wcs.ctype)}); "
+            "only TAN and TAN-SIP celestial WCSs can be aligned"
+        )
+    if any(getattr(w, a) is not None for a in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
+        raise InputError(
+            f"{path}{where}: lookup-table distortions (CPDISj/D2IMj) are not supported; "
+            "only TAN and TAN-SIP celestial WCSs can be aligned"
+        )
+    return w
+
+
+def _is_celestial_image(hdu):
+    hdr = hdu.header
+    return (
+        hdu.is_image
+        and hdr.get("NAXIS", 0) == 2
+        and {str(hdr.get(k, "")).split("-")[0].strip().upper() for k in ("CTYPE1", "CTYPE2")}
+        in ({"RA", "DEC"}, {"GLON", "GLAT"}, {"ELON", "ELAT"})
+    )
+
+
+def _science_hdus(path, hdul, sci_ext):
+    """Indices of the science chips of a plain FITS file (see `FITS_DEFAULTS`)."""
+    images = [i for i, h in enumerate(hdul) if h.is_image and h.header.get("NAXIS", 0) == 2]
+    if sci_ext:
+        sel = [i for i in images if hdul[i].name == str(sci_ext).strip().upper()]
+        if not sel:
+            raise InputError(f"{path}: no 2-D image extension named '{sci_ext}' (fits.sci_ext)")
+    else:
+        first = next((i for i in images if _is_celestial_image(hdul[i])), None)
+        if first is None:
+            raise InputError(f"{path}: not a JWST ImageModel and no 2-D image HDU has a celestial FITS WCS")
+        name = hdul[first].name
+        sel = [first] if first == 0 or not name else [i for i in images if hdul[i].name == name]
+    return sorted(sel, key=lambda i: (int(hdul[i].header.get("EXTVER", 1)), i))
+
+
+def _fits_date(phdr, hdr):
+    """Observation date-time (ISO) from DATE-OBS [+ TIME-OBS], MJD-OBS or EXPSTART."""
+    for h in (hdr, phdr):
+        date = str(h.get("DATE-OBS", "")).strip()
+        if date:
+            time = str(h.get("TIME-OBS", "")).strip()
+            return f"{date}T{time}" if time and "T" not in date else date
+    for h in (hdr, phdr):
+        for kw in ("MJD-OBS", "EXPSTART"):
+            if isinstance(h.get(kw), (int, float)):
+                from astropy.time import Time
+
+                return Time(float(h[kw]), format="mjd").isot
+    return None
+
+
+@_input_errors
+def read_fits_image(path, with_data=True, fits=None, hdul=None):
+    """Read a plain FITS image whose celestial WCS is in FITS keywords.
+
+    The science chips are chosen by ``fits["sci_ext"]`` (default: the first
+    2-D image HDU with a celestial WCS, and every HDU sharing its EXTNAME,
+    so the two ``SCI`` chips of an HST WFC3/UVIS or ACS/WFC file are read
+    together and aligned as one group). Each chip's WCS must be TAN or
+    TAN-SIP.
+
+    Parameters
+    ----------
+    path : str
+        FITS file.
+    with_data : bool
+        Also read the science (and DQ, with ``fits["dq_ext"]``) arrays.
+    fits : dict or None
+        The ``fits`` configuration block (`FITS_DEFAULTS`).
+    hdul : astropy.io.fits.HDUList or None
+        The file, already open (it is not closed here).
+
+    Returns
+    -------
+    ImageData
+        ``kind="fits"``; ``chips`` lists every chip; ``meta["group_id"]`` is
+        the value of ``fits["group_keyword"]`` (None when not configured).
+
+    Raises
+    ------
+    InputError
+        Naming the file, the extension and the problem.
+    """
+    path = os.fspath(path)
+    opts = dict(FITS_DEFAULTS)
+    unknown = set(fits or {}) - set(opts)
+    if unknown:
+        raise InputError(f"{path}: unknown fits options {sorted(unknown)}")
+    opts.update(fits or {})
+    close = hdul is None
+    hdul = hdul if hdul is not None else _open_fits(path)
+    try:
+        phdr = hdul[0].header
+        chips = []
+        for i in _science_hdus(path, hdul, opts["sci_ext"]):
+            hdu = hdul[i]
+            extname = hdu.name or ("PRIMARY" if i == 0 else str(i))
+            extver = int(hdu.header.get("EXTVER", 1))
+            where = f"[{extname},{extver}]" if i else "[0]"
+            shape = tuple(int(hdu.header[k]) for k in ("NAXIS2", "NAXIS1"))
+            if min(shape) < 1:
+                raise InputError(f"{path}{where}: empty image")
+            wcs = _fits_wcs(path, hdu.header, hdul, where)
+            wcs.pixel_shape = (shape[1], shape[0])
+            chip = FitsChip(hdu=i, extname=extname, extver=extver, shape=shape, wcs=wcs, header=hdu.header.tostring())
+            if with_data:
+                chip.data = np.array(_load_array(path, hdu, extname), dtype=np.float32)
+                if opts["dq_ext"]:
+                    chip.dq = _fits_dq(path, hdul, opts["dq_ext"], extver, shape, opts["dq_bits"])
+            chips.append(chip)
+        group_id = None
+        kw = opts["group_keyword"]
+        if kw:
+            for h in (phdr, hdul[chips[0].hdu].header):
+                if kw in h and str(h[kw]).strip():
+                    group_id = str(h[kw]).strip()
+                    break
+            else:
+                raise InputError(f"{path}: group keyword '{kw}' (fits.group_keyword) is not in its headers")
+        meta = {
+            "filename": str(phdr.get("FILENAME") or os.path.basename(path)).strip(),
+            "observation": {},
+            "group_id": group_id,
+            "tweakreg_catalog": None,
+            "date": _fits_date(phdr, hdul[chips[0].hdu].header),
+        }
+    finally:
+        if close:
+            hdul.close()
+    c0 = chips[0]
+    return ImageData(
+        path=path, kind="fits", data=c0.data, dq=c0.dq, wcs=c0.wcs, wcsinfo={}, meta=meta, shape=c0.shape, chips=chips
+    )
+
+
+def _fits_dq(path, hdul, dq_ext, extver, shape, dq_bits):
+    """DQ of a chip as the workflow's mask (``1`` = do not use); None if the file has no DQ."""
+    name = str(dq_ext).strip().upper()
+    if not any(h.name == name for h in hdul):
+        return None
+    idx = [i for i, h in enumerate(hdul) if h.name == name and int(h.header.get("EXTVER", 1)) == extver]
+    if not idx:
+        raise InputError(f"{path}: no '{name}' extension with EXTVER={extver} (fits.dq_ext)")
+    dq = np.asarray(_load_array(path, hdul[idx[0]], f"{name},{extver}"))
+    if dq.shape != shape:
+        raise InputError(f"{path}[{name},{extver}]: DQ shape {dq.shape} differs from the science shape {shape}")
+    dq = dq.astype(np.int64, copy=False)
+    bad = (dq & int(dq_bits)) != 0 if dq_bits is not None else dq != 0
+    return bad.astype(np.uint32)
+
+
+def _fits_sidecar_wcs(source, chip):
+    """Rebuild a chip's WCS from the header kept in an image sidecar."""
+    from astropy.io import fits as afits
+
+    hdr = afits.Header.fromstring(chip["header"])
+    where = f"[{chip['extname']},{chip['extver']}]"
+    w = _fits_wcs(source, hdr, None, where)
+    w.pixel_shape = (int(chip["shape"][1]), int(chip["shape"][0]))
+    return w
 
 
 def write_image_sidecar(path, image, asn_group_id=None):
@@ -430,6 +712,13 @@ def write_image_sidecar(path, image, asn_group_id=None):
         "wcsinfo": {k: (v.item() if hasattr(v, "item") else v) for k, v in image.wcsinfo.items()},
         "asdf": base64.b64encode(image.wcs_blob).decode("ascii") if image.wcs_blob else None,
     }
+    if image.kind == "fits":
+        # the chips' headers, from which read_image_sidecar rebuilds their WCSs
+        doc["group_id"] = image.meta.get("group_id")
+        doc["chips"] = [
+            {"hdu": c.hdu, "extname": c.extname, "extver": c.extver, "shape": [int(n) for n in c.shape], "header": c.header}
+            for c in image.chips
+        ]
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
 
@@ -454,6 +743,8 @@ def read_image_sidecar(path):
     if doc.get("kind") == "unreadable":
         return unreadable_sidecar(doc)
     source = doc.get("source") or path
+    if doc.get("kind") == "fits":
+        return _read_fits_image_sidecar(doc, source)
     af = asdf_open_bytes(source, base64.b64decode(doc["asdf"]))
     try:
         wcs, wcsinfo, meta = _tree_meta(source, af.tree)
@@ -470,6 +761,35 @@ def read_image_sidecar(path):
         "date": doc.get("date") or meta.get("date"),
         "source": doc.get("source"),
         "extra": {},
+    }
+
+
+def _read_fits_image_sidecar(doc, source):
+    """`read_image_sidecar` of a plain FITS image: one WCS per chip.
+
+    ``wcs`` is the list of the chips' `astropy.wcs.WCS` and ``chips`` their
+    ``hdu``, ``extname``, ``extver`` and ``shape``; ``shape`` is the first
+    chip's. The group id is the association's, else the configured header
+    keyword's value, else the file name (one group per file, chips together).
+    """
+    chips = doc.get("chips") or []
+    if not chips:
+        raise InputError(f"{source}: image sidecar lists no science chip")
+    gid = next(
+        (str(g).strip() for g in (doc.get("asn_group_id"), doc.get("group_id")) if g is not None and str(g).strip()),
+        doc["filename"],
+    )
+    return {
+        "kind": "fits",
+        "wcs": [_fits_sidecar_wcs(source, c) for c in chips],
+        "wcsinfo": {},
+        "group_id": gid,
+        "filename": doc["filename"],
+        "shape": tuple(chips[0]["shape"]),
+        "date": doc.get("date"),
+        "source": doc.get("source"),
+        "extra": {},
+        "chips": [{k: c[k] for k in ("hdu", "extname", "extver", "shape")} for c in chips],
     }
 
 
@@ -535,7 +855,7 @@ def unreadable_sidecar(doc, reason=None):
     }
 
 
-def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst", date=None, source=None, extra=None):
+def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst", date=None, source=None, extra=None, chips=None):
     """Write the alignment sidecar of one image (ASDF), atomically.
 
     Parameters
@@ -557,6 +877,10 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
         Path of the input image.
     extra : dict or None
         Further plain values (e.g. alignment ``status`` and ``reason``).
+    chips : list of dict or None
+        Plain FITS images: the chips (``hdu``, ``extname``, ``extver``,
+        ``shape``, and per-chip ``status``/``reason``); ``wcs`` is then the
+        list of their `astropy.wcs.WCS`, in the same order.
     """
     import asdf
 
@@ -571,6 +895,8 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
         "source": source,
         "extra": dict(extra or {}),
     }
+    if chips is not None:
+        tree["chips"] = [dict(c) for c in chips]
     with atomic_output(path) as tmp:
         asdf.AsdfFile(tree).write_to(tmp)
 
@@ -579,7 +905,9 @@ def read_sidecar(path):
     """Read a WCS sidecar (`write_sidecar`) or an image sidecar (`write_image_sidecar`).
 
     Returns a plain dict: ``kind``, ``wcs``, ``wcsinfo``, ``group_id``,
-    ``filename``, ``shape``, ``date``, ``source``, ``extra``.
+    ``filename``, ``shape``, ``date``, ``source``, ``extra``; for plain FITS
+    images (``kind="fits"``) also ``chips``, and ``wcs`` is then a list
+    (one `astropy.wcs.WCS` per chip).
     """
     import asdf
 
@@ -590,6 +918,9 @@ def read_sidecar(path):
         with asdf.open(path, lazy_load=False, memmap=False) as af:
             tree = {k: af.tree[k] for k in ("kind", "wcs", "wcsinfo", "group_id", "filename", "shape", "date", "source")}
             tree["extra"] = dict(af.tree.get("extra", {}))
+            if "chips" in af.tree:
+                tree["chips"] = [dict(c) for c in af.tree["chips"]]
+                tree["wcs"] = list(tree["wcs"])
     except Exception as exc:
         raise InputError(f"{path}: unreadable sidecar ({type(exc).__name__}: {exc})") from None
     tree["wcsinfo"] = dict(tree["wcsinfo"])

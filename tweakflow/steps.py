@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 
-from .atomic import atomic_output
 from .errors import InputError, TweakflowError
 
 __all__ = ["run_rule", "detect_step", "align_step", "apply_step", "summary_step", "demo_step"]
@@ -68,7 +67,7 @@ def demo_step(outdir, demo_config):
 # ---------------------------------------------------------------------------
 
 
-def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, published_catalog=None, catalog_format="ecsv", on_bad_input="fail"):
+def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, published_catalog=None, catalog_format="ecsv", fits=None, on_bad_input="fail"):
     """Detect sources in one image (or take its custom catalog) and write the sidecar.
 
     Parameters
@@ -91,6 +90,10 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
         An image that cannot be read raises `InputError` (``fail``), or
         (``skip``) gets an empty catalog and an "unreadable" sidecar, which
         leave it out of the alignment (see `tweakflow.io.write_unreadable_sidecar`).
+    fits : dict or None
+        How plain FITS images are read (the ``fits`` configuration block).
+        Their catalogs get a ``chip`` column (1-based chip number): one job
+        and one catalog per file, whatever its number of chips.
     """
     from .catalogs import read_source_catalog, write_catalog
     from .detection import detect_sources
@@ -100,7 +103,7 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
     # job): its raw ASDF goes into the sidecar, and the gather step drops
     # sources outside the WCS bounding box.
     try:
-        im = read_image(image, with_data=custom_catalog is None, with_wcs=False)
+        im = read_image(image, with_data=custom_catalog is None, with_wcs=False, fits=fits)
     except InputError as exc:
         if on_bad_input != "skip":
             raise
@@ -114,11 +117,23 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
         cat = read_source_catalog(custom_catalog)
         log.info("%s: using custom catalog %s (%d sources)", image, custom_catalog, len(cat))
     else:
-        cat, reason = detect_sources(im.data, im.dq, **detection)
-        if reason:
-            log.warning("%s: empty catalog: %s", image, reason)
+        parts = []
+        for k, chip in enumerate(im.chips or [im], 1):
+            part, reason = detect_sources(chip.data, chip.dq, **detection)
+            where = image if len(im.chips) < 2 else f"{image} chip {k}"
+            if reason:
+                log.warning("%s: empty catalog: %s", where, reason)
+            else:
+                log.info("%s: detected %d sources", where, len(part))
+            if im.kind == "fits":
+                part["chip"] = np.full(len(part), k, dtype=np.int64)
+            parts.append(part)
+        if len(parts) == 1:
+            cat = parts[0]
         else:
-            log.info("%s: detected %d sources", image, len(cat))
+            from astropy.table import vstack
+
+            cat = vstack(parts, join_type="outer", metadata_conflicts="silent")
     cat.meta["image"] = im.meta["filename"]
     write_catalog(cat, catalog_out, "ascii.ecsv")
     if published_catalog:
@@ -143,12 +158,15 @@ def load_entries(catalogs, sidecars, on_bad_input="fail"):
     from .io import read_sidecar
 
     entries = []
-    for cpath, spath in zip(catalogs, sidecars):
+    for index, (cpath, spath) in enumerate(zip(catalogs, sidecars)):
         sc = _read_sidecar_or_unreadable(spath, on_bad_input)
         if sc["kind"] == "unreadable":
-            entries.append(_unreadable_entry(sc))
+            entries.append(dict(_unreadable_entry(sc), index=index))
             continue
         cat = Table.read(cpath, format="ascii.ecsv")
+        if sc["kind"] == "fits":
+            entries.extend(fits_chip_entries(sc, cat, index))
+            continue
         bbox = getattr(sc["wcs"], "bounding_box", None)
         if bbox is not None and len(cat):
             # sources outside the WCS's valid region cannot be placed on the sky
@@ -167,9 +185,39 @@ def load_entries(catalogs, sidecars, on_bad_input="fail"):
                 "shape": sc["shape"],
                 "date": sc.get("date"),
                 "sidecar": sc,
+                "index": index,
             }
         )
     return entries
+
+
+def fits_chip_entries(sc, cat, index):
+    """One alignment entry per chip of a plain FITS image, sharing its group id.
+
+    The chip's sources are the catalog rows whose ``chip`` column is its
+    number (a catalog without that column belongs to chip 1).
+    """
+    from .io import chip_label
+
+    chips = sc["chips"]
+    chipcol = np.asarray(cat["chip"]) if "chip" in cat.colnames else np.ones(len(cat), dtype=np.int64)
+    out = []
+    for k, (w, chip) in enumerate(zip(sc["wcs"], chips), 1):
+        out.append(
+            {
+                "name": chip_label(sc["filename"], chip["extname"], chip["extver"], len(chips)),
+                "wcs": w,
+                "wcsinfo": {},
+                "group_id": sc["group_id"],
+                "catalog": cat[chipcol == k],
+                "shape": tuple(chip["shape"]),
+                "date": sc.get("date"),
+                "sidecar": sc,
+                "index": index,
+                "chip": chip,
+            }
+        )
+    return out
 
 
 def _read_sidecar_or_unreadable(path, on_bad_input):
@@ -226,11 +274,30 @@ def align_readable(align_func, entries, **pars):
 
 
 def write_solution_sidecars(entries, wcs_list, rows, outputs):
-    """Write one sidecar per image holding its (corrected) WCS and status."""
+    """Write one sidecar per image holding its (corrected) WCS and status.
+
+    The chips of a plain FITS image (entries sharing an ``index``) go into
+    one sidecar: the list of their WCSs, each chip's status and reason, and
+    the file's status (``COMPLETE`` when any chip was aligned).
+    """
     from .io import write_sidecar
 
-    for e, w, r, out in zip(entries, wcs_list, rows, outputs):
+    per_file = {}
+    for e, w, r in zip(entries, wcs_list, rows):
+        per_file.setdefault(e.get("index", ("entry", len(per_file))), []).append((e, w, r))
+    for items, out in zip(per_file.values(), outputs):
+        e, w, r = items[0]
         sc = e["sidecar"]
+        chips = None
+        if sc["kind"] == "fits":
+            chips = [dict(ce["chip"], status=cr["status"], reason=cr["reason"]) for ce, _, cr in items]
+            w = [cw for _, cw, _ in items]
+            done = [cr for _, _, cr in items if cr["status"] == "COMPLETE"]
+            if done and len(done) < len(items):
+                skipped = "; ".join(f"{ce['name']}: {cr['reason']}" for ce, _, cr in items if cr["status"] != "COMPLETE")
+                r = dict(done[0], reason=f"not aligned: {skipped}")
+            elif done:
+                r = done[0]
         write_sidecar(
             out,
             wcs=w,
@@ -242,6 +309,7 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
             date=sc.get("date"),
             source=sc.get("source"),
             extra={"status": r["status"], "reason": r["reason"], "stage": r["stage"], "wcsname": r.get("wcsname", "")},
+            chips=chips,
         )
 
 
@@ -268,32 +336,40 @@ def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_i
 # ---------------------------------------------------------------------------
 
 
-def apply_step(image, wcs_sidecar, output):
+def apply_step(image, wcs_sidecar, output, *, sip=None):
     """Write ``output``: the input image with its corrected WCS.
 
-    ``meta.cal_step.tweakreg`` is ``COMPLETE`` when the alignment succeeded
-    and ``SKIPPED`` otherwise, in which case the WCS is left unchanged.
-    """
-    from stdatamodels.jwst.datamodels import ImageModel
+    ``COMPLETE`` when the alignment succeeded, ``SKIPPED`` otherwise, in
+    which case the WCS is left unchanged. JWST ``ImageModel`` inputs get
+    the corrected GWCS, ``meta.cal_step.tweakreg``, the FITS SIP
+    approximation and ``s_region`` (`tweakflow.wcs_update.write_jwst_output`);
+    plain FITS images a copy with corrected WCS keywords, ``WCSNAME`` and the
+    original WCS kept as alternate ``O`` (`~tweakflow.wcs_update.write_fits_output`).
 
+    Parameters
+    ----------
+    image : str
+        Input image.
+    wcs_sidecar : str
+        The image's WCS sidecar from the last alignment stage.
+    output : str
+        Output image.
+    sip : dict or None
+        SIP-approximation parameters (`tweakflow.wcs_update.SIP_PARS`).
+    """
     from .io import read_sidecar
+    from .wcs_update import write_fits_output, write_jwst_output
 
     sc = read_sidecar(wcs_sidecar)
     if sc["kind"] == "unreadable":
         # on_bad_input: skip: the image was left out; there is nothing to write
         raise InputError(f"{image}: no output written: {sc['extra']['reason']}")
-    status = sc["extra"].get("status", "SKIPPED")
-    try:
-        model = ImageModel(image)
-    except Exception as exc:
-        raise TweakflowError(f"{image}: cannot open as a JWST ImageModel ({type(exc).__name__}: {exc})") from None
-    with model:
-        if status == "COMPLETE":
-            model.meta.wcs = sc["wcs"]
-        model.meta.cal_step.tweakreg = status
-        with atomic_output(output) as tmp:
-            model.save(tmp)
-    log.info("%s -> %s (%s%s)", image, output, status, f": {sc['extra'].get('reason')}" if status != "COMPLETE" else "")
+    if sc["kind"] == "fits":
+        status = write_fits_output(image, output, sc)
+    else:
+        status = write_jwst_output(image, output, sc, sip)
+    reason = sc["extra"].get("reason")
+    log.info("%s -> %s (%s%s)", image, output, status, f": {reason}" if reason and status != "COMPLETE" else "")
 
 
 # ---------------------------------------------------------------------------

@@ -37,6 +37,10 @@ __all__ = [
     "make_jwst_gwcs",
     "world_to_pixel_exact",
     "load_truth",
+    "make_fits_dataset",
+    "make_fits_chip_wcs",
+    "rotate_fits_wcs",
+    "pointing_error_rotation",
 ]
 
 #: NIRCam-like short-wave detector layout: name -> (V2, V3) offset (arcsec)
@@ -608,3 +612,343 @@ def load_truth(path, stars=False):
             st = af.tree["stars"]
             out = out + (Table({k: np.array(st[k]) for k in ("ra", "dec", "mag")}),)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Plain FITS-WCS images (HST/ground-like), with known truth
+# ---------------------------------------------------------------------------
+
+
+def _unit_vector(ra, dec):
+    ra, dec = np.deg2rad(ra), np.deg2rad(dec)
+    return np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+
+
+def _to_radec(v):
+    v = np.asarray(v, dtype=float)
+    ra = np.rad2deg(np.arctan2(v[1], v[0])) % 360.0
+    dec = np.rad2deg(np.arctan2(v[2], np.hypot(v[0], v[1])))
+    return ra, dec
+
+
+def _axis_rotation(axis, angle):
+    """3x3 matrix of a right-handed rotation by ``angle`` (rad) about ``axis``."""
+    k = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) * np.cos(angle) + np.sin(angle) * kx + (1 - np.cos(angle)) * np.outer(k, k)
+
+
+def _east_north(ra, dec):
+    """Unit vectors pointing east and north at (ra, dec)."""
+    ra, dec = np.deg2rad(ra), np.deg2rad(dec)
+    east = np.array([-np.sin(ra), np.cos(ra), 0.0])
+    north = np.array([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)])
+    return east, north
+
+
+def _tangent_offset(ra0, dec0, xi, eta):
+    """Sky position (deg) at standard coordinates (xi, eta) (arcsec) about (ra0, dec0)."""
+    east, north = _east_north(ra0, dec0)
+    v = _unit_vector(ra0, dec0) + np.deg2rad(xi / 3600.0) * east + np.deg2rad(eta / 3600.0) * north
+    return _to_radec(v / np.linalg.norm(v))
+
+
+def pointing_error_rotation(ra0, dec0, dxi, deta, droll):
+    """Sky rotation of a pointing error about (ra0, dec0).
+
+    A roll of ``droll`` arcsec about the pointing axis, then the shift that
+    moves the pointing by (``dxi``, ``deta``) arcsec on its tangent plane.
+
+    Returns
+    -------
+    numpy.ndarray
+        3x3 rotation matrix acting on unit vectors.
+    """
+    p = _unit_vector(ra0, dec0)
+    roll = _axis_rotation(p, np.deg2rad(droll / 3600.0))
+    t = _unit_vector(*_tangent_offset(ra0, dec0, dxi, deta))
+    axis = np.cross(p, t)
+    if np.linalg.norm(axis) == 0:
+        return roll
+    return _axis_rotation(axis, np.arctan2(np.linalg.norm(axis), np.dot(p, t))) @ roll
+
+
+def rotate_fits_wcs(wcs, rot):
+    """The TAN(-SIP) FITS WCS ``rot`` o ``wcs`` (exact: the sky rotated by ``rot``).
+
+    A rotation of the sphere maps the tangent plane at CRVAL isometrically
+    onto the tangent plane at the rotated CRVAL, turned by the angle between
+    the rotated and the local north: so the new WCS has the rotated CRVAL,
+    the CD matrix turned by that angle, and the same SIP.
+    """
+    out = wcs.deepcopy()
+    ra0, dec0 = wcs.wcs.crval
+    c = _unit_vector(ra0, dec0)
+    rc = rot @ c
+    ra1, dec1 = _to_radec(rc)
+    east0, _ = _east_north(ra0, dec0)
+    east1, north1 = _east_north(ra1, dec1)
+    re = rot @ east0
+    phi = np.arctan2(np.dot(re, north1), np.dot(re, east1))
+    m = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
+    out.wcs.crval = [ra1, dec1]
+    if wcs.wcs.has_cd():
+        out.wcs.cd = m @ wcs.wcs.cd
+    else:  # PC + CDELT: keep CDELT, turn PC
+        cdelt = np.diag(wcs.wcs.cdelt)
+        out.wcs.pc = np.linalg.inv(cdelt) @ m @ cdelt @ wcs.wcs.pc
+    out.wcs.set()
+    return out
+
+
+def _sip_coeffs(rng, order, amplitude, radius):
+    """Random SIP A/B matrices, terms of order 2..``order``.
+
+    Each term is about ``amplitude`` pixels at ``radius`` pixels from CRPIX.
+    """
+    a = np.zeros((order + 1, order + 1))
+    b = np.zeros((order + 1, order + 1))
+    for p in range(order + 1):
+        for q in range(order + 1 - p):
+            if p + q >= 2:
+                a[p, q] = rng.normal(0, amplitude / radius ** (p + q))
+                b[p, q] = rng.normal(0, amplitude / radius ** (p + q))
+    return a, b
+
+
+def make_fits_chip_wcs(shape, crval, pa, pixel_scale, sip=None, matrix="CD"):
+    """A TAN (or TAN-SIP) FITS WCS for one chip.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (ny, nx); CRPIX is the chip centre.
+    crval : tuple of float
+        (RA, Dec) of the chip centre (deg).
+    pa : float
+        Position angle of the chip's +y axis (deg, east of north).
+    pixel_scale : float
+        arcsec / pixel.
+    sip : tuple of numpy.ndarray or None
+        SIP ``(A, B)`` forward matrices; None: plain TAN.
+    matrix : str
+        ``"CD"`` or ``"PC"`` (PC + CDELT) in the header.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+    """
+    from astropy.wcs import WCS, Sip
+
+    ny, nx = shape
+    w = WCS(naxis=2)
+    sfx = "-SIP" if sip is not None else ""
+    w.wcs.ctype = ["RA---TAN" + sfx, "DEC--TAN" + sfx]
+    w.wcs.crpix = [(nx + 1) / 2.0, (ny + 1) / 2.0]
+    w.wcs.crval = list(crval)
+    s = pixel_scale / 3600.0
+    t = np.deg2rad(pa)
+    cd = s * np.array([[-np.cos(t), np.sin(t)], [np.sin(t), np.cos(t)]])
+    if matrix == "PC":
+        w.wcs.cdelt = [s, s]
+        w.wcs.pc = cd / s
+    else:
+        w.wcs.cd = cd
+    w.wcs.radesys = "ICRS"
+    if sip is not None:
+        w.sip = Sip(sip[0], sip[1], None, None, w.wcs.crpix)
+    w.wcs.set()
+    w.pixel_shape = (nx, ny)
+    return w
+
+
+def _fits_wcs_header(w, matrix):
+    """Header cards of a chip WCS in the CD or PC form (SIP included)."""
+    h = w.to_header(relax=True)
+    for k in ("MJDREF", "DATEREF", "MJD-OBS", "DATE-OBS"):
+        h.remove(k, ignore_missing=True)
+    if matrix == "CD":
+        cd = w.wcs.cd if w.wcs.has_cd() else np.diag(w.wcs.cdelt) @ w.wcs.pc
+        for k in ("CDELT1", "CDELT2", "PC1_1", "PC1_2", "PC2_1", "PC2_2"):
+            h.remove(k, ignore_missing=True)
+        for i in range(2):
+            for j in range(2):
+                h[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+    if w.sip is not None:
+        # full precision (astropy writes SIP with fewer digits)
+        for name, arr in (("A", w.sip.a), ("B", w.sip.b)):
+            for p in range(arr.shape[0]):
+                for q in range(arr.shape[1]):
+                    if p + q >= 2 and arr[p, q] != 0:
+                        h[f"{name}_{p}_{q}"] = float(arr[p, q])
+    return h
+
+
+def make_fits_dataset(
+    outdir,
+    n_single=2,
+    n_multi=2,
+    single_shape=(384, 384),
+    chip_shape=(192, 384),
+    chip_gap=12,
+    pixel_scale=0.1,
+    n_stars=900,
+    seed=11,
+    ra=150.1,
+    dec=2.2,
+    shift_error=(0.3, 1.5),
+    rotation_error=60.0,
+    refcat_noise=5.0,
+    refcat_maglim=21.5,
+    date="2025-01-10T05:00:00",
+):
+    """Write plain FITS-WCS images with known true WCSs into ``outdir``.
+
+    ``n_single`` one-chip files alternate between an image in the primary
+    HDU with a TAN WCS (CD matrix, unsigned 16-bit data with BZERO) and an
+    image in a ``SCI`` extension with a TAN-SIP WCS (PC + CDELT).
+    ``n_multi`` HST-like two-chip files (``mc{i}_flt.fits``) hold
+    ``SCI``/``ERR``/``DQ`` extensions for chips 1 and 2 (TAN-SIP, CD
+    matrix), the chips stacked along y with a gap, hot pixels flagged in DQ.
+
+    Each file has its own pointing (a dither of a few arcsec and a few
+    degrees of roll) and a pointing error: a rigid rotation of the sky
+    (roll up to ``rotation_error`` arcsec about the pointing, then a shift
+    in ``shift_error`` arcsec) shared by the chips of the file, so the file
+    WCSs are exactly the true WCSs with that rotation applied
+    (`rotate_fits_wcs`). Stars are rendered at the true positions. Seeded:
+    the same arguments give byte-identical files.
+
+    Returns
+    -------
+    dict
+        ``images`` (list of paths), ``truth`` (``truth.asdf``: ``images``
+        maps each file name to the list of true chip WCSs, ``errors`` to
+        its pointing error (``pointing``, ``shift_xi``, ``shift_eta``,
+        ``roll_arcsec``: `pointing_error_rotation` arguments); ``stars``), ``refcat`` (``refcat.ecsv``, RA/DEC
+        with ``refcat_noise`` mas of noise), ``chips`` (file name -> list of
+        (EXTNAME, EXTVER)).
+    """
+    import asdf
+    from astropy.io import fits
+    from astropy.table import Table
+    from astropy.time import Time, TimeDelta
+
+    os.makedirs(outdir, exist_ok=True)
+    rng = np.random.default_rng([seed, 5151])
+    half = 0.5 * max(max(single_shape), 2 * chip_shape[0] + chip_gap, chip_shape[1]) * pixel_scale * 1.5 + 20.0
+    ra_s, dec_s, mag = _star_field(rng, ra, dec, half, n_stars)
+    flux = 10 ** (-0.4 * (mag - 25.0)) * 400.0
+    t0 = Time(date, scale="utc")
+
+    plan = [("single", i) for i in range(n_single)] + [("multi", i) for i in range(n_multi)]
+    truth = {"images": {}, "errors": {}, "chips": {}}
+    images = []
+    for k, (kind, i) in enumerate(plan):
+        frng = np.random.default_rng([seed, 6000 + k])
+        # pointing: dither of a few arcsec, roll of a few degrees
+        ang, rad = 2.4 * k, (3.0 + 2.0 * k) if k else 0.0
+        pra, pdec = _tangent_offset(ra, dec, rad * np.cos(ang), rad * np.sin(ang))
+        pa = 12.0 + 3.0 * k
+        smin, smax = shift_error
+        amp, phi = frng.uniform(smin, smax), frng.uniform(0, 2 * np.pi)
+        dxi, deta = amp * np.cos(phi), amp * np.sin(phi)
+        droll = frng.uniform(-rotation_error, rotation_error)
+        rot = pointing_error_rotation(pra, pdec, dxi, deta, droll)
+        tstart = t0 + TimeDelta(900.0 * k, format="sec")
+
+        if kind == "single":
+            name = f"sc{i + 1}.fits"
+            tan_only = i % 2 == 0
+            layout = [("PRIMARY" if tan_only else "SCI", 1, single_shape, (0.0, 0.0))]
+            matrix = "CD" if tan_only else "PC"
+        else:
+            name = f"mc{i + 1}_flt.fits"
+            dy = (chip_shape[0] + chip_gap) / 2.0 * pixel_scale
+            # chip 1 below chip 2 on the chip y axis
+            layout = [("SCI", 1, chip_shape, (0.0, -dy)), ("SCI", 2, chip_shape, (0.0, dy))]
+            matrix = "CD"
+            tan_only = False
+        chips_true, chips_file, hdus = [], [], []
+        phdr = fits.Header()
+        if kind == "multi":
+            phdr["FILENAME"] = (name, "name of file")
+        phdr["TELESCOP"] = "SYNTH"
+        phdr["DATE-OBS"] = tstart.isot[:10]
+        phdr["TIME-OBS"] = tstart.isot[11:]
+        phdr["EXPNAME"] = f"exp{k + 1:03d}"
+        for c, (extname, extver, shape, (ox, oy)) in enumerate(layout):
+            # chip centre offset (arcsec) along the chip axes, rotated by pa
+            t = np.deg2rad(pa)
+            xi = -ox * np.cos(t) + oy * np.sin(t)
+            eta = ox * np.sin(t) + oy * np.cos(t)
+            crval = _tangent_offset(pra, pdec, xi, eta)
+            sip = None if tan_only else _sip_coeffs(np.random.default_rng([seed, 7000 + 10 * k + c]), 3, 1.5, 0.5 * max(shape))
+            true_w = make_fits_chip_wcs(shape, crval, pa + 0.05 * c, pixel_scale, sip=sip, matrix=matrix)
+            file_w = rotate_fits_wcs(true_w, rot)
+            # render stars at exact pixel positions of the TRUE wcs
+            ny, nx = shape
+            cra, cdec = crval
+            sep = np.hypot(((ra_s - cra + 180) % 360 - 180) * np.cos(np.deg2rad(cdec)), dec_s - cdec) * 3600
+            near = sep < 0.75 * max(nx, ny) * pixel_scale + 5
+            xs, ys = true_w.all_world2pix(ra_s[near], dec_s[near], 0, tolerance=1e-9, maxiter=100)
+            inside = (xs > -10) & (xs < nx + 9) & (ys > -10) & (ys < ny + 9)
+            img_rng = np.random.default_rng([seed, 8000 + 10 * k + c])
+            sky = 30.0
+            model_img = sky + _render_stars(shape, xs[inside], ys[inside], flux[near][inside], fwhm=2.5)
+            data = img_rng.poisson(model_img).astype(np.float64) + img_rng.normal(0.0, 5.0, size=shape)
+            hdr = _fits_wcs_header(file_w, matrix)
+            if kind == "multi":
+                hdr["WCSNAME"] = "SYNTH-ORIG"
+            hdr["BUNIT"] = "ELECTRONS"
+            if extname == "PRIMARY":
+                arr = np.clip(np.round(data + 1000.0), 0, 65535).astype(np.uint16)
+                ph = fits.PrimaryHDU(arr, header=phdr)
+                ph.header.extend(hdr)
+                hdus.append(ph)
+            else:
+                if not hdus:
+                    hdus.append(fits.PrimaryHDU(header=phdr))
+                sci = fits.ImageHDU((data - sky).astype(np.float32), header=hdr, name=extname, ver=extver)
+                hdus.append(sci)
+                if kind == "multi":
+                    nbad = int(0.0005 * nx * ny)
+                    bx, by = img_rng.integers(0, nx, nbad), img_rng.integers(0, ny, nbad)
+                    sci.data[by, bx] = img_rng.uniform(5e3, 5e4, nbad).astype(np.float32)
+                    dq = np.zeros(shape, dtype=np.int16)
+                    dq[by, bx] = 16
+                    err = np.sqrt(np.maximum(model_img, 0) + 25.0).astype(np.float32)
+                    hdus.append(fits.ImageHDU(err, name="ERR", ver=extver))
+                    hdus.append(fits.ImageHDU(dq, name="DQ", ver=extver))
+            chips_true.append(true_w)
+            chips_file.append((extname, extver))
+        path = os.path.join(outdir, name)
+        with atomic_output(path) as tmp:
+            fits.HDUList(hdus).writeto(tmp, output_verify="exception")
+        images.append(path)
+        truth["images"][name] = chips_true
+        truth["chips"][name] = [list(x) for x in chips_file]
+        truth["errors"][name] = {
+            "shift_xi": float(dxi),
+            "shift_eta": float(deta),
+            "roll_arcsec": float(droll),
+            "pointing": [float(pra), float(pdec)],
+            "exposure": k,
+        }
+
+    truth["stars"] = {"ra": ra_s, "dec": dec_s, "mag": mag}
+    truth_path = os.path.join(outdir, "truth.asdf")
+    with atomic_output(truth_path) as tmp:
+        asdf.AsdfFile(truth).write_to(tmp)
+
+    sel = mag < refcat_maglim
+    nrng = np.random.default_rng([seed, 7])
+    nsig = refcat_noise / 3.6e6
+    ref = Table()
+    ref["RA"] = ra_s[sel] + nrng.normal(0, nsig, sel.sum()) / np.cos(np.deg2rad(dec_s[sel]))
+    ref["DEC"] = dec_s[sel] + nrng.normal(0, nsig, sel.sum())
+    ref["mag"] = mag[sel]
+    ref_path = os.path.join(outdir, "refcat.ecsv")
+    with atomic_output(ref_path) as tmp:
+        ref.write(tmp, format="ascii.ecsv", overwrite=True)
+    return {"images": images, "truth": truth_path, "refcat": ref_path, "chips": truth["chips"]}

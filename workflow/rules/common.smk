@@ -25,6 +25,7 @@ try:
         output_dir=OUT,
         demo=config.get("demo"),
         allow_outside_asn=config.get("allow_outside_asn", False),
+        output_use_model=TW.get("output_use_model", True),
     )
 except TweakflowError as exc:
     raise WorkflowError(f"tweakflow: {exc}")
@@ -66,6 +67,13 @@ STEMS = [it["stem"] for it in IMAGES]
 
 wildcard_constraints:
     stem="[^/]+",
+
+
+def fits_params():
+    """How plain FITS images are read (the ``fits`` block over its defaults)."""
+    from tweakflow.io import FITS_DEFAULTS
+
+    return {**FITS_DEFAULTS, **config.get("fits", {})}
 
 
 def detection_params():

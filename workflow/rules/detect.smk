@@ -11,6 +11,7 @@ rule detect_sources:
         detection=detection_params(),
         group_id=lambda wc: BY_STEM[wc.stem]["group_id"],
         on_bad_input=ON_BAD_INPUT,
+        fits=fits_params(),
     log:
         f"{LOGS}/detect_sources/{{stem}}.log",
     benchmark:

@@ -1,0 +1,481 @@
+"""Writing the corrected images: SIP approximation, JWST products, FITS-WCS copies.
+
+JWST ``ImageModel`` inputs
+    The output is the input model with the corrected GWCS in ``meta.wcs``
+    (named after the absolute fit when there was one, as the JWST step does),
+    ``meta.cal_step.tweakreg``, and -- with ``sip_approx`` -- the FITS
+    TAN-SIP approximation of the corrected GWCS (`gwcs.wcs.WCS.to_fits_sip`)
+    in ``meta.wcsinfo``, which stdatamodels writes as the FITS WCS keywords
+    of the ``SCI`` header (what DS9 reads), and ``meta.wcsinfo.s_region``
+    from the corrected footprint. Every array and extension is carried over
+    by stdatamodels.
+Plain FITS images
+    The output is a byte copy of the input in which only the WCS keywords
+    of the science chips change: the corrected CRVAL/CRPIX/CD (or PC and
+    CDELT, as the input had them) and SIP, ``WCSNAME``, and -- the first
+    time a file is aligned -- the original WCS kept as the alternate WCS
+    ``O`` (``CRVAL1O``, ``WCSNAMEO``, ...), as drizzlepac archives it. The
+    SIP coefficients have no alternate form: they are shared, which is exact
+    because the corrections (tweakwcs' FITS-WCS corrector) only change the
+    linear part of the WCS.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from .atomic import atomic_output
+from .errors import InputError
+
+__all__ = [
+    "SIP_PARS",
+    "MAX_SIP_DEGREE",
+    "RELATIVE_WCSNAME",
+    "ORIGINAL_WCS_KEY",
+    "sip_approximation",
+    "sip_accuracy_problem",
+    "update_wcsinfo_sip",
+    "s_region",
+    "output_wcs_name",
+    "write_jwst_output",
+    "update_fits_header_wcs",
+    "write_fits_output",
+]
+
+log = logging.getLogger(__name__)
+
+#: SIP-approximation parameters of the tweakreg step and their defaults.
+SIP_PARS = {
+    "sip_approx": True,
+    "sip_degree": None,
+    "sip_max_pix_error": 0.01,
+    "sip_inv_degree": None,
+    "sip_max_inv_pix_error": 0.01,
+    "sip_npoints": 12,
+}
+
+#: Highest SIP degree tried when ``sip_degree``/``sip_inv_degree`` is None.
+MAX_SIP_DEGREE = 6
+
+#: ``WCSNAME`` of a plain FITS image after relative alignment only (an
+#: absolute fit names it after the reference catalog, ``FIT-<CATALOG>``).
+RELATIVE_WCSNAME = "FIT-REL"
+
+#: Alternate-WCS key under which the original FITS WCS is kept.
+ORIGINAL_WCS_KEY = "O"
+
+# wcsinfo entries replaced by a new SIP approximation (lower case, as JWST)
+_WCSINFO_SIP_KEYS = re.compile(r"^(naxis\d*|cdelt[12]|pc[12]_[12]|cd[12]_[12]|[ab]p?_order|[ab]p?_\d_\d)$")
+# FITS keywords of a primary celestial WCS, and of its SIP distortion
+_FITS_WCS_KEYS = re.compile(
+    r"^(WCSAXES|CRPIX[12]|CRVAL[12]|CTYPE[12]|CUNIT[12]|CDELT[12]|CROTA[12]|PC[12]_[12]|CD[12]_[12]|LONPOLE|LATPOLE|RADESYS|EQUINOX)$"
+)
+_FITS_SIP_KEYS = re.compile(r"^([AB]P?_ORDER|[AB]P?_\d+_\d+|[AB]P?_DMAX)$")
+
+
+# ---------------------------------------------------------------------------
+# SIP approximation and footprint (JWST)
+# ---------------------------------------------------------------------------
+
+
+def _degrees(degree):
+    """A fixed degree, or every degree up to `MAX_SIP_DEGREE` (best fit)."""
+    return range(1, MAX_SIP_DEGREE + 1) if degree is None else int(degree)
+
+
+def sip_approximation(
+    wcs,
+    *,
+    max_pix_error=0.01,
+    degree=None,
+    max_inv_pix_error=0.01,
+    inv_degree=None,
+    npoints=12,
+    crpix=None,
+    bounding_box=None,
+):
+    """FITS TAN-SIP approximation of a GWCS, with the step's parameters.
+
+    `gwcs.wcs.WCS.to_fits_sip` does the fit; a ``degree`` (``inv_degree``)
+    of None tries the degrees 1 to `MAX_SIP_DEGREE` and keeps the lowest one
+    reaching ``max_pix_error`` (``max_inv_pix_error``) pixels, as the spec
+    says; an explicit degree ignores the error limit.
+
+    Parameters
+    ----------
+    wcs : gwcs.WCS
+        The (corrected) GWCS.
+    max_pix_error, max_inv_pix_error : float
+        Largest forward/inverse fit error (pixels).
+    degree, inv_degree : int or None
+        Forward/inverse SIP degree; None: best fit.
+    npoints : int
+        Sampling points per axis of the fit.
+    crpix : list of float or None
+        1-based reference pixel; None: near the centre of the bounding box.
+    bounding_box : tuple or None
+        ((xmin, xmax), (ymin, ymax)); None: the GWCS's.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        CTYPE (``-SIP``), CRPIX, CRVAL, CD and A/B/AP/BP keywords, and the
+        largest forward (``SIPMXERR``) and inverse (``SIPIVERR``) errors
+        found on the fit grid and on a grid twice as dense (pixels). When the
+        accuracy cannot be reached, gwcs returns its best fit (its warnings
+        are silenced here: compare ``SIPMXERR``/``SIPIVERR`` with the limits,
+        see `sip_accuracy_problem`).
+
+    Raises
+    ------
+    ValueError or RuntimeError
+        When the fit is impossible (from gwcs).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return wcs.to_fits_sip(
+            bounding_box=bounding_box,
+            max_pix_error=float(max_pix_error),
+            degree=_degrees(degree),
+            max_inv_pix_error=float(max_inv_pix_error),
+            inv_degree=_degrees(inv_degree),
+            npoints=int(npoints),
+            crpix=crpix,
+        )
+
+
+def sip_accuracy_problem(header, *, max_pix_error, degree, max_inv_pix_error, inv_degree):
+    """What a SIP approximation misses of the requested accuracy, or None.
+
+    Only the best-fit searches (degree None) have an accuracy to reach; an
+    explicit degree ignores the limit, as the spec says.
+    """
+    problems = []
+    fwd, inv = header.get("SIPMXERR", 0.0), header.get("SIPIVERR", 0.0)
+    if degree is None and fwd > max_pix_error:
+        problems.append(f"forward error {fwd:.3g} px > sip_max_pix_error {max_pix_error:g}")
+    if inv_degree is None and inv > max_inv_pix_error:
+        problems.append(f"inverse error {inv:.3g} px > sip_max_inv_pix_error {max_inv_pix_error:g}")
+    return "; ".join(problems) or None
+
+
+def update_wcsinfo_sip(wcsinfo, header):
+    """Replace the FITS-WCS entries of a ``meta.wcsinfo`` mapping by ``header``'s.
+
+    As the JWST pipeline does: the previous linear matrix (``pc``, ``cd``,
+    ``cdelt``) and SIP coefficients are removed, then every keyword of the
+    SIP header except ``NAXIS*`` is set, in lower case.
+
+    Parameters
+    ----------
+    wcsinfo : dict
+        ``model.meta.wcsinfo.instance`` (modified in place).
+    header : astropy.io.fits.Header
+        From `sip_approximation`.
+    """
+    for key in [k for k in wcsinfo if _WCSINFO_SIP_KEYS.match(k)]:
+        del wcsinfo[key]
+    wcsinfo.update({k.lower(): v for k, v in header.items() if not k.upper().startswith("NAXIS")})
+
+
+def s_region(wcs, bounding_box=None):
+    """``POLYGON ICRS`` footprint of an image (pixel centres of its corners).
+
+    Parameters
+    ----------
+    wcs : gwcs.WCS
+    bounding_box : tuple or None
+        ((xmin, xmax), (ymin, ymax)); None: the GWCS's.
+
+    Returns
+    -------
+    str or None
+        ``"POLYGON ICRS  ra1 dec1 ... ra4 dec4"`` (degrees, 9 decimals), or
+        None when a corner has no sky position.
+    """
+    foot = np.asarray(wcs.footprint(bounding_box, center=True, axis_type="spatial"), dtype=float)
+    if not np.all(np.isfinite(foot)):
+        return None
+    foot[:, 0] %= 360.0
+    return "POLYGON ICRS  " + " ".join(f"{v:.9f}" for v in foot.ravel())
+
+
+def output_wcs_name(extra, kind):
+    """The WCS name an output records.
+
+    The absolute stage's ``wcsname`` (``FIT-<CATALOG>``) when the absolute
+    fit was applied. Otherwise JWST products keep their GWCS name (the JWST
+    step only names absolute fits; None is returned) and plain FITS images
+    get `RELATIVE_WCSNAME`.
+    """
+    name = str((extra or {}).get("wcsname") or "").strip()
+    if name:
+        return name
+    return RELATIVE_WCSNAME if kind == "fits" else None
+
+
+# ---------------------------------------------------------------------------
+# JWST ImageModel outputs
+# ---------------------------------------------------------------------------
+
+
+def write_jwst_output(image, output, sidecar, sip):
+    """Write the corrected JWST ``ImageModel`` ``output`` (atomically).
+
+    Parameters
+    ----------
+    image : str
+        Input ``ImageModel`` file.
+    output : str
+        Output path; it becomes the product's ``meta.filename``.
+    sidecar : dict
+        The image's final WCS sidecar (`tweakflow.io.read_sidecar`).
+    sip : dict
+        `SIP_PARS`.
+
+    Returns
+    -------
+    str
+        ``meta.cal_step.tweakreg``: ``COMPLETE`` or ``SKIPPED``.
+    """
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    pars = _sip_pars(sip)
+    status = sidecar["extra"].get("status", "SKIPPED")
+    try:
+        model = ImageModel(image)
+    except Exception as exc:
+        raise InputError(f"{image}: cannot open as a JWST ImageModel ({type(exc).__name__}: {exc})") from None
+    with model:
+        if status == "COMPLETE":
+            wcs = sidecar["wcs"]
+            name = output_wcs_name(sidecar["extra"], "jwst")
+            if name:
+                wcs.name = name
+            model.meta.wcs = wcs
+            if pars["sip_approx"]:
+                _update_jwst_fits_wcs(model, wcs, pars, image)
+        model.meta.cal_step.tweakreg = status
+        with atomic_output(output) as tmp:
+            model.save(tmp)
+    return status
+
+
+def _update_jwst_fits_wcs(model, wcs, pars, image):
+    """``meta.wcsinfo``: SIP approximation and ``s_region`` of the corrected GWCS."""
+    info = model.meta.wcsinfo.instance
+    crpix = [info.get("crpix1"), info.get("crpix2")]
+    bbox = wcs.bounding_box
+    if bbox is None:
+        ny, nx = model.data.shape
+        bbox = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
+    try:
+        hdr = sip_approximation(
+            wcs,
+            max_pix_error=pars["sip_max_pix_error"],
+            degree=pars["sip_degree"],
+            max_inv_pix_error=pars["sip_max_inv_pix_error"],
+            inv_degree=pars["sip_inv_degree"],
+            npoints=pars["sip_npoints"],
+            crpix=None if None in crpix else crpix,
+            bounding_box=bbox,
+        )
+    except (ValueError, RuntimeError) as exc:
+        # as the JWST step: the GWCS is corrected, the FITS approximation is not
+        log.warning("%s: failed to update meta.wcsinfo with a FITS SIP approximation: %s", image, exc)
+    else:
+        update_wcsinfo_sip(info, hdr)
+        degrees = f"degree {hdr.get('A_ORDER', 1)} (inverse {hdr.get('AP_ORDER', '-')})"
+        problem = sip_accuracy_problem(
+            hdr,
+            max_pix_error=pars["sip_max_pix_error"],
+            degree=pars["sip_degree"],
+            max_inv_pix_error=pars["sip_max_inv_pix_error"],
+            inv_degree=pars["sip_inv_degree"],
+        )
+        if problem:
+            log.warning("%s: the SIP approximation (best fit, %s) misses the requested accuracy: %s", image, degrees, problem)
+        else:
+            log.info("%s: SIP approximation of %s, max error %.2g px", image, degrees, hdr.get("SIPMXERR", 0.0))
+    region = s_region(wcs, bbox)
+    if region is None:
+        log.info("%s: the footprint has NaNs: S_REGION not updated", image)
+    else:
+        model.meta.wcsinfo.s_region = region
+
+
+def _sip_pars(sip):
+    pars = dict(SIP_PARS)
+    unknown = set(sip or {}) - set(pars)
+    if unknown:
+        raise TypeError(f"unknown SIP parameters: {sorted(unknown)}")
+    pars.update(sip or {})
+    return pars
+
+
+# ---------------------------------------------------------------------------
+# Plain FITS outputs
+# ---------------------------------------------------------------------------
+
+
+def _archive_original_wcs(header, key):
+    """Copy the primary WCS keywords of ``header`` to alternate WCS ``key``.
+
+    Nothing is done when the alternate already exists (the WCS it keeps is
+    the one before the first alignment).
+    """
+    if f"WCSNAME{key}" in header or f"CTYPE1{key}" in header:
+        return False
+    cards = [(k + key, header[k], header.comments[k]) for k in header if _FITS_WCS_KEYS.match(k) and not k.startswith("CROTA")]
+    if any(k in header for k in ("CROTA1", "CROTA2")):
+        # CROTAn has no alternate form: keep the rotation as PCi_j
+        import warnings
+
+        from astropy.wcs import WCS, FITSFixedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            pc = WCS(header).wcs.get_pc()
+        cards += [(f"PC{i + 1}_{j + 1}{key}", float(pc[i, j]), "") for i in range(2) for j in range(2)]
+    header.set(f"WCSNAME{key}", str(header.get("WCSNAME", "ORIGINAL")).strip() or "ORIGINAL", "WCS before alignment")
+    for k, v, c in cards:
+        header.set(k, v, c)
+    return True
+
+
+def update_fits_header_wcs(header, wcs, wcsname, archive_key=ORIGINAL_WCS_KEY):
+    """Write the corrected WCS of a chip into its FITS header (in place).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The chip's header, holding its original WCS.
+    wcs : astropy.wcs.WCS
+        The corrected WCS (same projection; tweakwcs changes CRVAL and the
+        linear matrix).
+    wcsname : str
+        New ``WCSNAME``.
+    archive_key : str
+        Alternate-WCS key the original WCS is kept under (first time only).
+    """
+    had_cd = any(f"CD{i}_{j}" in header for i in (1, 2) for j in (1, 2))
+    _archive_original_wcs(header, archive_key)
+    for i, k in enumerate(("1", "2")):
+        _set_value(header, f"CRPIX{k}", wcs.wcs.crpix[i])
+        _set_value(header, f"CRVAL{k}", wcs.wcs.crval[i])
+    pc = wcs.wcs.get_pc()
+    cdelt = wcs.wcs.get_cdelt()
+    if had_cd:
+        cd = np.diag(cdelt) @ pc
+        for i in range(2):
+            for j in range(2):
+                _set_value(header, f"CD{i + 1}_{j + 1}", cd[i, j])
+    else:
+        for k in ("CROTA1", "CROTA2"):  # replaced by PC (kept in the alternate WCS)
+            header.remove(k, ignore_missing=True)
+        for i in range(2):
+            _set_value(header, f"CDELT{i + 1}", cdelt[i])
+            for j in range(2):
+                _set_value(header, f"PC{i + 1}_{j + 1}", pc[i, j])
+    for k, v in (("LONPOLE", wcs.wcs.lonpole), ("LATPOLE", wcs.wcs.latpole)):
+        if k in header:
+            _set_value(header, k, v)
+    _write_sip(header, wcs)
+    header.set("WCSNAME", wcsname)
+
+
+def _set_value(header, key, value):
+    """Set a numeric keyword, leaving it (and its formatting) alone when unchanged.
+
+    "Unchanged" allows a relative 1e-12: the WCS sidecars keep about 14
+    significant digits (0.5 micro-arcsec on CRVAL), and an image that was not
+    moved (the alignment reference) keeps its header values as they were.
+    """
+    value = float(value)
+    old = header.get(key)
+    if isinstance(old, (int, float)) and not isinstance(old, bool) and abs(float(old) - value) <= 1e-12 * abs(value):
+        return
+    header.set(key, value)
+
+
+def _write_sip(header, wcs):
+    """SIP keywords of ``wcs``, rewritten only when they differ from the header's."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    old = WCS(fits.Header([c for c in header.cards if _FITS_SIP_KEYS.match(c.keyword) or _FITS_WCS_KEYS.match(c.keyword)])).sip
+    new = wcs.sip
+    same = (old is None and new is None) or (
+        old is not None
+        and new is not None
+        and all(
+            (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+            for a, b in ((old.a, new.a), (old.b, new.b), (old.ap, new.ap), (old.bp, new.bp))
+        )
+    )
+    if same:
+        return
+    for k in [c.keyword for c in header.cards if _FITS_SIP_KEYS.match(c.keyword)]:
+        header.remove(k, ignore_missing=True, remove_all=True)
+    if new is None:
+        return
+    for name, arr in (("A", new.a), ("B", new.b), ("AP", new.ap), ("BP", new.bp)):
+        if arr is None:
+            continue
+        order = arr.shape[0] - 1
+        header.set(f"{name}_ORDER", int(order))
+        for p in range(order + 1):
+            for q in range(order + 1 - p):
+                if arr[p, q] != 0:
+                    _set_value(header, f"{name}_{p}_{q}", arr[p, q])
+
+
+def write_fits_output(image, output, sidecar):
+    """Write ``output``: a copy of a plain FITS image with its corrected WCS.
+
+    Only the science chips' WCS keywords change (`update_fits_header_wcs`);
+    every array, and every other HDU and keyword, is copied unchanged
+    (raw, without scaling). Existing checksums are recomputed. A chip that
+    was not aligned keeps its WCS.
+
+    Parameters
+    ----------
+    image : str
+        Input FITS file.
+    output : str
+        Output path.
+    sidecar : dict
+        The image's final WCS sidecar (``kind="fits"``).
+
+    Returns
+    -------
+    str
+        ``COMPLETE`` (at least one chip corrected) or ``SKIPPED``.
+    """
+    from astropy.io import fits
+
+    extra = sidecar["extra"]
+    status = extra.get("status", "SKIPPED")
+    name = output_wcs_name(extra, "fits")
+    try:
+        hdul = fits.open(image, mode="readonly", memmap=True, do_not_scale_image_data=True)
+    except Exception as exc:
+        raise InputError(f"{image}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    with hdul:
+        checksum = any("CHECKSUM" in h.header for h in hdul)
+        if status == "COMPLETE":
+            for chip, wcs in zip(sidecar["chips"], sidecar["wcs"]):
+                if chip.get("status", status) != "COMPLETE":
+                    continue
+                i = int(chip["hdu"])
+                if i >= len(hdul) or (hdul[i].name or ("PRIMARY" if i == 0 else str(i))) != chip["extname"]:
+                    raise InputError(f"{image}: HDU {chip['hdu']} is not the chip {chip['extname']},{chip['extver']} that was aligned")
+                update_fits_header_wcs(hdul[chip["hdu"]].header, wcs, name)
+        with atomic_output(output) as tmp:
+            hdul.writeto(tmp, output_verify="exception", checksum=checksum)
+    return status
