@@ -1,0 +1,95 @@
+"""End-to-end absolute alignment: a user reference catalog and Gaia from a local catalog service."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from conftest import run_workflow
+from refcat_server import CatalogServer, Star
+from tweakflow import metrics, synthetic
+from tweakflow.refcat import epoch_from_dates
+
+pytestmark = pytest.mark.slow
+
+
+def _errors(outdir, dataset):
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    truth, _ = synthetic.load_truth(dataset["truth"])
+    ws, tl, shapes, names = [], [], [], []
+    for p in dataset["images"]:
+        n = os.path.basename(p)
+        with ImageModel(os.path.join(outdir, n.replace("_cal.fits", "_tweakreg.fits"))) as m:
+            assert m.meta.cal_step.tweakreg == "COMPLETE"
+            ws.append(m.meta.wcs)
+            shapes.append(m.data.shape)
+        tl.append(truth[n])
+        names.append(n)
+    return metrics.absolute_errors(ws, tl, shapes), metrics.relative_errors(ws, tl, shapes)
+
+
+def test_user_refcat(tmp_path, small_dataset):
+    config = {"inputs": small_dataset["images"], "output_dir": "out",
+              "tweakreg": {"abs_refcat": small_dataset["refcat"], "save_abs_catalog": True}}
+    run_workflow(tmp_path, config)
+    ab, rel = _errors(str(tmp_path / "out"), small_dataset)
+    assert np.all(ab < 5.0), ab
+    assert np.all(rel < 1.0), rel
+    summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
+    assert set(summary["abs_status"]) == {"COMPLETE"}
+    assert np.all(summary["abs_n_matches"] >= 15)
+    assert (tmp_path / "out" / "fit_refcat_ref.ecsv").exists()
+    # an abs_* change re-runs the absolute fit and the outputs, never detection nor the relative fit
+    changed = {**config, "tweakreg": {**config["tweakreg"], "abs_sigma": 2.5}}
+    out = run_workflow(tmp_path, changed, "-n").stdout
+    assert "absolute_align" in out and "apply_wcs" in out
+    assert "detect_sources" not in out and "rule align:" not in out
+
+
+def _gaia_stars(dataset, pm_ra=20.0, pm_dec=-15.0):
+    """The dataset's reference stars moved back to Gaia DR3's epoch with a common proper motion.
+
+    If the epoch were not applied, every position would be off by ~10 yr x 25 mas/yr.
+    """
+    from tweakflow.io import read_image
+
+    ref = Table.read(dataset["refcat"])
+    dt = epoch_from_dates([read_image(dataset["images"][0], with_data=False, with_wcs=False).meta["date"]]) - 2016.0
+    stars = []
+    for i, (ra, dec) in enumerate(zip(ref["RA"], ref["DEC"])):
+        ra0 = ra - pm_ra * dt / 3.6e6 / np.cos(np.deg2rad(dec))
+        dec0 = dec - pm_dec * dt / 3.6e6
+        stars.append(Star(f"S{i}", 10**15 + i, float(ra0), float(dec0), 18.0, pm_ra, pm_dec))
+    return stars
+
+
+def test_gaia_from_local_service(tmp_path, small_dataset):
+    with CatalogServer(stars=_gaia_stars(small_dataset)) as server:
+        config = {"inputs": small_dataset["images"], "output_dir": "out",
+                  "tweakreg": {"abs_refcat": "GAIADR3"}, "refcat": {"url": server.url, "retries": 1}}
+        run_workflow(tmp_path, config)
+        assert len(server.requests) == 1
+        q = server.requests[0]
+        assert q["CAT"] == "GAIADR3" and abs(float(q["EPOCH"]) - 2026.2) < 0.1
+        assert (tmp_path / "out" / "work" / "refcat" / "GAIADR3.ecsv").exists()
+        ab, rel = _errors(str(tmp_path / "out"), small_dataset)
+        assert np.all(ab < 5.0), ab
+        # re-running with another abs_* value re-uses the cached catalog
+        run_workflow(tmp_path, {**config, "tweakreg": {"abs_refcat": "GAIADR3", "abs_nclip": 2}})
+        assert len(server.requests) == 1
+
+
+def test_unreachable_service(tmp_path, small_dataset):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/CatalogSearch.aspx"
+    config = {"inputs": small_dataset["images"], "output_dir": "out",
+              "tweakreg": {"abs_refcat": "GAIADR2"}, "refcat": {"url": url, "retries": 1, "timeout": 2}}
+    proc = run_workflow(tmp_path, config, check=False)
+    assert proc.returncode != 0
+    assert f"127.0.0.1:{port}" in proc.stdout
+    assert "Traceback" not in open(tmp_path / "out" / "logs" / "fetch_refcat_GAIADR2.log").read()
