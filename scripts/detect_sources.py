@@ -9,6 +9,7 @@ run_rule(
     sidecar_out=snakemake.output.sidecar,
     detection=dict(snakemake.params.detection),
     group_id=snakemake.params.group_id,
+    custom_catalog=snakemake.input.get("custom_catalog"),
     on_bad_input=snakemake.params.on_bad_input,
     fits=dict(snakemake.params.fits),
 )

@@ -1,7 +1,12 @@
-"""Source catalogs: reading user catalogs, writing the workflow's catalogs.
+"""Source catalogs: user catalogs, custom-catalog resolution, writing catalogs.
 
 A source catalog has 0-indexed pixel columns ``x``/``y`` (or
 ``xcentroid``/``ycentroid``, renamed on reading) and optionally ``weight``.
+
+With ``use_custom_catalogs``, the catalog of each image is chosen as the
+JWST tweakreg step chooses it (`resolve_custom_catalogs`): a ``catfile``
+takes precedence over the association members' ``tweakreg_catalog``, which
+takes precedence over the image's own ``meta.tweakreg_catalog``.
 """
 
 from __future__ import annotations
@@ -12,9 +17,18 @@ import numpy as np
 from astropy.table import Table
 
 from .atomic import atomic_output
-from .errors import InputError
+from .errors import ConfigError, InputError
 
-__all__ = ["read_source_catalog", "write_catalog", "read_table", "catalog_extension"]
+__all__ = [
+    "read_source_catalog",
+    "write_catalog",
+    "read_table",
+    "catalog_extension",
+    "writer_format",
+    "parse_catfile",
+    "model_catalog_name",
+    "resolve_custom_catalogs",
+]
 
 _ALIASES = (("x", "y"), ("xcentroid", "ycentroid"), ("x_centroid", "y_centroid"))
 
@@ -96,9 +110,203 @@ def catalog_extension(fmt):
     return fmt.split(".")[-1] if fmt.startswith("ascii.") else fmt
 
 
-def write_catalog(table, path, fmt="ascii.ecsv"):
-    """Write a catalog atomically with an astropy Table writer format."""
+def writer_format(fmt):
+    """The astropy Table writer format for ``catalog_format``.
+
+    ``ecsv`` (the step's default) means ``ascii.ecsv``; any other name must
+    be a format `astropy.table.Table.write` knows.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``tweakreg.catalog_format`` and the known formats.
+    """
+    from astropy.io import registry
+
+    fmt = str(fmt).strip()
     if fmt == "ecsv":
-        fmt = "ascii.ecsv"
+        return "ascii.ecsv"
+    known = set(registry.get_formats(Table, "Write")["Format"])
+    if fmt not in known:
+        raise ConfigError(
+            f"tweakreg.catalog_format: '{fmt}' is not an astropy Table writer format "
+            f"(e.g. ecsv, fits, ascii.commented_header, votable)"
+        )
+    return fmt
+
+
+def write_catalog(table, path, fmt="ascii.ecsv"):
+    """Write a catalog atomically with an astropy Table writer format (`writer_format`)."""
+    fmt = writer_format(fmt)
     with atomic_output(path) as tmp:
         table.write(tmp, format=fmt, overwrite=True)
+
+
+# ---------------------------------------------------------------------------
+# custom catalogs
+# ---------------------------------------------------------------------------
+
+
+def parse_catfile(path):
+    """Read a ``catfile``: image names and their catalogs.
+
+    One entry per line: an image file name, then (optionally) a catalog
+    file name, separated by white space; blank lines and lines starting
+    with ``#`` are ignored. Catalog names are relative to the catfile's
+    folder. A missing catalog name means "detect sources for this image".
+
+    Parameters
+    ----------
+    path : str
+        The catfile.
+
+    Returns
+    -------
+    dict
+        ``{image name: absolute catalog path, or "" (detect)}``, in file
+        order; empty when the file lists nothing.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, or a line has more than two
+        columns.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: catfile does not exist (tweakreg.catfile)")
+    folder = os.path.dirname(os.path.abspath(path))
+    entries = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read catfile ({type(exc).__name__}: {exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) > 2:
+            raise InputError(
+                f"{path}, line {lineno}: a catfile line has two columns (image, catalog); found {len(words)}"
+            )
+        entries[words[0]] = os.path.normpath(os.path.join(folder, words[1])) if len(words) == 2 else ""
+    return entries
+
+
+def model_catalog_name(path):
+    """``meta.filename`` and ``meta.tweakreg_catalog`` of an image, from its primary header.
+
+    Reads only the primary header (keywords ``FILENAME`` and ``TCATFILE``).
+    A file that does not exist yet (the demo's images, made by the
+    workflow) has no catalog.
+
+    Returns
+    -------
+    filename : str
+        ``FILENAME``, or the file's base name when absent.
+    catalog : str
+        ``TCATFILE`` stripped (``""`` when absent).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read as FITS.
+    """
+    from astropy.io import fits
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return os.path.basename(path), ""
+    try:
+        hdr = fits.getheader(path, 0)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the primary header ({type(exc).__name__}: {exc})") from None
+    filename = os.path.basename(str(hdr.get("FILENAME", "") or "").strip()) or os.path.basename(path)
+    return filename, str(hdr.get("TCATFILE", "") or "").strip()
+
+
+def resolve_custom_catalogs(images, catfile=None):
+    """Which images take a user catalog instead of detecting sources.
+
+    The precedence of the JWST tweakreg step (``use_custom_catalogs``
+    on), image by image:
+
+    1. A non-empty ``catfile`` is used alone: the association's catalogs
+       are then ignored altogether. A listed image takes the listed
+       catalog, or detects sources when the catalog column is empty. A
+       catfile listing no image at all turns custom catalogs off (every
+       image detects sources) with a warning.
+    2. Without a catfile, an association member's ``tweakreg_catalog``
+       is used: a file name (relative to the association's folder), or
+       ``""`` to detect sources.
+    3. An image not listed by either takes its ``meta.tweakreg_catalog``
+       (primary-header keyword ``TCATFILE``, relative to the image's
+       folder) when non-empty, else detects sources.
+
+    Catfile entries name images by file name: an entry's base name is
+    compared with the image's ``meta.filename`` and its file's base name.
+
+    Parameters
+    ----------
+    images : list of dict
+        As returned by `tweakflow.inputs.resolve_inputs`: ``stem``,
+        ``path`` and ``tweakreg_catalog`` (absolute path, ``""`` or None).
+    catfile : str or None
+        ``tweakreg.catfile`` (``""``/None: none).
+
+    Returns
+    -------
+    catalogs : dict
+        ``{stem: absolute catalog path or None (detect)}``.
+    warnings : list of str
+        Messages for the user (catfile without catalogs, catfile entries
+        naming no input image).
+
+    Raises
+    ------
+    InputError
+        If the catfile is unusable, or a chosen catalog file does not
+        exist (naming where it was given).
+    """
+    notes = []
+    listed = None
+    catfile = (catfile or "").strip()
+    if catfile:
+        listed = parse_catfile(catfile)
+        if not listed:
+            notes.append(
+                f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
+                "and sources are detected in every image"
+            )
+            return {it["stem"]: None for it in images}, notes
+    by_name = {os.path.basename(k): k for k in (listed or {})}
+    out = {}
+    used = set()
+    for it in images:
+        path = it["path"]
+        chosen, where = None, None
+        if listed is not None:
+            filename, tcat = model_catalog_name(path)
+            key = next((by_name[n] for n in (filename, os.path.basename(path)) if n in by_name), None)
+            if key is not None:
+                used.add(key)
+                chosen, where = listed[key] or None, f"catfile '{catfile}'"
+            elif tcat:
+                chosen, where = tcat, "meta.tweakreg_catalog"
+        elif it.get("tweakreg_catalog") is not None:
+            chosen, where = it["tweakreg_catalog"] or None, "the association (member tweakreg_catalog)"
+        else:
+            _, tcat = model_catalog_name(path)
+            if tcat:
+                chosen, where = tcat, "meta.tweakreg_catalog"
+        if chosen and where == "meta.tweakreg_catalog":
+            chosen = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), chosen))
+        if chosen and not os.path.isfile(chosen):
+            raise InputError(f"{chosen}: custom catalog of {path} (given by {where}) does not exist")
+        out[it["stem"]] = chosen
+    if listed is not None:
+        for key in listed:
+            if key not in used:
+                notes.append(f"tweakreg.catfile '{catfile}': '{key}' is not an input image; ignored")
+    return out, notes

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError, TweakflowError
 
-__all__ = ["run_rule", "detect_step", "align_step", "apply_step", "summary_step", "demo_step"]
+__all__ = ["run_rule", "detect_step", "publish_catalog_step", "align_step", "apply_step", "summary_step", "demo_step"]
 
 log = logging.getLogger("tweakflow")
 
@@ -67,7 +67,7 @@ def demo_step(outdir, demo_config):
 # ---------------------------------------------------------------------------
 
 
-def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, published_catalog=None, catalog_format="ecsv", fits=None, on_bad_input="fail"):
+def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, fits=None, on_bad_input="fail"):
     """Detect sources in one image (or take its custom catalog) and write the sidecar.
 
     Parameters
@@ -84,8 +84,6 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
         Group id from the association, overriding the image's own.
     custom_catalog : str or None
         A user catalog to use instead of detecting sources.
-    published_catalog : str or None
-        Also write the catalog here (``save_catalogs``) in ``catalog_format``.
     on_bad_input : {"fail", "skip"}
         An image that cannot be read raises `InputError` (``fail``), or
         (``skip``) gets an empty catalog and an "unreadable" sidecar, which
@@ -136,9 +134,29 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
             cat = vstack(parts, join_type="outer", metadata_conflicts="silent")
     cat.meta["image"] = im.meta["filename"]
     write_catalog(cat, catalog_out, "ascii.ecsv")
-    if published_catalog:
-        write_catalog(cat, published_catalog, catalog_format)
     write_image_sidecar(sidecar_out, im, asn_group_id=group_id)
+
+
+def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
+    """``save_catalogs``: publish an image's source catalog in ``catalog_format``.
+
+    A rule of its own, so that changing only the published format never
+    re-runs source detection.
+
+    Parameters
+    ----------
+    catalog : str
+        The workflow's catalog of the image (ECSV).
+    output : str
+        ``{output_dir}/{stem}_cat.{ext}``.
+    catalog_format : str
+        ``ecsv`` or any astropy Table writer format.
+    """
+    from .catalogs import read_table, write_catalog
+
+    cat = read_table(catalog)
+    write_catalog(cat, output, catalog_format)
+    log.info("wrote source catalog %s (%d sources)", output, len(cat))
 
 
 # ---------------------------------------------------------------------------
@@ -188,7 +206,22 @@ def load_entries(catalogs, sidecars, on_bad_input="fail"):
                 "index": index,
             }
         )
+    _fill_missing_weights(entries)
     return entries
+
+
+def _fill_missing_weights(entries):
+    """Give ``weight = 1`` to the catalogs without weights when some have them.
+
+    A user catalog may carry a ``weight`` column into the fit; tweakwcs
+    needs all the catalogs of a group to have one or none, so a catalog
+    without weights weighs each of its sources 1.
+    """
+    if not any("weight" in e["catalog"].colnames for e in entries):
+        return
+    for e in entries:
+        if "weight" not in e["catalog"].colnames:
+            e["catalog"]["weight"] = np.ones(len(e["catalog"]))
 
 
 def fits_chip_entries(sc, cat, index):

@@ -64,6 +64,57 @@ if (
 BY_STEM = {it["stem"]: it for it in IMAGES}
 STEMS = [it["stem"] for it in IMAGES]
 
+# --- custom source catalogs and published catalogs --------------------------
+# use_custom_catalogs: each image's catalog is chosen here, before any job
+# runs (catfile > association member tweakreg_catalog > meta.tweakreg_catalog,
+# the last read from the primary headers only when the option is on), so
+# that a catalog file is an input of its image's detect_sources job and
+# editing it re-runs that image onwards.
+CUSTOM_CATALOGS = {}  # stem -> user catalog, for the images that take one
+if TW.get("use_custom_catalogs"):
+    from tweakflow.catalogs import resolve_custom_catalogs
+
+    try:
+        _cats, _notes = resolve_custom_catalogs(IMAGES, catfile=TW.get("catfile"))
+    except TweakflowError as exc:
+        raise WorkflowError(f"tweakflow: tweakreg.use_custom_catalogs: {exc}")
+    for _n in _notes:
+        logger.warning(f"tweakflow: {_n}")
+    CUSTOM_CATALOGS = {stem: cat for stem, cat in _cats.items() if cat}
+
+# save_catalogs: {output_dir}/{stem}_cat.{ext} in catalog_format, written by
+# publish_catalog from the cached catalog (a format change re-runs only that).
+from tweakflow.catalogs import catalog_extension, writer_format
+
+CATALOG_EXT = catalog_extension(TW["catalog_format"])
+if TW.get("save_catalogs"):
+    try:
+        writer_format(TW["catalog_format"])
+    except TweakflowError as exc:
+        raise WorkflowError(f"tweakflow: {exc}")
+
+
+def detect_inputs(wildcards):
+    """detect_sources' inputs: the image, and its custom catalog if it takes one."""
+    inputs = {"image": image_path(wildcards)}
+    if wildcards.stem in CUSTOM_CATALOGS:
+        inputs["custom_catalog"] = CUSTOM_CATALOGS[wildcards.stem]
+    return inputs
+
+
+def image_detection_params(wildcards):
+    """Source-finding parameters of one image; none for an image with a custom
+    catalog, so that changing them re-runs only the images that detect sources."""
+    return {} if wildcards.stem in CUSTOM_CATALOGS else detection_params()
+
+
+def published_catalogs():
+    """save_catalogs' outputs: one per image that detects sources (the step
+    ignores save_catalogs for images with a user catalog)."""
+    return [f"{OUT}/{stem}_cat.{CATALOG_EXT}" for stem in STEMS if stem not in CUSTOM_CATALOGS]
+
+# --- end of custom source catalogs and published catalogs -------------------
+
 
 wildcard_constraints:
     stem="[^/]+",
@@ -130,4 +181,6 @@ def all_outputs():
     outs = expand(f"{OUT}/{{stem}}_tweakreg.fits", stem=STEMS) + [f"{OUT}/tweakreg_summary.ecsv"]
     if ABSOLUTE and TW.get("save_abs_catalog"):
         outs.append(published_refcat())
+    if TW.get("save_catalogs"):
+        outs += published_catalogs()
     return outs

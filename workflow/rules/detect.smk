@@ -1,14 +1,15 @@
-# Fan out: one source catalog and one WCS sidecar per image.
+# Fan out: one source catalog and one WCS sidecar per image (and, with
+# save_catalogs, the published copy of the catalog).
 
 
 rule detect_sources:
     input:
-        image=image_path,
+        unpack(detect_inputs),
     output:
         catalog=f"{WORK}/catalogs/{{stem}}_cat.ecsv",
         sidecar=f"{WORK}/sidecars/{{stem}}_meta.json",
     params:
-        detection=detection_params(),
+        detection=image_detection_params,
         group_id=lambda wc: BY_STEM[wc.stem]["group_id"],
         on_bad_input=ON_BAD_INPUT,
         fits=fits_params(),
@@ -24,3 +25,21 @@ rule detect_sources:
         runtime=lambda wc, attempt: 5 * attempt,
     script:
         "../../scripts/detect_sources.py"
+
+
+rule publish_catalog:
+    input:
+        catalog=f"{WORK}/catalogs/{{stem}}_cat.ecsv",
+    output:
+        f"{OUT}/{{stem}}_cat.{CATALOG_EXT}",
+    params:
+        catalog_format=TW["catalog_format"],
+    log:
+        f"{LOGS}/publish_catalog/{{stem}}.log",
+    group:
+        "detect"
+    resources:
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
+        runtime=lambda wc, attempt: 2 * attempt,
+    script:
+        "../../scripts/publish_catalog.py"
