@@ -130,7 +130,12 @@ wait_pidfile() {
     return 1
 }
 
-show_log() { [[ -f "$1" ]] && { log "last lines of $1:"; tail -n 25 "$1" >&2; } || true; }
+show_log() {
+    if [[ -f "$1" ]]; then
+        log "last lines of $1:"
+        tail -n 25 "$1" >&2
+    fi
+}
 
 set_statedir() {
     [[ -n "${1:-}" ]] || { echo "usage: $0 $CMD <statedir>" >&2; exit 2; }
@@ -397,7 +402,7 @@ wait_node_idle() {
         state=$(timeout 5 sinfo -h -N -n "$host" -o %T 2>/dev/null | head -n1 || true)
         case "$state" in
             idle | mixed | allocated) log "node $host is $state"; return 0 ;;
-            down* | drain* | drained*)
+            down* | drain* | fail*)
                 if [[ -z "$resumed" ]]; then
                     scontrol update nodename="$host" state=resume 2>/dev/null || true
                     resumed=1
@@ -473,7 +478,7 @@ cmd_start() {
     local stale
     stale=$(squeue -h -o %i 2>/dev/null || true)
     if [[ -n "$stale" ]]; then
-        log "cancelling stale jobs: $(echo $stale)"
+        log "cancelling stale jobs: ${stale//$'\n'/ }"
         # shellcheck disable=SC2086
         scancel $stale 2>/dev/null || true
     fi
