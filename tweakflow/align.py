@@ -174,104 +174,762 @@ def fit_row(name, group_id, stage, status, reason="", fit_info=None, n_sources=0
 
 
 def rows_to_table(rows):
-    """Solution rows -> `astropy.table.Table` with the standard columns."""
+    """Solution rows -> `astropy.table.Table`.
+
+    The `SOLUTION_COLUMNS`, then each of the `QUALITY_COLUMNS` that any row
+    has (rows without it get its default).
+    """
     cols = {}
     for name, typ in SOLUTION_COLUMNS:
         vals = [r[name] for r in rows]
         cols[name] = np.array(vals, dtype=typ if typ is not str else "U")
+    for name, typ, default in QUALITY_COLUMNS:
+        if any(name in r for r in rows):
+            vals = [r.get(name, default) for r in rows]
+            cols[name] = np.array(vals, dtype=typ if typ is not str else "U")
     return Table(cols)
 
 
-def relative_align(entries, **pars):
-    """Align image catalogs to each other, group by group.
+# ---------------------------------------------------------------------------
+# relative alignment with quality gates and recovery
+# ---------------------------------------------------------------------------
+
+#: Optional per-image columns of a solution table (added by the quality-gated
+#: relative alignment; absent from tables of stages that do not set them).
+QUALITY_COLUMNS = [
+    ("image_n_matches", int, 0),
+    ("image_n_used", int, 0),
+    ("image_rms_mas", float, math.nan),
+    ("match_fraction", float, math.nan),
+    ("attempt", int, 0),
+    ("n_attempts", int, 0),
+    ("recovery", str, ""),
+]
+
+#: Columns of the table of alignment attempts (one row per image and attempt).
+ATTEMPT_COLUMNS = [
+    ("image", str),
+    ("group_id", str),
+    ("pass_no", int),
+    ("attempt", int),
+    ("searchrad", float),
+    ("use2dhist", bool),
+    ("fitgeom", str),
+    ("n_images", int),
+    ("fit", str),
+    ("passed", bool),
+    ("chosen", bool),
+    ("n_matches", int),
+    ("n_used", int),
+    ("rms_mas", float),
+    ("match_fraction", float),
+    ("image_n_used", int),
+    ("image_match_fraction", float),
+    ("xshift", float),
+    ("yshift", float),
+    ("rotation", float),
+    ("scale", float),
+    ("reason", str),
+]
+
+
+def _attempt_table(records):
+    cols = {}
+    for name, typ in ATTEMPT_COLUMNS:
+        vals = [r[name] for r in records]
+        cols[name] = np.array(vals, dtype=typ if typ is not str else "U") if vals else np.array([], dtype=typ if typ is not str else "U1")
+    return Table(cols)
+
+
+def _in_polygon(px, py, poly):
+    """Points inside a polygon (ray casting); ``poly`` is (N, 2)."""
+    px = np.asarray(px, float)
+    py = np.asarray(py, float)
+    inside = np.zeros(px.shape, dtype=bool)
+    n = len(poly)
+    for k in range(n):
+        x1, y1 = poly[k]
+        x2, y2 = poly[(k + 1) % n]
+        if y1 == y2:
+            continue
+        crosses = (y1 > py) != (y2 > py)
+        xcross = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= crosses & (px < xcross)
+    return inside
+
+
+def _in_any(px, py, polys):
+    inside = np.zeros(np.shape(px), dtype=bool)
+    for poly in polys:
+        inside |= _in_polygon(px, py, poly)
+    return inside & np.isfinite(px) & np.isfinite(py)
+
+
+def _footprint_world(corrector, shape):
+    """RA, DEC (deg) of the detector corners through a corrector's WCS."""
+    ny, nx = (int(v) for v in shape[-2:])
+    x = np.array([0.0, nx - 1.0, nx - 1.0, 0.0])
+    y = np.array([0.0, 0.0, ny - 1.0, ny - 1.0])
+    ra, dec = corrector.det_to_world(x, y)
+    return np.asarray(ra, float), np.asarray(dec, float)
+
+
+def _to_tp(tpwcs, radec):
+    x, y = tpwcs.world_to_tanp(*radec)
+    return np.c_[np.asarray(x, float), np.asarray(y, float)]
+
+
+class _Reference:
+    """The growing reference catalog of the sequential alignment.
+
+    Holds the sources (RA, DEC, the entry they come from and how often they
+    were used by an accepted fit) and the sky footprints of the images they
+    come from (to count the sources two catalogs can share).
+    """
+
+    def __init__(self):
+        self.table = Table({"RA": np.zeros(0), "DEC": np.zeros(0), "_img": np.zeros(0, int), "_used": np.zeros(0, int)})
+        self.footprints = {}  # entry index -> (ra, dec)
+
+    def add(self, ra, dec, img, footprint=None):
+        ra = np.asarray(ra, float)
+        dec = np.asarray(dec, float)
+        good = np.isfinite(ra) & np.isfinite(dec)
+        add = Table({"RA": ra[good], "DEC": dec[good], "_img": np.full(good.sum(), img, int), "_used": np.zeros(good.sum(), int)})
+        from astropy.table import vstack
+
+        self.table = vstack([self.table, add]) if len(self.table) else add
+        if footprint is not None:
+            self.footprints[img] = footprint
+
+    def refcat(self):
+        from tweakwcs.wcsimage import RefCatalog
+
+        return RefCatalog(Table(self.table, copy=True), name="reference")
+
+
+def _fresh_group(entries, idx):
+    """New correctors (input WCS) and a tweakwcs group catalog for entries ``idx``."""
+    from tweakwcs.wcsimage import WCSGroupCatalog, WCSImageCatalog
+
+    correctors, imcats = [], []
+    for i in idx:
+        e = entries[i]
+        c = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+        correctors.append(c)
+        imcats.append(WCSImageCatalog(e["catalog"], c, name=e["name"], group_id=e["group_id"]))
+    gcat = WCSGroupCatalog(imcats, name=f"GROUP ID: {entries[idx[0]]['group_id']}")
+    return correctors, gcat
+
+
+def _fit_attempt(entries, idx, reference, att, p, tps):
+    """Fit the group of entries ``idx`` to the reference with one attempt's settings.
+
+    Returns
+    -------
+    dict
+        ``ok`` (tweakwcs completed a fit), ``reason`` (why not), and when
+        ``ok``: ``fit_info``, ``correctors`` (corrected), ``stats`` (group),
+        ``image_stats`` (per entry of ``idx``), ``pairs`` (matched pairs in
+        the tangent plane, for the matches table) and ``unmatched`` (RA/DEC
+        of the group's unmatched sources per entry).
+    """
+    from copy import deepcopy
+
+    correctors, gcat = _fresh_group(entries, idx)
+    ref_tpwcs = deepcopy(correctors[0])
+    refcat = reference.refcat()
+    matcher = make_matcher(att["searchrad"] / tps, p["separation"] / tps, att["use2dhist"], p["tolerance"] / tps, p["xoffset"] / tps, p["yoffset"] / tps)
+    out = {"ok": False, "reason": "", "idx": list(idx), "att": att}
+    try:
+        done = gcat.align_to_ref(
+            refcat,
+            ref_tpwcs=ref_tpwcs,
+            match=matcher,
+            minobj=int(p["minobj"]),
+            fitgeom=att["fitgeometry"],
+            nclip=int(p["nclip"]),
+            sigma=(float(p["sigma"]), "rmse"),
+        )
+    except Exception as exc:  # tweakwcs raises ValueError, MatchSourceConfusionError, LinAlgError...
+        out["reason"] = f"{type(exc).__name__}: {exc}"
+        return out
+    fi = gcat[0].fit_info
+    if not done or fi.get("status") != "SUCCESS":
+        status = str(fi.get("status", "FAILED: no fit"))
+        out["reason"] = status.split(":", 1)[1].strip() if ":" in status else status
+        return out
+
+    cat = gcat.catalog
+    src_img = np.asarray(cat["_imcat_idx"], int)
+    im_tp = np.c_[np.asarray(cat["TPx"], float), np.asarray(cat["TPy"], float)]
+    ref_tp = np.c_[np.asarray(refcat.catalog["TPx"], float), np.asarray(refcat.catalog["TPy"], float)]
+    mref = np.asarray(fi["matched_ref_idx"], int)
+    minp = np.asarray(fi["matched_input_idx"], int)
+    used = np.asarray(fi["fitmask"], bool)
+    matrix, shift = np.asarray(fi["matrix"], float), np.asarray(fi["shift"], float)
+    fitted_all = shift + im_tp @ matrix.T
+    res = (fitted_all[minp] - ref_tp[mref]) * tps * 1000.0  # mas
+
+    # overlap: the group's sources inside the reference images' footprints,
+    # the reference sources inside each image's (corrected) footprint
+    ref_polys = [_to_tp(ref_tpwcs, fp) for fp in reference.footprints.values()]
+    ref_valid = np.isfinite(ref_tp).all(axis=1)
+    image_stats = []
+    for k, (i, corr) in enumerate(zip(idx, correctors)):
+        mine = src_img == k
+        pair_k = src_img[minp] == k
+        used_k = pair_k & used
+        fp = _footprint_world(corr, entries[i]["shape"])
+        poly = _to_tp(ref_tpwcs, fp)
+        n_img_in = int(np.count_nonzero(_in_any(fitted_all[mine, 0], fitted_all[mine, 1], ref_polys)))
+        n_ref_in = int(np.count_nonzero(_in_polygon(ref_tp[ref_valid, 0], ref_tp[ref_valid, 1], poly)))
+        n_possible = min(n_img_in, n_ref_in)
+        n_used_k = int(np.count_nonzero(used_k))
+        rk = res[used_k]
+        image_stats.append(
+            {
+                "n_matches": int(np.count_nonzero(pair_k)),
+                "n_used": n_used_k,
+                "n_possible": n_possible,
+                "match_fraction": n_used_k / n_possible if n_possible else math.nan,
+                "rms_mas": float(np.sqrt(np.mean(np.sum(rk**2, axis=1)))) if len(rk) else math.nan,
+                "footprint": fp,
+            }
+        )
+    n_pos = sum(s["n_possible"] for s in image_stats)
+    stats = {
+        "n_matches": int(len(minp)),
+        "n_used": int(np.count_nonzero(used)),
+        "rms_mas": 1000.0 * tps * float(fi["rmse"]),
+        "match_fraction": sum(s["n_used"] for s in image_stats) / n_pos if n_pos else math.nan,
+        "shift_arcsec": tps * float(np.hypot(*shift)),
+        "rotation_deg": float(fi["<rot>"]),
+    }
+    matched_mask = np.zeros(len(cat), bool)
+    matched_mask[minp] = True
+    ra, dec = np.asarray(cat["RA"], float), np.asarray(cat["DEC"], float)
+    out.update(
+        ok=True,
+        fit_info=fi,
+        correctors=correctors,
+        stats=stats,
+        image_stats=image_stats,
+        pairs={
+            "src_img": src_img[minp],
+            "x": np.asarray(cat["x"], float)[minp],
+            "y": np.asarray(cat["y"], float)[minp],
+            "im_tp": im_tp[minp],
+            "ref_tp": ref_tp[mref],
+            "ref_row": mref,
+            "used": used,
+        },
+        unmatched=[(ra[(src_img == k) & ~matched_mask], dec[(src_img == k) & ~matched_mask]) for k in range(len(idx))],
+        all_radec=[(ra[src_img == k], dec[src_img == k]) for k in range(len(idx))],
+    )
+    return out
+
+
+def _attempt_records(res, entries, gid, pass_no, number, passed, reason, tps):
+    """Rows of the attempts table for one attempt (one per image fitted)."""
+    att = res["att"]
+    st = res.get("stats", {})
+    fi = res.get("fit_info", {})
+    recs = []
+    for k, i in enumerate(res["idx"]):
+        ist = res["image_stats"][k] if res["ok"] else {}
+        recs.append(
+            {
+                "image": entries[i]["name"],
+                "group_id": str(gid),
+                "pass_no": pass_no,
+                "attempt": number,
+                "searchrad": float(att["searchrad"]),
+                "use2dhist": bool(att["use2dhist"]),
+                "fitgeom": att["fitgeometry"],
+                "n_images": len(res["idx"]),
+                "fit": "SUCCESS" if res["ok"] else "FAILED",
+                "passed": bool(passed),
+                "chosen": False,
+                "n_matches": int(st.get("n_matches", 0)),
+                "n_used": int(st.get("n_used", 0)),
+                "rms_mas": float(st.get("rms_mas", math.nan)),
+                "match_fraction": float(st.get("match_fraction", math.nan)),
+                "image_n_used": int(ist.get("n_used", 0)),
+                "image_match_fraction": float(ist.get("match_fraction", math.nan)),
+                "xshift": tps * float(fi["shift"][0]) if res["ok"] else 0.0,
+                "yshift": tps * float(fi["shift"][1]) if res["ok"] else 0.0,
+                "rotation": float(fi.get("<rot>", 0.0)) if res["ok"] else 0.0,
+                "scale": float(fi.get("<scale>", 1.0)) if res["ok"] else 1.0,
+                "reason": reason,
+            }
+        )
+    return recs
+
+
+def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
+    """Fit one group through the recovery chain; keep the best fit that passes.
+
+    Returns
+    -------
+    dict
+        ``best`` (the chosen attempt's result, or None), ``failed``
+        (entry index -> reason, for members the chosen fit leaves out),
+        ``records`` (attempt rows), ``n_attempts``, ``number`` (the chosen
+        attempt's number), ``first`` (the configured attempt's result) and
+        ``reason`` (why nothing passed).
+    """
+    from .quality import attempt_label, check_fit, check_image, recovery_plan
+
+    gid = entries[idx[0]]["group_id"]
+    gates = q["enabled"]
+    plan = recovery_plan(p["searchrad"], p["use2dhist"], p["fitgeometry"], q)
+    records, candidates = [], []
+    number = 0
+    first = None
+    first_reason = ""
+
+    def evaluate(res):
+        """(passed, images failing their own gate {i: reason}, reason text) of an attempt.
+
+        Images are judged first: when some of a group's images contradict
+        the fit (their sources are not used, or fit badly) and others do
+        not, those are the problem, whatever the group's statistics say.
+        """
+        if not res["ok"]:
+            return False, {}, f"tweakwcs: {res['reason']}"
+        if not gates:
+            return True, {}, ""
+        bad = {}
+        for i, ist in zip(res["idx"], res["image_stats"]):
+            f = check_image(ist, limits)
+            if f:
+                bad[i] = "; ".join(f)
+        fails = check_fit(res["stats"], limits)
+        if bad and len(bad) < len(res["idx"]):
+            return not fails or q["recovery"], bad, "; ".join(fails)
+        if fails:
+            return False, bad, "; ".join(fails)
+        if bad:
+            return False, bad, "every image fails: " + " | ".join(bad.values())
+        return True, {}, ""
+
+    for ntier, tier in enumerate(plan):
+        for att in tier:
+            members, left_out = list(idx), {}
+            while True:
+                number += 1
+                res = _fit_attempt(entries, members, reference, att, p, tps)
+                passed, bad, why = evaluate(res)
+                if first is None:
+                    first = res
+                if ntier == 0:
+                    first_reason = why or first_reason
+                refit = bool(passed and bad and q["recovery"])
+                if passed and bad:
+                    names = "; ".join(f"{entries[i]['name']}: {r}" for i, r in bad.items())
+                    why = ("refit without inconsistent image(s): " if refit else "inconsistent image(s) left out: ") + names
+                records.extend(_attempt_records(res, entries, gid, pass_no, number, passed and not refit, why, tps))
+                if not refit:
+                    break
+                left_out.update(bad)
+                members = [i for i in members if i not in bad]
+            if passed:
+                left_out.update(bad)
+                res["number"] = number
+                res["left_out"] = left_out
+                res["n_ok"] = sum(1 for i in res["idx"] if i not in left_out)
+                candidates.append(res)
+        if candidates or not (gates and q["recovery"]):
+            break
+
+    out = {"records": records, "n_attempts": number, "first": first, "best": None, "failed": {}, "reason": ""}
+    if candidates:
+        best = max(
+            candidates,
+            key=lambda r: (r["n_ok"], r["stats"]["n_used"], -r["stats"]["rms_mas"]),
+        )
+        out["best"] = best
+        out["number"] = best["number"]
+        out["failed"] = {i: f"catalog inconsistent with its group's fit: {r}" for i, r in best["left_out"].items()}
+        for rec in records:
+            if rec["attempt"] == best["number"]:
+                rec["chosen"] = True
+        out["recovery"] = ""
+        if best["number"] > 1:
+            out["recovery"] = f"attempt {best['number']} of {number}: {attempt_label(best['att'])}"
+            if best["left_out"]:
+                out["recovery"] += f", without {len(best['left_out'])} inconsistent image(s)"
+        return out
+    if not gates:
+        out["reason"] = first_reason.replace("tweakwcs: ", "", 1)
+    elif number == 1:
+        out["reason"] = f"quality gate: {first_reason}"
+    else:
+        out["reason"] = f"no fit passed the quality gates in {number} attempts (configured fit: {first_reason})"
+    return out
+
+
+def _group_order(entries, groups, p, excluded):
+    """Reference group and the alignment order of the others.
+
+    As tweakwcs ``align_wcs``: user order when ``enforce_user_order`` or
+    when the reference catalog is not expanded; otherwise the pair of groups
+    with the largest overlap starts, and each next group is the one with
+    the largest overlap with the growing reference (chosen during the
+    alignment, see `_relative_pass`). Groups whose images are all
+    ``excluded`` from the reference role are not chosen as reference.
+
+    Returns
+    -------
+    ref : list of int
+        Entry indices of the reference group.
+    rest : list of list of int
+        The other groups, in order (only the first matters in overlap order).
+    """
+    keys = list(groups)
+    user_order = bool(p["enforce_user_order"]) or not bool(p["expand_refcat"])
+    if not user_order and len(keys) > 2:
+        from tweakwcs.imalign import overlap_matrix
+
+        gcats = [_fresh_group(entries, groups[k])[1] for k in keys]
+        m = overlap_matrix(gcats)
+        i, j = np.unravel_index(m.argmax(), m.shape)
+        if np.sum(m[i]) < np.sum(m[:, j]):
+            i, j = j, i
+        keys = [keys[i], keys[j]] + [k for n, k in enumerate(keys) if n not in (i, j)]
+    for n, k in enumerate(keys):
+        if any(i not in excluded for i in groups[k]):
+            ref = keys[n]
+            break
+    else:
+        ref = keys[0]
+    return groups[ref], [groups[k] for k in keys if k != ref]
+
+
+def _next_group(reference, remaining, entries, user_order, first):
+    """Pop the next group to align: in order, or by overlap with the reference."""
+    if user_order or first or len(remaining) == 1:
+        return remaining.pop(0)
+    refcat = reference.refcat()
+    areas = []
+    for g in remaining:
+        _, gcat = _fresh_group(entries, g)
+        try:
+            areas.append(float(refcat.intersection_area(gcat)))
+        except Exception:  # spherical_geometry MalformedPolygonError: no preference
+            areas.append(0.0)
+    return remaining.pop(int(np.argmax(areas)))
+
+
+def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
+    """One sequential pass: the reference group, then every other group.
+
+    Returns
+    -------
+    dict
+        ``wcs`` and ``rows`` (entry index -> value), ``records`` (attempt
+        rows), ``matches`` (per entry: the accepted or, if none, the
+        configured attempt's matched pairs), ``ref_idx`` (reference entries),
+        ``reference`` (the final `_Reference`).
+    """
+    ref_idx, rest = _group_order(entries, groups, p, excluded)
+    user_order = bool(p["enforce_user_order"]) or not bool(p["expand_refcat"])
+    reference = _Reference()
+    rows, wcs, matches, footprints = {}, {}, {}, {}
+    ref_members = [i for i in ref_idx if i not in excluded]
+    for i in ref_members:
+        e = entries[i]
+        corr = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+        ra, dec = corr.det_to_world(np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float))
+        reference.add(ra, dec, i, _footprint_world(corr, e["shape"]))
+    for i in ref_idx:
+        e = entries[i]
+        if i in excluded:
+            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", excluded[i], n_sources=len(e["catalog"]))
+        else:
+            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "alignment reference", n_sources=len(e["catalog"]))
+        rows[i].update(attempt=0, n_attempts=0)
+    records = []
+    remaining = list(rest)
+    first = True
+    while remaining:
+        g = _next_group(reference, remaining, entries, user_order, first)
+        first = False
+        out = _align_group(entries, g, reference, p, q, limits, tps, pass_no)
+        records.extend(out["records"])
+        best = out["best"]
+        if best is None:
+            for i in g:
+                e = entries[i]
+                rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", out["reason"], n_sources=len(e["catalog"]))
+                rows[i].update(attempt=0, n_attempts=out["n_attempts"])
+            res = out["first"]
+            if res is not None and res["ok"]:
+                matches[tuple(res["idx"])] = (res, False)
+            if not q["enabled"] and p["expand_refcat"] and user_order and res is not None:
+                # tweakwcs adds a failed image's sources when overlaps are
+                # not computed (strict JWST-step behaviour)
+                for k, i in enumerate(g):
+                    e = entries[i]
+                    corr = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+                    ra, dec = corr.det_to_world(np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float))
+                    reference.add(ra, dec, i, _footprint_world(corr, e["shape"]))
+            continue
+        matches[tuple(best["idx"])] = (best, True)
+        fi = best["fit_info"]
+        # sources of the reference used by the accepted fit
+        pr = best["pairs"]
+        np.add.at(reference.table["_used"], pr["ref_row"][pr["used"]], 1)
+        for k, i in enumerate(best["idx"]):
+            if i in out["failed"]:
+                continue
+            e = entries[i]
+            ist = best["image_stats"][k]
+            wcs[i] = best["correctors"][k].wcs
+            footprints[i] = ist["footprint"]
+            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "", fi, len(e["catalog"]), tp_scale=tps)
+            rows[i].update(
+                image_n_matches=ist["n_matches"],
+                image_n_used=ist["n_used"],
+                image_rms_mas=ist["rms_mas"],
+                match_fraction=ist["match_fraction"],
+                attempt=out["number"],
+                n_attempts=out["n_attempts"],
+                recovery=out.get("recovery", ""),
+            )
+            if p["expand_refcat"]:
+                ra, dec = best["unmatched"][k]
+                reference.add(ra, dec, i, ist["footprint"])
+        for i, why in out["failed"].items():
+            e = entries[i]
+            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", why, n_sources=len(e["catalog"]))
+            rows[i].update(attempt=0, n_attempts=out["n_attempts"])
+    return {
+        "rows": rows,
+        "wcs": wcs,
+        "records": records,
+        "matches": matches,
+        "ref_idx": ref_idx,
+        "reference": reference,
+        "footprints": footprints,
+        "pass_no": pass_no,
+    }
+
+
+def _bad_reference_images(entries, result, limits, groups):
+    """Reference images whose catalogs the other images contradict.
+
+    Two tests, each needing enough sources to judge (``min_matches``):
+
+    * a vote of the images of other groups that overlap the reference image
+      (at least ``min_matches`` of their sources in its footprint): those
+      left ``SKIPPED`` disagree with it, those aligned agree; the reference
+      image is suspect when at least two disagree and they outnumber those
+      that agree (two groups that do not match give no evidence which of
+      them is wrong);
+    * of its sources inside the footprints of the aligned images, fewer
+      than ``min_match_fraction`` were used by any accepted fit.
+
+    Returns
+    -------
+    dict
+        Entry index -> reason.
+    """
+    rows = result["rows"]
+    ref = result["reference"]
+    tab = ref.table
+    ref_idx = set(result["ref_idx"])
+    others = [i for g in groups.values() for i in g if i not in ref_idx]
+    aligned = [i for i in others if rows[i]["status"] == "COMPLETE"]
+    nmin = max(limits["min_matches"], 1)
+    radec = {}
+    for j in others:
+        ej = entries[j]
+        cj = make_corrector(ej["wcs"], ej["wcsinfo"], ej["catalog"], ej["name"], ej["group_id"])
+        radec[j] = cj.det_to_world(np.asarray(ej["catalog"]["x"], float), np.asarray(ej["catalog"]["y"], float))
+    out = {}
+    for i in result["ref_idx"]:
+        if rows[i]["status"] != "COMPLETE" or i not in ref.footprints:
+            continue
+        e = entries[i]
+        tp = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+        poly = _to_tp(tp, ref.footprints[i])
+        agree = disagree = 0
+        for j in others:
+            pts = _to_tp(tp, radec[j])
+            if np.count_nonzero(_in_any(pts[:, 0], pts[:, 1], [poly])) < nmin:
+                continue
+            if rows[j]["status"] == "COMPLETE":
+                agree += 1
+            else:
+                disagree += 1
+        if disagree >= 2 and disagree > agree:
+            out[i] = f"alignment reference that {disagree} overlapping image(s) of other groups could not be aligned to ({agree} could)"
+            continue
+        if not aligned:
+            continue
+        mine = np.asarray(tab["_img"]) == i
+        pts = _to_tp(tp, (np.asarray(tab["RA"])[mine], np.asarray(tab["DEC"])[mine]))
+        polys = [_to_tp(tp, result["footprints"][j]) for j in aligned]
+        inside = _in_any(pts[:, 0], pts[:, 1], polys)
+        n_in = int(np.count_nonzero(inside))
+        n_used = int(np.count_nonzero(inside & (np.asarray(tab["_used"])[mine] > 0)))
+        if n_in >= nmin and n_used / n_in < limits["min_match_fraction"]:
+            out[i] = (
+                f"alignment reference whose catalog the aligned images do not match: {n_used} of {n_in} "
+                f"sources in their footprints used (match fraction {n_used / n_in:.2f} < {limits['min_match_fraction']:.2f})"
+            )
+    return out
+
+
+def relative_align(entries, *, quality=None, details=None, **pars):
+    """Align image catalogs to each other, group by group, with quality gates.
+
+    Groups are aligned one after the other to a reference catalog (the
+    first group's sources, and, with ``expand_refcat``, the unmatched
+    sources of every group accepted so far), in the order of tweakwcs
+    ``align_wcs``; each group's fit goes through `tweakflow.quality`: a
+    fit that fails a gate is retried by the recovery chain and the best
+    attempt that passes is kept. A group that nothing passes keeps its
+    input WCS, is ``SKIPPED`` with the reason, and never enters the
+    reference catalog, so a wrong fit cannot mislead later groups. An image
+    whose catalog contradicts its group's fit is left out and ``SKIPPED``;
+    a reference image whose catalog contradicts the images aligned to it
+    is dropped from the reference and the alignment run again.
 
     Parameters
     ----------
     entries : list of dict
-        One per image, in user order, with ``name``, ``wcs`` (GWCS),
-        ``wcsinfo`` (dict), ``catalog`` (Table with ``x``, ``y``, optional
-        ``weight``) and ``group_id``.
+        One per image, in user order, with ``name``, ``wcs`` (GWCS, or
+        `astropy.wcs.WCS` of a FITS chip), ``wcsinfo`` (dict), ``catalog``
+        (Table with ``x``, ``y``, optional ``weight``), ``group_id`` and
+        ``shape``.
+    quality : dict or None
+        The ``quality`` block (`tweakflow.quality.resolve_quality`;
+        ``None``: defaults, gates and recovery on). ``{"enabled": False}``
+        gives the JWST step's behaviour: every fit tweakwcs completes is
+        accepted.
+    details : dict or None
+        If given, filled with ``attempts`` (`astropy.table.Table`, one row
+        per image and attempt, see `ATTEMPT_COLUMNS`) and ``matches``
+        (`tweakflow.qa.match_table` rows of every fitted group).
     **pars
         Relative-alignment parameters (`RELATIVE_PARS`).
 
     Returns
     -------
     wcs : list
-        Per entry, the corrected GWCS (the input GWCS when not aligned).
+        Per entry, the corrected WCS (the input WCS when not aligned).
     rows : list of dict
-        Per entry, a solution row (see `fit_row`); ``status`` is
-        ``COMPLETE`` for an aligned image or the alignment reference, and
-        ``SKIPPED`` (with ``reason``) otherwise.
+        Per entry, a solution row (`fit_row`, plus the `QUALITY_COLUMNS`);
+        ``status`` is ``COMPLETE`` for an aligned image or the alignment
+        reference, and ``SKIPPED`` (with ``reason``) otherwise.
     """
-    from tweakwcs.imalign import align_wcs
+    from .quality import gate_limits, resolve_quality
 
     p = dict(RELATIVE_PARS)
     unknown = set(pars) - set(p)
     if unknown:
         raise TypeError(f"unknown relative-alignment parameters: {sorted(unknown)}")
     p.update(pars)
+    q = resolve_quality(quality)
+    limits = gate_limits(q, p["tolerance"])
+    if details is not None:
+        details["attempts"] = _attempt_table([])
+        details["matches"] = None
 
     out_wcs = [e["wcs"] for e in entries]
     rows = [None] * len(entries)
     usable = []
     for i, e in enumerate(entries):
-        n = len(e["catalog"])
-        if n == 0:
+        if len(e["catalog"]) == 0:
             rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", "no sources in catalog")
         else:
             usable.append(i)
 
-    groups = {entries[i]["group_id"] for i in usable}
+    groups = {}
+    for i in usable:
+        groups.setdefault(entries[i]["group_id"], []).append(i)
     if len(groups) < 2:
-        reason = (
-            "only one exposure group has sources: nothing to align relatively"
-            if groups
-            else "no image has sources"
-        )
+        reason = "only one exposure group has sources: nothing to align relatively" if groups else "no image has sources"
         for i in usable:
             e = entries[i]
             rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, n_sources=len(e["catalog"]))
         return out_wcs, rows
 
-    correctors = [
-        make_corrector(entries[i]["wcs"], entries[i]["wcsinfo"], entries[i]["catalog"], entries[i]["name"], entries[i]["group_id"])
-        for i in usable
-    ]
     tps = tangent_plane_scale([entries[i]["wcs"] for i in usable])
-    matcher = make_matcher(
-        p["searchrad"] / tps, p["separation"] / tps, p["use2dhist"], p["tolerance"] / tps, p["xoffset"] / tps, p["yoffset"] / tps
-    )
-    try:
-        align_wcs(
-            correctors,
-            refcat=None,
-            enforce_user_order=bool(p["enforce_user_order"]),
-            expand_refcat=bool(p["expand_refcat"]),
-            minobj=int(p["minobj"]),
-            match=matcher,
-            fitgeom=p["fitgeometry"],
-            nclip=int(p["nclip"]),
-            sigma=(float(p["sigma"]), "rmse"),
-        )
-    except Exception as exc:  # tweakwcs raises ValueError/NotEnoughCatalogs
-        reason = f"alignment failed: {type(exc).__name__}: {exc}"
-        log.warning(reason)
-        for i in usable:
-            e = entries[i]
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, n_sources=len(e["catalog"]))
-        return out_wcs, rows
+    excluded = {}
+    records = []
+    result = None
+    for pass_no in (1, 2):
+        res = _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no)
+        records.extend(res["records"])
+        if result is None or _n_complete(res) >= _n_complete(result):
+            result = res
+        if not (q["enabled"] and pass_no == 1):
+            break
+        bad = _bad_reference_images(entries, res, limits, groups)
+        if not bad:
+            break
+        for i, why in bad.items():
+            log.warning("%s: %s", entries[i]["name"], why)
+        if not q["recovery"]:
+            for i, why in bad.items():
+                res["rows"][i].update(status="SKIPPED", reason=why)
+            break
+        log.info("aligning again without %d reference image(s)", len(bad))
+        excluded.update(bad)
 
-    for i, corr in zip(usable, correctors):
-        e = entries[i]
-        fi = corr.meta.get("fit_info", {})
-        status = str(fi.get("status", "FAILED: no fit information"))
-        n = len(e["catalog"])
-        if status == "SUCCESS":
-            out_wcs[i] = corr.wcs
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "", fi, n, tp_scale=tps)
-        elif status == "REFERENCE":
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "alignment reference", None, n)
-        else:
-            reason = status.split(":", 1)[1].strip() if ":" in status else status
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, None, n)
+    for i, r in result["rows"].items():
+        if i in excluded and r["status"] != "COMPLETE" and not r["reason"].startswith(excluded[i]):
+            r["reason"] = f"{excluded[i]}; then: {r['reason']}"
+        rows[i] = r
+        if i in result["wcs"]:
+            out_wcs[i] = result["wcs"][i]
+    for rec in records:
+        rec["chosen"] = rec["chosen"] and rec["pass_no"] == result["pass_no"]
+    if details is not None:
+        details["attempts"] = _attempt_table(records)
+        details["matches"] = _matches_of(entries, result["matches"], tps)
+    for i in usable:
+        if rows[i]["status"] != "COMPLETE":
+            log.warning("%s [%s]: SKIPPED: %s", entries[i]["name"], entries[i]["group_id"], rows[i]["reason"])
     return out_wcs, rows
+
+
+def _n_complete(result):
+    return sum(1 for r in result["rows"].values() if r["status"] == "COMPLETE")
+
+
+def _matches_of(entries, matches, tps):
+    """The matches table of a pass: accepted fits, and the rejected configured fit of failed groups."""
+    from astropy.table import vstack
+
+    from .qa import match_table
+
+    parts = []
+    for idx, (res, accepted) in matches.items():
+        pr = res["pairs"]
+        names = np.array([entries[i]["name"] for i in idx])[pr["src_img"]]
+        gids = np.array([str(entries[i]["group_id"]) for i in idx])[pr["src_img"]]
+        fi = res["fit_info"]
+        n = len(pr["used"])
+        tab = match_table(
+            {"matched_ref_idx": np.arange(n), "matched_input_idx": np.arange(n), "fitmask": pr["used"], "matrix": fi["matrix"], "shift": fi["shift"]},
+            pr["ref_tp"],
+            pr["im_tp"],
+            image=names,
+            x=pr["x"],
+            y=pr["y"],
+            group_id=gids,
+            stage="relative",
+            tp_scale=tps,
+            accepted=accepted,
+        )
+        parts.append(tab)
+    if not parts:
+        from .qa import empty_match_table
+
+        return empty_match_table()
+    return vstack(parts, metadata_conflicts="silent")
