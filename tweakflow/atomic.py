@@ -11,10 +11,26 @@ import contextlib
 import os
 import shutil
 import tempfile
+import unicodedata
 
 from .errors import OutputError
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "ascii_name"]
+
+
+def ascii_name(name):
+    """``name`` with its non-ASCII or non-printable characters made ASCII.
+
+    Accented letters lose their accent (NFKD decomposition: ``é`` -> ``e``),
+    any other such character becomes ``_``; an ASCII name is unchanged.
+    """
+    out = []
+    for c in unicodedata.normalize("NFKD", name):
+        if c.isascii() and c.isprintable():
+            out.append(c)
+        elif not unicodedata.combining(c):
+            out.append("_")
+    return "".join(out)
 
 
 @contextlib.contextmanager
@@ -24,7 +40,9 @@ def atomic_output(path):
     The temporary file lives in a private hidden folder next to ``path`` and
     keeps the final base name, so writers that choose a format from the
     extension, or record the file name inside the file (stdatamodels'
-    ``meta.filename``), see the final name. On any exception the temporary
+    ``meta.filename``), see the final name; non-ASCII letters in it are
+    transliterated (``ü`` -> ``u``, others -> ``_``, see `ascii_name`)
+    because FITS headers hold ASCII only. On any exception the temporary
     file is removed and the exception propagates; ``path`` is left untouched.
     An `OSError` (disk full, no permission) becomes an `OutputError` naming
     ``path``.
@@ -42,7 +60,7 @@ def atomic_output(path):
         tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=folder or ".")
     except OSError as exc:
         raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    tmp = os.path.join(tmpdir, base)
+    tmp = os.path.join(tmpdir, ascii_name(base))
     try:
         yield tmp
         os.replace(tmp, path)
