@@ -1,58 +1,60 @@
 # Absolute alignment to a reference catalog (tweakreg.abs_refcat set).
+# The rules exist only when absolute alignment is on.
+
+if ABSOLUTE:
+
+    rule fetch_refcat:
+        input:
+            sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
+        output:
+            f"{WORK}/refcat/{{catalog}}.ecsv",
+        wildcard_constraints:
+            catalog="GAIADR[123]",
+        params:
+            url=config["refcat"]["url"],
+            timeout=config["refcat"]["timeout"],
+            retries=config["refcat"]["retries"],
+        log:
+            f"{LOGS}/fetch_refcat_{{catalog}}.log",
+        resources:
+            mem_mb=1000,
+            runtime=15,
+        script:
+            "../../scripts/fetch_refcat.py"
 
 
-rule fetch_refcat:
-    input:
-        sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
-    output:
-        f"{WORK}/refcat/{{catalog}}.ecsv",
-    wildcard_constraints:
-        catalog="GAIADR[123]",
-    params:
-        url=config["refcat"]["url"],
-        timeout=config["refcat"]["timeout"],
-        retries=config["refcat"]["retries"],
-    log:
-        f"{LOGS}/fetch_refcat_{{catalog}}.log",
-    resources:
-        mem_mb=1000,
-        runtime=15,
-    script:
-        "../../scripts/fetch_refcat.py"
+    rule absolute_align:
+        input:
+            catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
+            sidecars=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
+            refcat=refcat_input(),
+        output:
+            solutions=f"{WORK}/absolute/solutions.ecsv",
+            combined=f"{WORK}/absolute/combined.ecsv",
+            wcs=expand(f"{WORK}/absolute/{{stem}}_wcs.asdf", stem=STEMS),
+        params:
+            absolute=absolute_params(),
+            refcat_name=TW["abs_refcat"],
+        log:
+            f"{LOGS}/absolute_align.log",
+        benchmark:
+            f"{BENCH}/absolute_align.tsv"
+        resources:
+            mem_mb=lambda wc, attempt: attempt * (500 + 2 * len(STEMS)),
+            runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
+        script:
+            "../../scripts/absolute_align.py"
 
 
-rule absolute_align:
-    input:
-        catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
-        sidecars=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
-        refcat=refcat_input(),
-    output:
-        solutions=f"{WORK}/absolute/solutions.ecsv",
-        combined=f"{WORK}/absolute/combined.ecsv",
-        wcs=expand(f"{WORK}/absolute/{{stem}}_wcs.asdf", stem=STEMS),
-    params:
-        absolute=absolute_params(),
-        refcat_name=TW["abs_refcat"],
-    log:
-        f"{LOGS}/absolute_align.log",
-    benchmark:
-        f"{BENCH}/absolute_align.tsv"
-    resources:
-        mem_mb=lambda wc, attempt: attempt * (500 + 2 * len(STEMS)),
-        runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
-    script:
-        "../../scripts/absolute_align.py"
-
-
-rule publish_abs_refcat:
-    input:
-        refcat_input(),
-    output:
-        f"{OUT}/fit_{{refname}}_ref.ecsv",
-    log:
-        f"{LOGS}/publish_abs_refcat_{{refname}}.log",
-    resources:
-        mem_mb=500,
-        runtime=5,
-    script:
-        "../../scripts/publish_abs_refcat.py"
+    rule publish_abs_refcat:
+        input:
+            refcat_input(),
+        output:
+            f"{OUT}/fit_{{refname}}_ref.ecsv",
+        log:
+            f"{LOGS}/publish_abs_refcat_{{refname}}.log",
+        resources:
+            mem_mb=500,
+            runtime=5,
+        script:
+            "../../scripts/publish_abs_refcat.py"
