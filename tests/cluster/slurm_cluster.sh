@@ -169,10 +169,24 @@ any_recorded_alive() {
     return 1
 }
 
+# Leave no configuration that points at a stopped controller: Slurm clients, and
+# snakemake's slurm executor plugin (which runs `scontrol show config` whenever
+# snakemake starts), would wait ~10 s for it on every call.
+remove_config() {
+    local f
+    for f in slurm.conf slurmdbd.conf; do
+        if [[ -f "$ETC/$f" ]] && grep -qF "$MARKER" "$ETC/$f"; then
+            rm -f "$ETC/$f"
+            if [[ -e "$ETC/$f.before-tweakflow" ]]; then mv "$ETC/$f.before-tweakflow" "$ETC/$f"; fi
+        fi
+    done
+}
+
 cmd_stop() {
     local name pid order t
     if [[ -f "$STATEDIR/pids" ]] || compgen -G "$STATEDIR/run/*.pid" >/dev/null; then :; else
         log "nothing recorded in $STATEDIR"
+        remove_config
         return 0
     fi
     # Cancel leftover jobs first, so no slurmstepd outlives its slurmd.
@@ -205,6 +219,7 @@ cmd_stop() {
         done < <(recorded | sort -u)
     done
     rm -f "$STATEDIR/pids" "$STATEDIR"/run/*.pid
+    remove_config
 }
 
 # ---------------------------------------------------------------------------- start
