@@ -206,7 +206,29 @@ def _open_fits(path):
         raise InputError(f"{path}: not a readable FITS file ({exc})") from None
     except Exception as exc:  # astropy raises many kinds on corrupt headers
         raise InputError(f"{path}: corrupt FITS file ({type(exc).__name__}: {exc})") from None
+    _check_not_truncated(path, hdul)
     return hdul
+
+
+def _check_not_truncated(path, hdul):
+    """Raise `InputError` when the file ends before the data of its last HDU.
+
+    astropy opens such a file with a warning (or silently, when the cut
+    falls inside a header, dropping the HDUs after it); a file that only
+    lacks the final block padding is complete and passes.
+    """
+    try:
+        last = len(hdul) - 1
+        info = hdul.fileinfo(last)
+        need = int(info["datLoc"]) + int(hdul[last].size)
+        have = os.path.getsize(path)
+    except Exception as exc:
+        hdul.close()
+        raise InputError(f"{path}: corrupt FITS file ({type(exc).__name__}: {exc})") from None
+    if have < need:
+        name = hdul[last].name or str(last)
+        hdul.close()
+        raise InputError(f"{path}: truncated file: {have} bytes, but its HDU {last} ({name}) ends at byte {need}")
 
 
 def _load_array(path, hdu, name):
