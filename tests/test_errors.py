@@ -185,6 +185,15 @@ def test_not_fits_found_before_any_job(data, tmp_path):
     assert data["good"][1] + ":" not in out
 
 
+def test_not_fits_skip_mode_plans_the_run(data, tmp_path):
+    """I4 with on_bad_input: skip: a warning at parse time, and the run goes on
+    (also with custom catalogs on, which read every input's primary header)."""
+    config = {"output_dir": "out", "on_bad_input": "skip", "inputs": [data["good"][1], data["text"]]}
+    proc = run_workflow(tmp_path, {**config, "tweakreg": {"use_custom_catalogs": True}}, "-n")
+    assert f"tweakflow: {data['text']}: not a FITS file" in proc.stdout
+    assert "detect_sources" in proc.stdout
+
+
 def test_fits_signature_check_is_cheap(data):
     """I4: the parse-time check reads a few bytes (and recognises gzip)."""
     import gzip
@@ -407,6 +416,38 @@ def test_bad_custom_catalog(tmp_path, row, content, needle):
     with pytest.raises(InputError) as exc:
         read_source_catalog(str(p))
     assert str(exc.value).startswith(f"{p}: ") and needle in str(exc.value)
+
+
+def test_catfile_wrong_number_of_columns(tmp_path):
+    """K4: a catfile line with more than two columns."""
+    from tweakflow.catalogs import parse_catfile
+
+    cf = tmp_path / "catfile.txt"
+    cf.write_text("# image catalog\nimg1_cal.fits img1.ecsv\nimg2_cal.fits img2.ecsv extra\n")
+    with pytest.raises(InputError, match="line 3: a catfile line has two columns") as exc:
+        parse_catfile(str(cf))
+    assert str(exc.value).startswith(str(cf))
+
+
+def test_catfile_missing(tmp_path):
+    """K6"""
+    from tweakflow.catalogs import parse_catfile
+
+    with pytest.raises(InputError, match="catfile does not exist"):
+        parse_catfile(str(tmp_path / "catfile.txt"))
+
+
+def test_catfile_names_a_missing_catalog_stops_before_any_job(data, tmp_path):
+    """K5: the catalog a catfile gives an image does not exist."""
+    cf = tmp_path / "catfile.txt"
+    name = os.path.basename(data["good"][0])
+    cf.write_text(f"{name} {name.replace('_cal.fits', '_cat.ecsv')}\n")
+    _dry_run_fails(
+        tmp_path,
+        {"inputs": data["good"], "tweakreg": {"use_custom_catalogs": True, "catfile": str(cf)}},
+        "tweakreg.use_custom_catalogs",
+        f"custom catalog of {data['good'][0]} (given by catfile '{cf}') does not exist",
+    )
 
 
 def test_custom_catalog_missing_fails_the_job(data, tmp_path):

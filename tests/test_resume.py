@@ -198,6 +198,7 @@ def test_keep_going_past_unreadable_images(inputs):
     for p in bad:
         assert f"{p}: no output written: unreadable input: {p}: " in proc.stdout
     assert proc.stdout.count("Error in rule apply_wcs") == 2 and "Traceback" not in proc.stdout
+    assert proc.stdout.count("Error in rule ") == 2, "only the bad images' apply_wcs jobs fail"
     summary = Table.read(out / "tweakreg_summary.ecsv")
     assert list(summary["status"]) == ["COMPLETE", "COMPLETE", "FAILED", "FAILED"]
     for row, p in zip(summary[2:], bad):

@@ -34,8 +34,10 @@ except TweakflowError as exc:
 # (reads a few bytes per file). on_bad_input: skip leaves them to their jobs,
 # which mark them FAILED; truncated or corrupt FITS files are found by the jobs.
 ON_BAD_INPUT = config.get("on_bad_input", "fail")
+NOT_FITS = {}  # path -> problem, for the inputs that are not FITS files
 if config["inputs"] != "demo":
-    _bad = [p for p in (check_fits_signature(it["path"]) for it in IMAGES) if p]
+    NOT_FITS = {it["path"]: _p for it in IMAGES if (_p := check_fits_signature(it["path"]))}
+    _bad = list(NOT_FITS.values())
     if _bad and ON_BAD_INPUT == "fail":
         raise WorkflowError(
             f"tweakflow: {len(_bad)} input image(s) are not FITS files "
@@ -75,7 +77,9 @@ if TW.get("use_custom_catalogs"):
     from tweakflow.catalogs import resolve_custom_catalogs
 
     try:
-        _cats, _notes = resolve_custom_catalogs(IMAGES, catfile=TW.get("catfile"))
+        # (an input that is not FITS has no header to read: with
+        # on_bad_input: skip, its job marks it FAILED)
+        _cats, _notes = resolve_custom_catalogs([it for it in IMAGES if it["path"] not in NOT_FITS], catfile=TW.get("catfile"))
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: tweakreg.use_custom_catalogs: {exc}")
     for _n in _notes:
