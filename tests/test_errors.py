@@ -518,7 +518,7 @@ def test_every_writer_is_atomic():
     import re
 
     pkg = os.path.join(ROOT, "tweakflow")
-    writer = re.compile(r"\.(write_to|writeto|save)\(|json\.dump\(|\.write\(tmp|open\([^)]*['\"]w")
+    writer = re.compile(r"\.(write_to|writeto|save|savefig|write_text|write_bytes)\(|json\.dump\(|\.write\(tmp|open\([^)]*['\"]w")
     for name in sorted(os.listdir(pkg)):
         if not name.endswith(".py"):
             continue
