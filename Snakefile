@@ -20,12 +20,16 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/absolute.smk"
 include: "workflow/rules/apply.smk"
+include: "workflow/rules/qa.smk"
 
 
 rule all:

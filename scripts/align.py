@@ -10,4 +10,7 @@ run_rule(
     wcs_out=list(snakemake.output.wcs),
     relative=dict(snakemake.params.relative),
     on_bad_input=snakemake.params.on_bad_input,
+    quality=dict(snakemake.params.quality),
+    matches_out=snakemake.output.matches,
+    attempts_out=snakemake.output.attempts,
 )

@@ -24,7 +24,11 @@ __all__ = [
     "make_matcher",
     "relative_align",
     "fit_row",
+    "rows_to_table",
+    "attempt_table",
     "SOLUTION_COLUMNS",
+    "QUALITY_COLUMNS",
+    "ATTEMPT_COLUMNS",
 ]
 
 log = logging.getLogger(__name__)
@@ -233,7 +237,8 @@ ATTEMPT_COLUMNS = [
 ]
 
 
-def _attempt_table(records):
+def attempt_table(records):
+    """Attempt rows (dicts with the `ATTEMPT_COLUMNS`) -> `astropy.table.Table`."""
     cols = {}
     for name, typ in ATTEMPT_COLUMNS:
         vals = [r[name] for r in records]
@@ -288,14 +293,21 @@ class _Reference:
     """
 
     def __init__(self):
-        self.table = Table({"RA": np.zeros(0), "DEC": np.zeros(0), "_img": np.zeros(0, int), "_used": np.zeros(0, int)})
+        self.table = Table(
+            {"RA": np.zeros(0), "DEC": np.zeros(0), "_img": np.zeros(0, int), "_x": np.zeros(0), "_y": np.zeros(0), "_used": np.zeros(0, int)}
+        )
         self.footprints = {}  # entry index -> (ra, dec)
 
-    def add(self, ra, dec, img, footprint=None):
+    def add(self, ra, dec, img, footprint=None, x=None, y=None):
+        """Add sources of entry ``img`` (RA, DEC in deg; detector x, y)."""
         ra = np.asarray(ra, float)
         dec = np.asarray(dec, float)
+        x = np.full(len(ra), np.nan) if x is None else np.asarray(x, float)
+        y = np.full(len(ra), np.nan) if y is None else np.asarray(y, float)
         good = np.isfinite(ra) & np.isfinite(dec)
-        add = Table({"RA": ra[good], "DEC": dec[good], "_img": np.full(good.sum(), img, int), "_used": np.zeros(good.sum(), int)})
+        add = Table(
+            {"RA": ra[good], "DEC": dec[good], "_img": np.full(good.sum(), img, int), "_x": x[good], "_y": y[good], "_used": np.zeros(good.sum(), int)}
+        )
         from astropy.table import vstack
 
         self.table = vstack([self.table, add]) if len(self.table) else add
@@ -422,9 +434,15 @@ def _fit_attempt(entries, idx, reference, att, p, tps):
             "im_tp": im_tp[minp],
             "ref_tp": ref_tp[mref],
             "ref_row": mref,
+            "ref_img": np.asarray(refcat.catalog["_img"], int)[mref],
+            "ref_x": np.asarray(refcat.catalog["_x"], float)[mref],
+            "ref_y": np.asarray(refcat.catalog["_y"], float)[mref],
             "used": used,
         },
-        unmatched=[(ra[(src_img == k) & ~matched_mask], dec[(src_img == k) & ~matched_mask]) for k in range(len(idx))],
+        unmatched=[
+            (ra[sel], dec[sel], np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
+            for sel in ((src_img == k) & ~matched_mask for k in range(len(idx)))
+        ],
         all_radec=[(ra[src_img == k], dec[src_img == k]) for k in range(len(idx))],
     )
     return out
@@ -485,6 +503,7 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
     gates = q["enabled"]
     plan = recovery_plan(p["searchrad"], p["use2dhist"], p["fitgeometry"], q)
     records, candidates = [], []
+    rejected_in = {}  # left-out image -> the attempt that found it inconsistent
     number = 0
     first = None
     first_reason = ""
@@ -532,6 +551,8 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
                 records.extend(_attempt_records(res, entries, gid, pass_no, number, passed and not refit, why, tps))
                 if not refit:
                     break
+                for i in bad:
+                    rejected_in[i] = res
                 left_out.update(bad)
                 members = [i for i in members if i not in bad]
             if passed:
@@ -543,7 +564,7 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
         if candidates or not (gates and q["recovery"]):
             break
 
-    out = {"records": records, "n_attempts": number, "first": first, "best": None, "failed": {}, "reason": ""}
+    out = {"records": records, "n_attempts": number, "first": first, "best": None, "failed": {}, "reason": "", "rejected_in": rejected_in}
     if candidates:
         best = max(
             candidates,
@@ -641,8 +662,9 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
     for i in ref_members:
         e = entries[i]
         corr = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
-        ra, dec = corr.det_to_world(np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float))
-        reference.add(ra, dec, i, _footprint_world(corr, e["shape"]))
+        x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
+        ra, dec = corr.det_to_world(x, y)
+        reference.add(ra, dec, i, _footprint_world(corr, e["shape"]), x=x, y=y)
     for i in ref_idx:
         e = entries[i]
         if i in excluded:
@@ -666,17 +688,21 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
                 rows[i].update(attempt=0, n_attempts=out["n_attempts"])
             res = out["first"]
             if res is not None and res["ok"]:
-                matches[tuple(res["idx"])] = (res, False)
+                matches[tuple(res["idx"])] = (res, False, None)
             if not q["enabled"] and p["expand_refcat"] and user_order and res is not None:
                 # tweakwcs adds a failed image's sources when overlaps are
                 # not computed (strict JWST-step behaviour)
                 for k, i in enumerate(g):
                     e = entries[i]
                     corr = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
-                    ra, dec = corr.det_to_world(np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float))
-                    reference.add(ra, dec, i, _footprint_world(corr, e["shape"]))
+                    x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
+                    ra, dec = corr.det_to_world(x, y)
+                    reference.add(ra, dec, i, _footprint_world(corr, e["shape"]), x=x, y=y)
             continue
-        matches[tuple(best["idx"])] = (best, True)
+        matches[tuple(best["idx"])] = (best, True, None)
+        for i in out["failed"]:
+            rej = out["rejected_in"].get(i, best)
+            matches[(i,)] = (rej, False, i)
         fi = best["fit_info"]
         # sources of the reference used by the accepted fit
         pr = best["pairs"]
@@ -699,8 +725,8 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
                 recovery=out.get("recovery", ""),
             )
             if p["expand_refcat"]:
-                ra, dec = best["unmatched"][k]
-                reference.add(ra, dec, i, ist["footprint"])
+                ra, dec, x, y = best["unmatched"][k]
+                reference.add(ra, dec, i, ist["footprint"], x=x, y=y)
         for i, why in out["failed"].items():
             e = entries[i]
             rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", why, n_sources=len(e["catalog"]))
@@ -836,7 +862,7 @@ def relative_align(entries, *, quality=None, details=None, **pars):
     q = resolve_quality(quality)
     limits = gate_limits(q, p["tolerance"])
     if details is not None:
-        details["attempts"] = _attempt_table([])
+        details["attempts"] = attempt_table([])
         details["matches"] = None
 
     out_wcs = [e["wcs"] for e in entries]
@@ -890,7 +916,7 @@ def relative_align(entries, *, quality=None, details=None, **pars):
     for rec in records:
         rec["chosen"] = rec["chosen"] and rec["pass_no"] == result["pass_no"]
     if details is not None:
-        details["attempts"] = _attempt_table(records)
+        details["attempts"] = attempt_table(records)
         details["matches"] = _matches_of(entries, result["matches"], tps)
     for i in usable:
         if rows[i]["status"] != "COMPLETE":
@@ -909,7 +935,8 @@ def _matches_of(entries, matches, tps):
     from .qa import match_table
 
     parts = []
-    for idx, (res, accepted) in matches.items():
+    for (res, accepted, only) in matches.values():
+        idx = res["idx"]
         pr = res["pairs"]
         names = np.array([entries[i]["name"] for i in idx])[pr["src_img"]]
         gids = np.array([str(entries[i]["group_id"]) for i in idx])[pr["src_img"]]
@@ -926,7 +953,14 @@ def _matches_of(entries, matches, tps):
             stage="relative",
             tp_scale=tps,
             accepted=accepted,
+            pair_columns={
+                "ref_image": np.array([entries[j]["name"] for j in pr["ref_img"]], dtype="U"),
+                "ref_x": pr["ref_x"],
+                "ref_y": pr["ref_y"],
+            },
         )
+        if only is not None:
+            tab = tab[tab["image"] == entries[only]["name"]]
         parts.append(tab)
     if not parts:
         from .qa import empty_match_table

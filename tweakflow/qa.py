@@ -19,6 +19,17 @@ __all__ = [
     "MATCH_COLUMNS",
     "match_table",
     "empty_match_table",
+    "plot_image_residuals",
+    "plot_footprints",
+    "plot_overview",
+    "plot_absolute",
+    "summary_html",
+    "attempts_html",
+    "config_html",
+    "run_record_html",
+    "qa_plots_step",
+    "qa_absolute_step",
+    "qa_tables_step",
 ]
 
 #: Columns of a matches table (one row per matched source pair).
@@ -55,7 +66,7 @@ def _per_source(value, n, dtype):
     return arr
 
 
-def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", stage="relative", tp_scale=1.0, accepted=True):
+def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", stage="relative", tp_scale=1.0, accepted=True, pair_columns=None):
     """One row per matched source pair of a fit.
 
     Parameters
@@ -85,6 +96,11 @@ def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", 
     accepted : bool
         Whether the fit was accepted (False: a fit the quality gates
         rejected, kept to show what it matched).
+    pair_columns : dict, optional
+        Extra columns, one value per matched pair (in the order of
+        ``matched_input_idx``), appended as they are; the relative stage
+        adds ``ref_image``, ``ref_x`` and ``ref_y`` (the image and detector
+        position of each pair's reference source).
 
     Returns
     -------
@@ -113,7 +129,7 @@ def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", 
     ys = _per_source(y, m, float)[ii] if n else np.zeros(0)
     tab = Table(
         {
-            "stage": np.full(n, stage, dtype="U"),
+            "stage": np.array([stage] * n, dtype=f"U{max(len(stage), 1)}"),
             "image": np.asarray(names, dtype="U"),
             "group_id": np.asarray(gids, dtype="U"),
             "x": np.asarray(xs, dtype=float),
@@ -128,6 +144,732 @@ def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", 
             "accepted": np.full(n, bool(accepted)),
         }
     )
-    for name, unit in _UNITS.items():
-        tab[name].unit = unit
+    for name, values in (pair_columns or {}).items():
+        tab[name] = np.asarray(values)
+    for name, unit in {**_UNITS, "ref_x": "pix", "ref_y": "pix"}.items():
+        if name in tab.colnames:
+            tab[name].unit = unit
     return tab
+
+
+# ---------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------
+
+#: Edge colour and line style of a footprint by fit status.
+STATUS_STYLE = {
+    "COMPLETE": {"edgecolor": "#1a7f37", "linestyle": "-", "hatch": None},
+    "SKIPPED": {"edgecolor": "#d97706", "linestyle": "--", "hatch": "//"},
+    "FAILED": {"edgecolor": "#b91c1c", "linestyle": ":", "hatch": "xx"},
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    """Save a figure as PNG atomically and close it."""
+    from .atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _pyplot().close(fig)
+
+
+def short_names(names):
+    """Names without their common prefix and the ``_cal.fits`` / ``.fits`` suffix."""
+    import os
+
+    names = [str(n) for n in names]
+    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
+    # keep whole tokens: cut the prefix back to its last separator
+    cut = max(prefix.rfind("_"), prefix.rfind("-")) + 1 if prefix else 0
+    out = []
+    for n in names:
+        s = n[cut:]
+        for suf in ("_cal.fits", ".fits"):
+            if s.endswith(suf):
+                s = s[: -len(suf)]
+                break
+        out.append(s or n)
+    return out
+
+
+def _nice(value):
+    """A round number (1, 2 or 5 times a power of ten) close to ``value``."""
+    if not np.isfinite(value) or value <= 0:
+        return 1.0
+    exp = math.floor(math.log10(value))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if m * 10**exp >= value * 0.7:
+            return m * 10**exp
+    return 10.0 ** (exp + 1)
+
+
+def _fmt_mas(value):
+    return f"{value / 1000:g} arcsec" if value >= 1000 else f"{value:g} mas"
+
+
+def _quiver(ax, x, y, dx, dy, used, extent, label):
+    """Residual vectors on the detector (or sky) with a key arrow.
+
+    The key arrow is a round value near the 90th percentile of the used
+    residuals; vectors longer than four times it are drawn shortened to
+    that length, in another colour, so that a few outliers do not hide the
+    pattern of the others.
+    """
+    size = max(abs(extent[1] - extent[0]), abs(extent[3] - extent[2]))
+    dx, dy = np.asarray(dx, float), np.asarray(dy, float)
+    length = np.hypot(dx, dy)
+    ref = float(np.percentile(length[used], 90)) if np.any(used) else float(np.max(length, initial=1.0))
+    key = _nice(ref)
+    cap = 4.0 * key
+    long = length > cap
+    shrink = np.where(long, cap / np.where(length > 0, length, 1.0), 1.0)
+    dx, dy = dx * shrink, dy * shrink
+    scale = key / (0.08 * size)  # residual units per axis unit: the key arrow is 8% of the field
+    kw = dict(angles="xy", scale_units="xy", scale=scale, width=0.004, headwidth=3.5, headlength=4.5)
+    q = None
+    for sel, colour, lab in (
+        (used & ~long, "#1f3b73", None),
+        (used & long, "#7c3aed", f"used, longer than {_fmt_mas(cap)} (shortened)"),
+        (~used, "#c2410c", "clipped from the fit"),
+    ):
+        if not np.any(sel):
+            continue
+        qq = ax.quiver(x[sel], y[sel], dx[sel], dy[sel], color=colour, **kw)
+        q = q if q is not None else qq
+        if lab:
+            ax.plot(x[sel], y[sel], "o" if colour == "#7c3aed" else "x", color=colour, ms=4, mfc="none", label=f"{int(sel.sum())} {lab}")
+    if any(t.get_label() and not t.get_label().startswith("_") for t in ax.lines):
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.8)
+    if q is not None:
+        ax.quiverkey(q, 0.97, 1.035, key, _fmt_mas(key), labelpos="W", coordinates="axes", fontproperties={"size": 8})
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_aspect("equal")
+    ax.set_title(label, fontsize=10, loc="left")
+
+
+def _log_hist(ax, before, after, title):
+    """Histogram of residual lengths (mas) before and after the fit, log axis."""
+    vals = [v for v in (before, after) if len(v)]
+    if not vals:
+        ax.text(0.5, 0.5, "no matched sources", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    allv = np.concatenate(vals)
+    allv = allv[np.isfinite(allv) & (allv > 0)]
+    lo = max(float(np.min(allv, initial=0.01)), 1e-2) / 1.5
+    hi = float(np.max(allv, initial=1.0)) * 1.5
+    bins = np.geomspace(lo, hi, 40)
+    if len(before):
+        ax.hist(before, bins=bins, color="#9ca3af", alpha=0.8, label=f"before: median {np.median(before):.3g} mas")
+    if len(after):
+        ax.hist(after, bins=bins, histtype="step", lw=2, color="#1f3b73", label=f"after: median {np.median(after):.3g} mas")
+    ax.set_xscale("log")
+    ax.set_xlabel("residual |source - reference| (mas)")
+    ax.set_ylabel("matched sources used in the fit")
+    ax.legend(fontsize=8, loc="upper center")
+    ax.set_title(title, fontsize=10, loc="left")
+
+
+def _row_text(row):
+    """One line of fit statistics from a solution row."""
+    if row is None:
+        return "no solution row"
+    status = str(row["status"])
+    parts = [f"group {row['group_id']}", status]
+    if str(row["reason"]):
+        parts.append(str(row["reason"]))
+    if int(row["n_matches"]) > 0:
+        parts.append(
+            f"{int(row['n_used'])}/{int(row['n_matches'])} matches used, RMS {float(row['rms_mas']):.2f} mas, "
+            f"shift ({float(row['xshift']):+.3f}, {float(row['yshift']):+.3f}) arcsec, "
+            f"rotation {float(row['rotation']):.4g} deg, {row['fitgeom']}"
+        )
+    if "n_attempts" in row.colnames and int(row["n_attempts"]) > 1:
+        if int(row["attempt"]) > 0:
+            parts.append(f"attempt {int(row['attempt'])} of {int(row['n_attempts'])}")
+        else:
+            parts.append(f"{int(row['n_attempts'])} attempts")
+    return " | ".join(parts)
+
+
+def _wrap(text, width=110):
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) if text else ""
+
+
+def plot_image_residuals(path, title, chips, matches):
+    """Per-image figure: residual vectors before/after the fit and their histogram.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    title : str
+        Figure title (the file name).
+    chips : list of dict
+        One per chip (a JWST image has one): ``name`` (the solution-table
+        image name), ``shape`` (ny, nx) and ``row`` (its relative solution
+        row, an `astropy.table.Row`, or None).
+    matches : astropy.table.Table
+        The relative stage's matches table (`match_table`), all images.
+    """
+    plt = _pyplot()
+    fig = plt.figure(figsize=(16, 0.6 + 5.4 * len(chips)), layout="constrained")
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    subfigs = np.atleast_1d(fig.subfigures(len(chips), 1))
+    for sub, chip in zip(subfigs, chips):
+        name, row = chip["name"], chip["row"]
+        ny, nx = (int(v) for v in chip["shape"][-2:])
+        sel = np.asarray(matches["image"]) == name if len(matches) else np.zeros(0, bool)
+        m = matches[sel]
+        head = _wrap(f"{name}: {_row_text(row)}", 150) if len(chips) > 1 else _wrap(_row_text(row), 150)
+        sub.suptitle(head, fontsize=9.5, x=0.01, ha="left")
+        ax_row = sub.subplots(1, 3, width_ratios=[1, 1, 1.15])
+        as_ref = False
+        if len(m) == 0 and "ref_image" in matches.colnames:
+            # an alignment reference: the pairs whose reference source is one of its sources
+            sel = (np.asarray(matches["ref_image"]) == name) & np.asarray(matches["accepted"], bool)
+            m = matches[sel]
+            as_ref = len(m) > 0
+        if len(m) == 0:
+            reason = "alignment reference: no image was aligned to its sources" if row is not None and str(row["reason"]) == "alignment reference" else "no matched sources recorded for this image"
+            for ax in ax_row:
+                ax.set_axis_off()
+            ax_row[1].text(0.5, 0.5, reason, ha="center", va="center", fontsize=11, transform=ax_row[1].transAxes)
+            continue
+        accepted = bool(np.all(m["accepted"]))
+        used = np.asarray(m["used"], bool)
+        if as_ref:
+            x, y = np.asarray(m["ref_x"], float), np.asarray(m["ref_y"], float)
+            tag = " [as reference]"
+        else:
+            x, y = np.asarray(m["x"], float), np.asarray(m["y"], float)
+            tag = "" if accepted else " [REJECTED]"
+        ext = (0, nx, 0, ny)
+        _quiver(ax_row[0], x, y, np.asarray(m["dx_before"]), np.asarray(m["dy_before"]), used, ext, f"before the fit (input WCS){tag}")
+        _quiver(ax_row[1], x, y, np.asarray(m["dx_after"]), np.asarray(m["dy_after"]), used, ext, f"after the fit{tag}")
+        for ax in ax_row[:2]:
+            ax.set_xlabel("x (pixel)")
+            ax.set_ylabel("y (pixel)")
+        before = np.hypot(m["dx_before"], m["dy_before"])[used]
+        after = np.hypot(m["dx_after"], m["dy_after"])[used]
+        rx = float(np.sqrt(np.mean(np.asarray(m["dx_after"])[used] ** 2))) if used.any() else math.nan
+        ry = float(np.sqrt(np.mean(np.asarray(m["dy_after"])[used] ** 2))) if used.any() else math.nan
+        _log_hist(ax_row[2], np.asarray(before), np.asarray(after), f"{int(used.sum())} sources used: RMS x {rx:.2f}, y {ry:.2f} mas")
+    _save(fig, path)
+
+
+def plot_footprints(path, footprints, title="Image footprints on the sky"):
+    """Footprints of all images on the sky, filled by group, outlined by fit status.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    footprints : list of dict
+        ``name``, ``group_id``, ``status`` and ``radec`` ((N, 2) corners in
+        degrees, after the alignment); ``reference`` (optional, True for the
+        alignment reference, labelled "(ref)").
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Polygon
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 9))
+    if not footprints:
+        ax.text(0.5, 0.5, "no image has a WCS", ha="center", va="center", transform=ax.transAxes)
+        _save(fig, path)
+        return
+    allc = np.vstack([f["radec"] for f in footprints])
+    ra0 = float(np.rad2deg(np.arctan2(np.mean(np.sin(np.deg2rad(allc[:, 0]))), np.mean(np.cos(np.deg2rad(allc[:, 0]))))) % 360.0)
+    dec0 = float(np.mean(allc[:, 1]))
+    groups = list(dict.fromkeys(str(f["group_id"]) for f in footprints))
+    cmap = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
+    colours = {g: cmap(k % cmap.N) for k, g in enumerate(groups)}
+    labels = short_names([f["name"] for f in footprints])
+    labels = [lab + (" (ref)" if f.get("reference") else "") for f, lab in zip(footprints, labels)]
+    for f, lab in zip(footprints, labels):
+        ra, dec = f["radec"][:, 0], f["radec"][:, 1]
+        dra = ((ra - ra0 + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(dec0)) * 3600.0
+        ddec = (dec - dec0) * 3600.0
+        st = STATUS_STYLE.get(str(f["status"]), STATUS_STYLE["FAILED"])
+        poly = Polygon(np.c_[dra, ddec], closed=True, facecolor=(*colours[str(f["group_id"])][:3], 0.3), edgecolor=st["edgecolor"], linestyle=st["linestyle"], hatch=st["hatch"], lw=2)
+        ax.add_patch(poly)
+        ax.text(float(np.mean(dra)), float(np.mean(ddec)), lab, ha="center", va="center", fontsize=7)
+    ax.autoscale_view()
+    ax.set_aspect("equal")
+    ax.invert_xaxis()  # east to the left
+    ax.set_xlabel(f"ΔRA cos(Dec) (arcsec) from RA {ra0:.5f} deg")
+    ax.set_ylabel(f"ΔDec (arcsec) from Dec {dec0:.5f} deg")
+    counts = {}
+    for f in footprints:
+        counts[str(f["status"])] = counts.get(str(f["status"]), 0) + 1
+    ax.set_title(f"{title}: {len(footprints)} images, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), fontsize=11)
+    handles = []
+    short_groups = short_names(groups)
+    if len(groups) <= 20:
+        handles += [Patch(facecolor=(*colours[g][:3], 0.35), edgecolor="none", label=f"group {sg}") for g, sg in zip(groups, short_groups)]
+    handles += [Line2D([], [], color=st["edgecolor"], linestyle=st["linestyle"], lw=2, label=s) for s, st in STATUS_STYLE.items() if s in counts]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="fill: group, outline: status", title_fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_overview(path, solutions, matches):
+    """All images: pooled residual histogram and per-image fit RMS and match fraction.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    solutions : astropy.table.Table
+        Relative solution table (one row per image).
+    matches : astropy.table.Table
+        Relative matches table.
+    """
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 6.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    ok = np.asarray(matches["used"], bool) & np.asarray(matches["accepted"], bool) if len(matches) else np.zeros(0, bool)
+    m = matches[ok] if len(matches) else matches
+    _log_hist(ax1, np.hypot(m["dx_before"], m["dy_before"]) if len(m) else [], np.hypot(m["dx_after"], m["dy_after"]) if len(m) else [], f"relative fits: {len(m)} sources used, all images")
+    names = short_names(list(solutions["image"]))
+    n = len(solutions)
+    rms = np.asarray(solutions["image_rms_mas"] if "image_rms_mas" in solutions.colnames else solutions["rms_mas"], float)
+    status = [str(s) for s in solutions["status"]]
+    colours = [STATUS_STYLE.get(s, STATUS_STYLE["FAILED"])["edgecolor"] for s in status]
+    xs = np.arange(n)
+    ax2.bar(xs, np.nan_to_num(rms), color=colours)
+    for k, (s, r) in enumerate(zip(solutions, rms)):
+        if not np.isfinite(r):
+            lab = "reference" if str(s["reason"]) == "alignment reference" else str(s["status"])
+            ax2.text(k, 0, lab, rotation=90, ha="center", va="bottom", fontsize=7)
+    ax2.set_ylabel("RMS of the image's used sources after the fit (mas)")
+    ax2.set_xticks(xs)
+    ax2.set_xticklabels(names, rotation=60, ha="right", fontsize=7 if n > 20 else 8)
+    if "match_fraction" in solutions.colnames:
+        ax3 = ax2.twinx()
+        ax3.plot(xs, np.asarray(solutions["match_fraction"], float), "o", color="k", ms=5, label="match fraction")
+        ax3.set_ylim(0, 1.05)
+        ax3.set_ylabel("match fraction (sources used / sources in the overlap)")
+        ax3.legend(loc="upper right", fontsize=8)
+    from matplotlib.patches import Patch
+
+    ax2.legend(handles=[Patch(color=st["edgecolor"], label=s) for s, st in STATUS_STYLE.items() if s in status], loc="upper left", fontsize=8)
+    ax2.set_title("per image: fit RMS (bars, colour = status) and match fraction (dots)", fontsize=10, loc="left")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_absolute(path, matches, row=None):
+    """The absolute fit: residual vectors on the sky before/after and their histogram.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    matches : astropy.table.Table
+        The absolute stage's matches table (``tp_x``/``tp_y`` in arcsec).
+    row : astropy.table.Row or None
+        A solution row of the absolute fit (statistics for the title).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.8), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    fig.suptitle("Absolute fit to the reference catalog", fontsize=13, fontweight="bold")
+    if row is not None:
+        axes[0].annotate(_wrap(_row_text(row)), (0, 1.1), xycoords="axes fraction", fontsize=9, va="bottom")
+    if len(matches) == 0:
+        for ax in axes:
+            ax.set_axis_off()
+        axes[1].text(0.5, 0.5, "no matched sources recorded for the absolute fit", ha="center", va="center", transform=axes[1].transAxes)
+        _save(fig, path)
+        return
+    used = np.asarray(matches["used"], bool)
+    x, y = np.asarray(matches["tp_x"], float), np.asarray(matches["tp_y"], float)
+    pad = 0.05 * max(np.ptp(x), np.ptp(y), 1.0)
+    ext = (float(x.max() + pad), float(x.min() - pad), float(y.min() - pad), float(y.max() + pad))
+    for ax, (dx, dy, lab) in zip(axes[:2], (("dx_before", "dy_before", "before the fit (relative WCS)"), ("dx_after", "dy_after", "after the fit"))):
+        _quiver(ax, x, y, np.asarray(matches[dx]), np.asarray(matches[dy]), used, (ext[1], ext[0], ext[2], ext[3]), lab)
+        ax.invert_xaxis()
+        ax.set_xlabel("tangent-plane x (arcsec)")
+        ax.set_ylabel("tangent-plane y (arcsec)")
+    before = np.hypot(matches["dx_before"], matches["dy_before"])[used]
+    after = np.hypot(matches["dx_after"], matches["dy_after"])[used]
+    _log_hist(axes[2], np.asarray(before), np.asarray(after), f"residuals of {int(used.sum())} sources used")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------------------
+# HTML tables for the report
+# ---------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; font-size: 13px; margin: 1em; color: #111; }
+h1 { font-size: 18px; } h2 { font-size: 15px; margin-top: 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em 0; }
+th, td { border: 1px solid #d1d5db; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f3f4f6; position: sticky; top: 0; }
+td.t { text-align: left; white-space: normal; max-width: 48em; }
+tr.COMPLETE td.status { background: #dcfce7; } tr.SKIPPED td.status { background: #fef3c7; }
+tr.FAILED td.status { background: #fee2e2; } tr.chosen { font-weight: bold; background: #eff6ff; }
+pre { background: #f9fafb; border: 1px solid #e5e7eb; padding: 0.6em; overflow-x: auto; font-size: 12px; }
+details { margin: 0.3em 0; } summary { cursor: pointer; }
+.note { color: #4b5563; }
+"""
+
+
+def _esc(value):
+    import html
+
+    return html.escape(str(value))
+
+
+def _cell(value, fmt=None):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        return format(float(value), fmt or ".4g")
+    return _esc(value)
+
+
+def html_table(table, columns, *, formats=None, text_columns=(), row_class=None, headers=None):
+    """An HTML ``<table>`` of some columns of an astropy Table.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+    columns : list of str
+        Columns to show (missing ones are skipped).
+    formats : dict, optional
+        Column -> format spec for floats.
+    text_columns : sequence of str
+        Left-aligned, wrapping columns.
+    row_class : callable, optional
+        Row -> CSS class of the ``<tr>``.
+    headers : dict, optional
+        Column -> header text.
+    """
+    formats = formats or {}
+    headers = headers or {}
+    cols = [c for c in columns if c in table.colnames]
+    out = ["<table>", "<tr>" + "".join(f"<th>{_esc(headers.get(c, c))}</th>" for c in cols) + "</tr>"]
+    for row in table:
+        cls = f' class="{_esc(row_class(row))}"' if row_class else ""
+        cells = []
+        for c in cols:
+            klass = "status" if c in ("status", "abs_status") else ("t" if c in text_columns else "")
+            cells.append(f'<td class="{klass}">{_cell(row[c], formats.get(c))}</td>')
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _page(title, body):
+    return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>\n<h1>{_esc(title)}</h1>\n{body}\n</body></html>\n'
+
+
+def _write_text(path, text):
+    from .atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+_SUMMARY_FORMATS = {
+    "rms_mas": ".2f", "mae_mas": ".2f", "image_rms_mas": ".2f", "match_fraction": ".2f", "xshift": ".4f", "yshift": ".4f",
+    "rotation": ".5f", "scale": ".7f", "skew": ".4g", "abs_rms_mas": ".2f", "abs_mae_mas": ".2f", "abs_xshift": ".4f",
+    "abs_yshift": ".4f", "abs_rotation": ".5f", "abs_scale": ".7f",
+}
+
+
+def group_table(summary):
+    """One row per group from a per-image summary: the group's fit and its images' statuses."""
+    groups = list(dict.fromkeys(str(g) for g in summary["group_id"]))
+    rows = []
+    for g in groups:
+        sel = summary[np.asarray(summary["group_id"]).astype(str) == g]
+        fitted = [r for r in sel if int(r["n_matches"]) > 0]
+        r = fitted[0] if fitted else sel[0]
+        counts = {}
+        for st in sel["status"]:
+            counts[str(st)] = counts.get(str(st), 0) + 1
+        row = {
+            "group_id": g,
+            "n_images": len(sel),
+            "statuses": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            "fitgeom": str(r["fitgeom"]),
+            "n_matches": int(r["n_matches"]),
+            "n_used": int(r["n_used"]),
+            "rms_mas": float(r["rms_mas"]),
+            "mae_mas": float(r["mae_mas"]),
+            "xshift": float(r["xshift"]),
+            "yshift": float(r["yshift"]),
+            "rotation": float(r["rotation"]),
+            "scale": float(r["scale"]),
+            "skew": float(r["skew"]),
+        }
+        for c in ("attempt", "n_attempts"):
+            if c in summary.colnames:
+                row[c] = int(r[c])
+        row["recovery"] = str(r["recovery"]) if "recovery" in summary.colnames else ""
+        reasons = sorted({str(x) for x in sel["reason"] if str(x)})
+        row["reasons"] = "; ".join(reasons)
+        rows.append(row)
+    return Table(rows=rows) if rows else Table()
+
+
+def summary_html(summary, path, *, attempts=None, title="Alignment summary"):
+    """The summary table (and one row per group) as a self-contained HTML page."""
+    n = len(summary)
+    counts = {}
+    for st in summary["status"]:
+        counts[str(st)] = counts.get(str(st), 0) + 1
+    body = [f"<p>{n} images: " + ", ".join(f"<b>{v}</b> {_esc(k)}" for k, v in sorted(counts.items())) + ". "]
+    body.append(
+        "Fit statistics per image (the group's fit: matches, RMS and MAE in mas, shift in arcsec, rotation in deg; "
+        "<i>image_*</i> and <i>match_fraction</i>: the image's own sources), the same as <code>tweakreg_summary.ecsv</code>.</p>"
+    )
+    cols = [
+        "image", "group_id", "status", "reason", "fitgeom", "n_sources", "n_matches", "n_used", "rms_mas", "mae_mas",
+        "image_n_used", "image_rms_mas", "match_fraction", "xshift", "yshift", "rotation", "scale", "skew", "attempt",
+        "n_attempts", "recovery", "abs_status", "abs_fitgeom", "abs_n_matches", "abs_n_used", "abs_rms_mas", "abs_xshift",
+        "abs_yshift", "abs_rotation", "abs_scale",
+    ]
+    body.append("<h2>Per image</h2>")
+    body.append(html_table(summary, cols, formats=_SUMMARY_FORMATS, text_columns=("image", "reason", "recovery"), row_class=lambda r: str(r["status"])))
+    gt = group_table(summary)
+    if len(gt):
+        body.append("<h2>Per group</h2><p class='note'>The images of a group (one exposure) share one fit.</p>")
+        body.append(html_table(gt, list(gt.colnames), formats=_SUMMARY_FORMATS, text_columns=("group_id", "statuses", "recovery", "reasons")))
+    _write_text(path, _page(title, "\n".join(body)))
+
+
+def attempts_html(attempts, path, title="Alignment attempts"):
+    """Every alignment attempt (gates, recovery chain) as an HTML page."""
+    body = [
+        "<p>One row per image and attempt. Attempt 1 is the configured fit; later attempts are the recovery chain "
+        "(wider search radius with the 2D-histogram offset search, then fewer degrees of freedom, or a refit without "
+        "images whose catalogs contradict the fit). <b>Bold</b>: the attempt kept. <i>pass_no</i> 2: the alignment "
+        "was run again without a suspect reference image.</p>"
+    ]
+    if len(attempts) == 0:
+        body.append("<p>No attempts were recorded (nothing to align relatively).</p>")
+    else:
+        body.append(
+            html_table(
+                attempts,
+                list(attempts.colnames),
+                formats={"rms_mas": ".2f", "match_fraction": ".2f", "image_match_fraction": ".2f", "xshift": ".4f", "yshift": ".4f", "rotation": ".5f", "scale": ".7f"},
+                text_columns=("image", "group_id", "reason"),
+                row_class=lambda r: "chosen" if bool(r["chosen"]) else "",
+            )
+        )
+    _write_text(path, _page(title, "\n".join(body)))
+
+
+def config_html(config, path, title="Configuration of this run"):
+    """The run's effective configuration (after defaults and overrides) as HTML."""
+    import yaml
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    text = yaml.safe_dump(plain(dict(config)), sort_keys=False, default_flow_style=False)
+    body = "<p>The configuration the workflow ran with: <code>config/config.yaml</code> merged with <code>--configfile</code> and <code>--config</code>, with schema defaults filled in.</p>"
+    _write_text(path, _page(title, body + f"<pre>{_esc(text)}</pre>"))
+
+
+def _read_benchmark(path):
+    try:
+        tab = Table.read(path, format="ascii.tab")
+        return {k: float(tab[k][-1]) for k in ("s", "max_rss", "cpu_time") if k in tab.colnames}
+    except Exception:  # a benchmark file being written or malformed: show it as missing
+        return {}
+
+
+def run_record_html(logs_dir, bench_dir, path, *, max_lines=300, title="Logs and benchmarks"):
+    """One page with every job's log (collapsible) and benchmark (wall time, memory).
+
+    Parameters
+    ----------
+    logs_dir, bench_dir : str
+        The workflow's log and benchmark folders (searched recursively for
+        ``*.log`` and ``*.tsv``).
+    path : str
+        HTML page to write.
+    max_lines : int
+        Only the last ``max_lines`` lines of a longer log are shown.
+    """
+    import glob
+    import os
+
+    logs = sorted(glob.glob(os.path.join(logs_dir, "**", "*.log"), recursive=True))
+    benches = sorted(glob.glob(os.path.join(bench_dir, "**", "*.tsv"), recursive=True))
+    jobs = {}
+    for p in logs:
+        jobs.setdefault(os.path.splitext(os.path.relpath(p, logs_dir))[0], {})["log"] = p
+    for p in benches:
+        jobs.setdefault(os.path.splitext(os.path.relpath(p, bench_dir))[0], {})["bench"] = p
+    body = [
+        f"<p>{len(logs)} log files ({_esc(logs_dir)}) and {len(benches)} benchmark files ({_esc(bench_dir)}), one per job. "
+        "Wall time and peak memory are from Snakemake's <code>benchmark:</code> files. Click a job to read its log.</p>",
+        "<table><tr><th>job</th><th>wall time (s)</th><th>CPU time (s)</th><th>max RSS (MB)</th><th>warnings / errors</th></tr>",
+    ]
+    details = []
+    for k, (job, item) in enumerate(sorted(jobs.items())):
+        b = _read_benchmark(item["bench"]) if "bench" in item else {}
+        text = ""
+        if "log" in item:
+            with open(item["log"], encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        lines = text.splitlines()
+        nwarn = sum(1 for ln in lines if " WARNING " in ln)
+        nerr = sum(1 for ln in lines if " ERROR " in ln)
+        flag = f"{nwarn} / {nerr}" if (nwarn or nerr) else ""
+        anchor = f"job{k}"
+        link = f'<a href="#{anchor}">{_esc(job)}</a>' if "log" in item else _esc(job)
+        body.append(
+            f"<tr><td class='t'>{link}</td><td>{_cell(b.get('s', math.nan), '.2f')}</td>"
+            f"<td>{_cell(b.get('cpu_time', math.nan), '.2f')}</td><td>{_cell(b.get('max_rss', math.nan), '.0f')}</td><td>{flag}</td></tr>"
+        )
+        if "log" in item:
+            shown = lines[-max_lines:]
+            cut = f"<p class='note'>last {max_lines} of {len(lines)} lines</p>" if len(lines) > max_lines else ""
+            details.append(f'<details id="{anchor}"><summary>{_esc(job)} ({len(lines)} lines)</summary>{cut}<pre>{_esc(chr(10).join(shown))}</pre></details>')
+    body.append("</table>")
+    body.append("<h2>Logs</h2>")
+    body.extend(details)
+    _write_text(path, _page(title, "\n".join(body)))
+
+
+# ---------------------------------------------------------------------------
+# rule steps
+# ---------------------------------------------------------------------------
+
+
+def _chips_of(sc):
+    """Per chip of a WCS sidecar: name (as in the solution tables), shape, WCS, status."""
+    from .io import chip_label
+
+    if sc["kind"] == "fits":
+        chips = sc["chips"]
+        return [
+            {
+                "name": chip_label(sc["filename"], ch["extname"], ch["extver"], len(chips)),
+                "shape": tuple(ch["shape"]),
+                "wcs": w,
+                "status": ch.get("status", sc["extra"].get("status", "")),
+            }
+            for ch, w in zip(chips, sc["wcs"])
+        ]
+    return [{"name": sc["filename"], "shape": tuple(sc["shape"]), "wcs": sc["wcs"], "status": sc["extra"].get("status", "")}]
+
+
+def _footprint(wcs, shape):
+    """RA/DEC (deg) corners of a detector through a GWCS or an astropy WCS."""
+    from .align import wcs_kind
+
+    ny, nx = (int(v) for v in shape[-2:])
+    if wcs_kind(wcs) == "fits":
+        return np.asarray(wcs.calc_footprint(axes=(nx, ny)), float)
+    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = wcs(x, y, with_bounding_box=False)
+    return np.c_[np.asarray(ra, float), np.asarray(dec, float)]
+
+
+def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, overview_out):
+    """Plots of the relative alignment: one PNG per image, footprints, overview (``qa_plots`` rule).
+
+    Parameters
+    ----------
+    solutions, matches : str
+        The relative stage's solution and matches tables.
+    sidecars : list of str
+        The final WCS sidecar of each image (``{stem}_wcs.asdf``): the
+        footprints and final statuses come from them.
+    images_dir : str
+        Folder of the per-image PNGs, ``{stem}.png``.
+    footprints_out, overview_out : str
+        PNG files.
+    """
+    import logging
+    import os
+
+    from .catalogs import read_table
+    from .io import read_sidecar
+
+    log = logging.getLogger("tweakflow")
+    sol = read_table(solutions)
+    mt = read_table(matches)
+    by_name = {str(r["image"]): r for r in sol}
+    os.makedirs(images_dir, exist_ok=True)
+    fps = []
+    for path in sidecars:
+        stem = os.path.basename(path)[: -len("_wcs.asdf")] if path.endswith("_wcs.asdf") else os.path.splitext(os.path.basename(path))[0]
+        sc = read_sidecar(path)
+        png = os.path.join(images_dir, f"{stem}.png")
+        if sc["kind"] == "unreadable":
+            plt = _pyplot()
+            fig, ax = plt.subplots(figsize=(10, 2))
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, _wrap(f"{sc['filename']}: not aligned: {sc['extra'].get('reason', '')}", 100), ha="center", va="center")
+            _save(fig, png)
+            continue
+        chips = _chips_of(sc)
+        for ch in chips:
+            ch["row"] = by_name.get(ch["name"])
+            row = ch["row"]
+            fps.append(
+                {
+                    "name": ch["name"],
+                    "group_id": sc["group_id"],
+                    "status": ch["status"] or (str(row["status"]) if row is not None else "SKIPPED"),
+                    "radec": _footprint(ch["wcs"], ch["shape"]),
+                    "reference": row is not None and str(row["reason"]) == "alignment reference",
+                }
+            )
+        plot_image_residuals(png, sc["filename"], chips, mt)
+        log.info("wrote %s", png)
+    plot_footprints(footprints_out, fps)
+    plot_overview(overview_out, sol, mt)
+    log.info("wrote %s and %s", footprints_out, overview_out)
+
+
+def qa_absolute_step(solutions, matches, output):
+    """Plot of the absolute fit (``qa_absolute`` rule)."""
+    from .catalogs import read_table
+
+    sol = read_table(solutions)
+    fitted = [r for r in sol if int(r["n_matches"]) > 0]
+    row = fitted[0] if fitted else (sol[0] if len(sol) else None)
+    mt = read_table(matches) if matches else empty_match_table()
+    plot_absolute(output, mt, row)
+
+
+def qa_tables_step(summary, attempts, summary_out, attempts_out, config_out, record_out, *, config, logs_dir, bench_dir):
+    """HTML pages of the report: summary, attempts, configuration, logs and benchmarks (``qa_tables`` rule)."""
+    from .catalogs import read_table
+
+    summary_html(read_table(summary), summary_out)
+    attempts_html(read_table(attempts), attempts_out)
+    config_html(config, config_out)
+    run_record_html(logs_dir, bench_dir, record_out)

@@ -53,6 +53,7 @@ QUALITY_DEFAULTS = {
     "recovery": True,
     "recovery_searchrad": [6.0, 12.0],
     "recovery_fitgeometry": True,
+    "report": True,
 }
 
 #: Fit geometries from most to fewest degrees of freedom.

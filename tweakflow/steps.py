@@ -346,22 +346,45 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
         )
 
 
-def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_input="fail"):
+def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_input="fail", quality=None, matches_out=None, attempts_out=None):
     """Relative alignment of all images; writes the solution table and per-image WCS sidecars.
 
     Images that could not be read (``on_bad_input: skip``) are left out and
     get a ``FAILED`` row and an "unreadable" WCS sidecar.
+
+    Parameters
+    ----------
+    quality : dict or None
+        The ``quality`` block: gates and recovery (`tweakflow.quality`).
+    matches_out : str or None
+        Where to write the matched source pairs of every fit
+        (`tweakflow.qa.match_table`, ECSV).
+    attempts_out : str or None
+        Where to write every alignment attempt (one row per image and
+        attempt, `tweakflow.align.ATTEMPT_COLUMNS`, ECSV).
     """
-    from .align import relative_align, rows_to_table
+    import functools
+
+    from .align import attempt_table, relative_align, rows_to_table
     from .catalogs import write_catalog
+    from .qa import empty_match_table
 
     entries = load_entries(catalogs, sidecars, on_bad_input=on_bad_input)
     log.info("relative alignment of %d images in %d groups", len(entries), len({e["group_id"] for e in entries}))
-    wcs_list, rows = align_readable(relative_align, entries, **relative)
+    details = {}
+    align = functools.partial(relative_align, quality=quality, details=details)
+    wcs_list, rows = align_readable(align, entries, **relative)
     for r in rows:
-        log.info("%s [%s]: %s %s", r["image"], r["group_id"], r["status"], r["reason"])
+        extra = f" (recovered: {r['recovery']})" if r.get("recovery") else ""
+        log.info("%s [%s]: %s %s%s", r["image"], r["group_id"], r["status"], r["reason"], extra)
     write_solution_sidecars(entries, wcs_list, rows, wcs_out)
     write_catalog(rows_to_table(rows), solutions_out)
+    if matches_out:
+        matches = details.get("matches")
+        write_catalog(matches if matches is not None else empty_match_table(), matches_out)
+    if attempts_out:
+        attempts = details.get("attempts")
+        write_catalog(attempts if attempts is not None else attempt_table([]), attempts_out)
 
 
 # ---------------------------------------------------------------------------
@@ -442,6 +465,10 @@ def summary_step(solution_tables, output):
             if pre and col == "n_sources":
                 continue
             out[pre + col] = t[col]
+        # per-image fit statistics and recovery record (quality-gated alignment)
+        for col in ("image_n_matches", "image_n_used", "image_rms_mas", "match_fraction", "attempt", "n_attempts", "recovery"):
+            if col in t.colnames:
+                out[pre + col] = t[col]
     write_catalog(out, output)
     return out
 

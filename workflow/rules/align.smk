@@ -8,8 +8,11 @@ rule align:
     output:
         solutions=f"{WORK}/relative/solutions.ecsv",
         wcs=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
+        matches=f"{WORK}/relative/matches.ecsv",
+        attempts=f"{WORK}/relative/attempts.ecsv",
     params:
         relative=relative_params(),
+        quality=quality_params(),
         on_bad_input=ON_BAD_INPUT,
     log:
         f"{LOGS}/align.log",

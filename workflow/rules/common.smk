@@ -147,6 +147,16 @@ def relative_params():
     return pars
 
 
+def quality_params():
+    """The quality gates and recovery settings of the relative alignment
+    (``quality`` block without ``report``): changing them re-runs align."""
+    from tweakflow.quality import QUALITY_DEFAULTS
+
+    q = {**QUALITY_DEFAULTS, **config.get("quality", {})}
+    q.pop("report", None)
+    return q
+
+
 def absolute_params():
     """Only the abs_* fit parameters: changing them re-runs absolute_align."""
     return {k: TW[k] for k in ABSOLUTE_PARS}
@@ -174,6 +184,27 @@ def final_wcs_sidecar(wildcards):
     return f"{WORK}/{stage}/{wildcards.stem}_wcs.asdf"
 
 
+def final_wcs_sidecars():
+    """Every image's WCS sidecar from the last alignment stage."""
+    stage = "absolute" if ABSOLUTE else "relative"
+    return [f"{WORK}/{stage}/{stem}_wcs.asdf" for stem in STEMS]
+
+
+QA = f"{OUT}/qa"
+
+
+def qa_outputs():
+    """The quality-assessment plots and pages shown by ``snakemake --report``
+    (none with ``quality.report: false``)."""
+    if not config.get("quality", {}).get("report", True):
+        return []
+    outs = [f"{QA}/images", f"{QA}/footprints.png", f"{QA}/residuals_overview.png"]
+    outs += [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html"]
+    if ABSOLUTE:
+        outs.append(f"{QA}/absolute_fit.png")
+    return outs
+
+
 def solution_tables():
     tabs = [f"{WORK}/relative/solutions.ecsv"]
     if ABSOLUTE:
@@ -187,4 +218,4 @@ def all_outputs():
         outs.append(published_refcat())
     if TW.get("save_catalogs"):
         outs += published_catalogs()
-    return outs
+    return outs + qa_outputs()

@@ -1,0 +1,11 @@
+"""Rule qa_absolute: plot of the absolute fit (PNG)."""
+from tweakflow.qa import qa_absolute_step
+from tweakflow.steps import run_rule
+
+run_rule(
+    qa_absolute_step,
+    snakemake.log[0],
+    solutions=snakemake.input.solutions,
+    matches=snakemake.input.matches or None,
+    output=snakemake.output[0],
+)

@@ -1,0 +1,14 @@
+"""Rule qa_plots: per-image residual plots, footprints and overview (PNG)."""
+from tweakflow.qa import qa_plots_step
+from tweakflow.steps import run_rule
+
+run_rule(
+    qa_plots_step,
+    snakemake.log[0],
+    solutions=snakemake.input.solutions,
+    matches=snakemake.input.matches,
+    sidecars=list(snakemake.input.sidecars),
+    images_dir=snakemake.output.images,
+    footprints_out=snakemake.output.footprints,
+    overview_out=snakemake.output.overview,
+)

@@ -1,0 +1,17 @@
+"""Rule qa_tables: HTML pages of the report (summary, attempts, configuration, logs and benchmarks)."""
+from tweakflow.qa import qa_tables_step
+from tweakflow.steps import run_rule
+
+run_rule(
+    qa_tables_step,
+    snakemake.log[0],
+    summary=snakemake.input.summary,
+    attempts=snakemake.input.attempts,
+    summary_out=snakemake.output.summary,
+    attempts_out=snakemake.output.attempts,
+    config_out=snakemake.output.config,
+    record_out=snakemake.output.record,
+    config=dict(snakemake.params.config),
+    logs_dir=snakemake.params.logs_dir,
+    bench_dir=snakemake.params.bench_dir,
+)

@@ -1,0 +1,104 @@
+# Quality assessment for `snakemake --report report.html`: plots from the
+# alignment results (matched pairs, solution tables, WCS sidecars; never pixel
+# data) and HTML pages (summary, attempts, configuration, logs and benchmarks).
+
+QA_TABLES = [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html"]
+
+
+def absolute_matches_input():
+    """The absolute fit's matched pairs, when the absolute_align rule records them."""
+    if ABSOLUTE and "matches" in rules.absolute_align.output.keys():
+        return f"{WORK}/absolute/matches.ecsv"
+    return []
+
+
+def after_everything_else(wildcards):
+    """Every other output of the run: the run record is written last, so
+    that it finds every job's log and benchmark."""
+    return [o for o in all_outputs() if o not in QA_TABLES]
+
+
+rule qa_plots:
+    input:
+        solutions=f"{WORK}/relative/solutions.ecsv",
+        matches=f"{WORK}/relative/matches.ecsv",
+        sidecars=final_wcs_sidecars(),
+    output:
+        images=report(
+            directory(f"{QA}/images"),
+            patterns=["{stem}.png"],
+            caption="../report/qa_image.rst",
+            category="2. Alignment quality",
+            subcategory="per image",
+            labels={"image": "{stem}", "figure": "residuals before/after"},
+        ),
+        footprints=report(
+            f"{QA}/footprints.png",
+            caption="../report/qa_footprints.rst",
+            category="2. Alignment quality",
+            subcategory="all images",
+            labels={"figure": "footprints on the sky"},
+        ),
+        overview=report(
+            f"{QA}/residuals_overview.png",
+            caption="../report/qa_overview.rst",
+            category="2. Alignment quality",
+            subcategory="all images",
+            labels={"figure": "residuals and fit statistics"},
+        ),
+    log:
+        f"{LOGS}/qa_plots.log",
+    benchmark:
+        f"{BENCH}/qa_plots.tsv"
+    resources:
+        # one small figure at a time; about half a second per image
+        mem_mb=lambda wc, attempt: attempt * (800 + len(STEMS)),
+        runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 60),
+    script:
+        "../../scripts/qa_plots.py"
+
+
+if ABSOLUTE:
+
+    rule qa_absolute:
+        input:
+            solutions=f"{WORK}/absolute/solutions.ecsv",
+            matches=absolute_matches_input(),
+        output:
+            report(
+                f"{QA}/absolute_fit.png",
+                caption="../report/qa_absolute.rst",
+                category="2. Alignment quality",
+                subcategory="all images",
+                labels={"figure": "absolute fit"},
+            ),
+        log:
+            f"{LOGS}/qa_absolute.log",
+        resources:
+            mem_mb=800,
+            runtime=5,
+        script:
+            "../../scripts/qa_absolute.py"
+
+
+rule qa_tables:
+    input:
+        summary=f"{OUT}/tweakreg_summary.ecsv",
+        attempts=f"{WORK}/relative/attempts.ecsv",
+        after=after_everything_else,
+    output:
+        summary=report(f"{QA}/summary.html", caption="../report/summary.rst", category="1. Summary", labels={"page": "per image and per group"}),
+        attempts=report(f"{QA}/attempts.html", caption="../report/attempts.rst", category="1. Summary", labels={"page": "alignment attempts"}),
+        config=report(f"{QA}/config.html", caption="../report/config.rst", category="1. Summary", labels={"page": "configuration"}),
+        record=report(f"{QA}/run_record.html", caption="../report/run_record.rst", category="3. Logs and benchmarks", labels={"page": "every job"}),
+    params:
+        config=config,
+        logs_dir=LOGS,
+        bench_dir=BENCH,
+    log:
+        f"{LOGS}/qa_tables.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../../scripts/qa_tables.py"
