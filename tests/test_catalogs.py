@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from conftest import run_workflow
+from workflow_runner import run_workflow
 from tweakflow.catalogs import (
     catalog_extension,
     parse_catfile,

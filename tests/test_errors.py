@@ -18,7 +18,7 @@ import pytest
 import yaml
 from astropy.table import Table
 
-from conftest import ROOT, run_workflow
+from workflow_runner import ROOT, run_workflow
 from tweakflow.errors import ConfigError, InputError, OutputError, TweakflowError
 
 #: a few small images: enough for the per-image steps, cheap to copy

@@ -9,7 +9,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from conftest import run_workflow, sha256
+from workflow_runner import run_workflow, sha256
 from tweakflow import metrics, synthetic
 from tweakflow.errors import InputError
 from tweakflow.io import read_fits_image, read_image, read_sidecar, write_image_sidecar

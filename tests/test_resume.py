@@ -17,7 +17,7 @@ import pytest
 import yaml
 from astropy.table import Table
 
-from conftest import ROOT, run_workflow, sha256, snakemake_bin
+from workflow_runner import ROOT, run_workflow, sha256, snakemake_bin
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from conftest import SMALL, run_workflow, sha256
+from workflow_runner import SMALL, run_workflow, sha256
 from tweakflow import metrics, synthetic
 
 pytestmark = pytest.mark.slow

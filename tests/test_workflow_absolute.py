@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from conftest import run_workflow
+from workflow_runner import run_workflow
 from refcat_server import CatalogServer, Star
 from tweakflow import metrics, synthetic
 from tweakflow.refcat import epoch_from_dates
