@@ -334,7 +334,76 @@ def _fresh_group(entries, idx):
     return correctors, gcat
 
 
-def _fit_attempt(entries, idx, reference, att, p, tps):
+def _refine_fit(fi, cat, refcat, im_tp, ref_tp, entries, idx, correctors, ref_tpwcs, att, p, tps):
+    """Re-pair a completed fit's sources as mutual nearest neighbours and fit again.
+
+    ``xyxymatch`` pairs sources within ``tolerance``; a star of one catalog
+    whose counterpart is missing from the other can pair with a neighbour a
+    few tenths of an arcsecond away, and tweakwcs does not clip after its
+    last fit, so one or two such pairs remain in the fit and bias it by a
+    few mas. Once the first fit has put both catalogs in one frame, pairs
+    are re-made as mutual nearest neighbours within five robust standard
+    deviations of the residuals (20 mas to ``tolerance``), fitted again
+    with the same geometry and clipping, and the correction applied to
+    fresh correctors (as `tweakflow.absolute` does for the absolute fit).
+
+    Returns
+    -------
+    fit_info : dict
+        ``fi`` with the refined pairs and fit (unchanged when fewer than
+        ``minobj`` pairs survive or the fit fails).
+    correctors : list
+        The correctors of entries ``idx`` with the refined correction
+        (``correctors``, with tweakwcs' correction, when not refined).
+    """
+    from .absolute import _fit, refine_matches
+
+    mref = np.asarray(fi["matched_ref_idx"], int)
+    minp = np.asarray(fi["matched_input_idx"], int)
+    used = np.asarray(fi["fitmask"], bool)
+    matrix, shift = np.asarray(fi["matrix"], float), np.asarray(fi["shift"], float)
+    res = ref_tp[mref[used]] - (shift + im_tp[minp[used]] @ matrix.T)
+    sigma = 1.4826 * np.median(np.hypot(*res.T)) / 1.1774  # per-axis robust sigma
+    radius = float(np.clip(5.0 * np.hypot(sigma, sigma), 0.02 / tps, p["tolerance"] / tps))
+    ok_im = np.isfinite(im_tp).all(axis=1)
+    ok_ref = np.isfinite(ref_tp).all(axis=1)
+    ref_sel, im_sel = np.flatnonzero(ok_ref), np.flatnonzero(ok_im)
+    r2, i2 = refine_matches(ref_tp[ref_sel], im_tp[im_sel], matrix, shift, radius)
+    r2, i2 = ref_sel[r2], im_sel[i2]
+    if len(r2) < int(p["minobj"]):
+        return fi, correctors
+    wim = np.asarray(cat["weight"], float)[i2] if "weight" in cat.colnames else None
+    wref = np.asarray(refcat["weight"], float)[r2] if "weight" in refcat.colnames else None
+    try:
+        fit = _fit(ref_tp[r2], im_tp[i2], wref, wim, att["fitgeometry"], int(p["nclip"]), (float(p["sigma"]), "rmse"))
+    except Exception as exc:  # a degenerate refit: keep the first fit
+        log.info("refined fit failed (%s: %s); keeping the first fit", type(exc).__name__, exc)
+        return fi, correctors
+    fresh = [make_corrector(entries[i]["wcs"], entries[i]["wcsinfo"], entries[i]["catalog"], entries[i]["name"], entries[i]["group_id"]) for i in idx]
+    for c in fresh:
+        c.set_correction(matrix=fit["matrix"], shift=fit["shift"], ref_tpwcs=ref_tpwcs)
+    out = dict(fi)
+    out.update(
+        matrix=fit["matrix"],
+        shift=fit["shift"],
+        fitmask=np.asarray(fit["fitmask"], bool),
+        rmse=fit["rmse"],
+        mae=fit["mae"],
+        **{"<rot>": fit["<rot>"], "<scale>": fit["<scale>"]},
+        rot=fit["rot"],
+        scale=fit["scale"],
+        skew=fit["skew"],
+        proper_rot=fit["proper_rot"],
+        proper=fit["proper"],
+        nmatches=len(r2),
+        matched_ref_idx=r2,
+        matched_input_idx=i2,
+        refined_radius=radius * tps,
+    )
+    return out, fresh
+
+
+def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     """Fit the group of entries ``idx`` to the reference with one attempt's settings.
 
     Returns
@@ -376,6 +445,8 @@ def _fit_attempt(entries, idx, reference, att, p, tps):
     src_img = np.asarray(cat["_imcat_idx"], int)
     im_tp = np.c_[np.asarray(cat["TPx"], float), np.asarray(cat["TPy"], float)]
     ref_tp = np.c_[np.asarray(refcat.catalog["TPx"], float), np.asarray(refcat.catalog["TPy"], float)]
+    if refine:
+        fi, correctors = _refine_fit(fi, cat, refcat.catalog, im_tp, ref_tp, entries, idx, correctors, ref_tpwcs, att, p, tps)
     mref = np.asarray(fi["matched_ref_idx"], int)
     minp = np.asarray(fi["matched_input_idx"], int)
     used = np.asarray(fi["fitmask"], bool)
@@ -420,7 +491,12 @@ def _fit_attempt(entries, idx, reference, att, p, tps):
     }
     matched_mask = np.zeros(len(cat), bool)
     matched_mask[minp] = True
-    ra, dec = np.asarray(cat["RA"], float), np.asarray(cat["DEC"], float)
+    # sky positions of the group's sources on the corrected WCS
+    ra, dec = np.full(len(cat), np.nan), np.full(len(cat), np.nan)
+    for k, corr in enumerate(correctors):
+        sel = src_img == k
+        r, d = corr.det_to_world(np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
+        ra[sel], dec[sel] = r, d
     out.update(
         ok=True,
         fit_info=fi,
@@ -538,7 +614,7 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
             members, left_out = list(idx), {}
             while True:
                 number += 1
-                res = _fit_attempt(entries, members, reference, att, p, tps)
+                res = _fit_attempt(entries, members, reference, att, p, tps, refine=gates and q["refine"])
                 passed, bad, why = evaluate(res)
                 if first is None:
                     first = res
@@ -821,8 +897,10 @@ def relative_align(entries, *, quality=None, details=None, **pars):
     input WCS, is ``SKIPPED`` with the reason, and never enters the
     reference catalog, so a wrong fit cannot mislead later groups. An image
     whose catalog contradicts its group's fit is left out and ``SKIPPED``;
-    a reference image whose catalog contradicts the images aligned to it
-    is dropped from the reference and the alignment run again.
+    a reference image that the other images contradict
+    (`_bad_reference_images`) is dropped from the reference and the
+    alignment run again, and the second run is kept if it aligns more
+    images.
 
     Parameters
     ----------
@@ -882,7 +960,7 @@ def relative_align(entries, *, quality=None, details=None, **pars):
         for i in usable:
             e = entries[i]
             rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, n_sources=len(e["catalog"]))
-        return out_wcs, rows
+        return out_wcs, _with_quality_columns(rows)
 
     tps = tangent_plane_scale([entries[i]["wcs"] for i in usable])
     excluded = {}
@@ -891,24 +969,20 @@ def relative_align(entries, *, quality=None, details=None, **pars):
     for pass_no in (1, 2):
         res = _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no)
         records.extend(res["records"])
-        if result is None or _n_complete(res) >= _n_complete(result):
+        # a second pass (without suspect reference images) is kept only if it aligns more images
+        if result is None or _n_complete(res) > _n_complete(result):
             result = res
-        if not (q["enabled"] and pass_no == 1):
+        if not (q["enabled"] and q["recovery"] and pass_no == 1):
             break
         bad = _bad_reference_images(entries, res, limits, groups)
         if not bad:
             break
         for i, why in bad.items():
-            log.warning("%s: %s", entries[i]["name"], why)
-        if not q["recovery"]:
-            for i, why in bad.items():
-                res["rows"][i].update(status="SKIPPED", reason=why)
-            break
-        log.info("aligning again without %d reference image(s)", len(bad))
+            log.warning("%s: %s; aligning again without it as reference", entries[i]["name"], why)
         excluded.update(bad)
 
     for i, r in result["rows"].items():
-        if i in excluded and r["status"] != "COMPLETE" and not r["reason"].startswith(excluded[i]):
+        if result["pass_no"] == 2 and i in excluded and r["status"] != "COMPLETE" and not r["reason"].startswith(excluded[i]):
             r["reason"] = f"{excluded[i]}; then: {r['reason']}"
         rows[i] = r
         if i in result["wcs"]:
@@ -921,7 +995,15 @@ def relative_align(entries, *, quality=None, details=None, **pars):
     for i in usable:
         if rows[i]["status"] != "COMPLETE":
             log.warning("%s [%s]: SKIPPED: %s", entries[i]["name"], entries[i]["group_id"], rows[i]["reason"])
-    return out_wcs, rows
+    return out_wcs, _with_quality_columns(rows)
+
+
+def _with_quality_columns(rows):
+    """Every row with every `QUALITY_COLUMNS` entry (its default where unset)."""
+    for r in rows:
+        for name, _, default in QUALITY_COLUMNS:
+            r.setdefault(name, default)
+    return rows
 
 
 def _n_complete(result):

@@ -62,7 +62,9 @@ def _per_source(value, n, dtype):
         return np.full(n, np.nan if dtype is float else "", dtype=dtype if dtype is not str else "U1")
     arr = np.asarray(value)
     if arr.ndim == 0:
-        return np.full(n, arr.item(), dtype=arr.dtype if dtype is not str else "U")
+        if dtype is str:
+            return np.full(n, str(arr.item()), dtype=f"U{max(len(str(arr.item())), 1)}")
+        return np.full(n, arr.item(), dtype=arr.dtype)
     return arr
 
 

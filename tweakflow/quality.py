@@ -23,6 +23,11 @@ A fit that fails a gate, or that tweakwcs could not make, is retried by the
 recovery chain (`recovery_plan`): first with wider search radii and the
 2-D histogram offset search, then with fewer degrees of freedom
 (``general`` -> ``rscale`` -> ``rshift`` -> ``shift``).
+
+With ``refine`` every fit tweakwcs completes is refined before it is
+judged: its sources are re-paired as mutual nearest neighbours and fitted
+again (see `tweakflow.align`), which removes the false pairs that bias
+tweakwcs fits by a few mas.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ QUALITY_DEFAULTS = {
     "recovery": True,
     "recovery_searchrad": [6.0, 12.0],
     "recovery_fitgeometry": True,
+    "refine": True,
     "report": True,
 }
 
