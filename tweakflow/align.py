@@ -704,16 +704,22 @@ def _group_order(entries, groups, p, excluded):
     return groups[ref], [groups[k] for k in keys if k != ref]
 
 
-def _next_group(reference, remaining, entries, user_order, first):
-    """Pop the next group to align: in order, or by overlap with the reference."""
+def _next_group(reference, remaining, entries, user_order, first, polygons):
+    """Pop the next group to align: in order, or by overlap with the reference.
+
+    ``polygons`` caches the tweakwcs group catalogs (input WCS) whose sky
+    polygons are intersected with the reference catalog's.
+    """
     if user_order or first or len(remaining) == 1:
         return remaining.pop(0)
     refcat = reference.refcat()
     areas = []
     for g in remaining:
-        _, gcat = _fresh_group(entries, g)
+        key = tuple(g)
+        if key not in polygons:
+            polygons[key] = _fresh_group(entries, g)[1]
         try:
-            areas.append(float(refcat.intersection_area(gcat)))
+            areas.append(float(refcat.intersection_area(polygons[key])))
         except Exception:  # spherical_geometry MalformedPolygonError: no preference
             areas.append(0.0)
     return remaining.pop(int(np.argmax(areas)))
@@ -751,8 +757,9 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
     records = []
     remaining = list(rest)
     first = True
+    polygons = {}
     while remaining:
-        g = _next_group(reference, remaining, entries, user_order, first)
+        g = _next_group(reference, remaining, entries, user_order, first, polygons)
         first = False
         out = _align_group(entries, g, reference, p, q, limits, tps, pass_no)
         records.extend(out["records"])

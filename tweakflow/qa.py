@@ -296,7 +296,9 @@ def _row_text(row):
             f"shift ({float(row['xshift']):+.3f}, {float(row['yshift']):+.3f}) arcsec, "
             f"rotation {float(row['rotation']):.4g} deg, {row['fitgeom']}"
         )
-    if "n_attempts" in row.colnames and int(row["n_attempts"]) > 1:
+    if "recovery" in row.colnames and str(row["recovery"]):
+        parts.append(f"recovered by {row['recovery']}")
+    elif "n_attempts" in row.colnames and int(row["n_attempts"]) > 1:
         if int(row["attempt"]) > 0:
             parts.append(f"attempt {int(row['attempt'])} of {int(row['n_attempts'])}")
         else:
