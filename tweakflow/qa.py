@@ -501,10 +501,9 @@ def plot_absolute(path, matches, row=None):
     used = np.asarray(matches["used"], bool)
     x, y = np.asarray(matches["tp_x"], float), np.asarray(matches["tp_y"], float)
     pad = 0.05 * max(np.ptp(x), np.ptp(y), 1.0)
-    ext = (float(x.max() + pad), float(x.min() - pad), float(y.min() - pad), float(y.max() + pad))
+    ext = (float(x.min() - pad), float(x.max() + pad), float(y.min() - pad), float(y.max() + pad))
     for ax, (dx, dy, lab) in zip(axes[:2], (("dx_before", "dy_before", "before the fit (relative WCS)"), ("dx_after", "dy_after", "after the fit"))):
-        _quiver(ax, x, y, np.asarray(matches[dx]), np.asarray(matches[dy]), used, (ext[1], ext[0], ext[2], ext[3]), lab)
-        ax.invert_xaxis()
+        _quiver(ax, x, y, np.asarray(matches[dx]), np.asarray(matches[dy]), used, ext, lab)
         ax.set_xlabel("tangent-plane x (arcsec)")
         ax.set_ylabel("tangent-plane y (arcsec)")
     before = np.hypot(matches["dx_before"], matches["dy_before"])[used]
