@@ -10,6 +10,7 @@ run_rule(
     solutions_out=snakemake.output.solutions,
     wcs_out=list(snakemake.output.wcs),
     combined_out=snakemake.output.combined,
+    matches_out=snakemake.output.matches,
     absolute=dict(snakemake.params.absolute),
     refcat_name=snakemake.params.refcat_name,
 )

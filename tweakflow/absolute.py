@@ -175,7 +175,7 @@ def _fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
     return fit
 
 
-def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, **pars):
+def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, details=None, **pars):
     """Fit the relatively aligned set to a reference catalog; apply one solution to all.
 
     Parameters
@@ -199,6 +199,10 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
         After the first fit, re-pair sources as mutual nearest neighbours
         within five robust standard deviations of the residuals (see
         `refine_matches`) and fit again.
+    details : dict or None
+        If given, receives ``matches``: the matched pairs of the fit with
+        their residuals before and after (`tweakflow.qa.match_table`), or
+        None when no fit was made.
     **pars
         ``abs_*`` parameters (`ABSOLUTE_PARS`).
 
@@ -213,6 +217,8 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
     combined : astropy.table.Table
         The combined catalog that was matched.
     """
+    if details is not None:
+        details["matches"] = None
     p = dict(ABSOLUTE_PARS)
     unknown = set(pars) - set(p)
     if unknown:
@@ -305,6 +311,10 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
         "matched_ref_idx": ref_idx,
         "matched_input_idx": im_idx,
     }
+    if details is not None:
+        from .qa import match_table
+
+        details["matches"] = match_table(fit_info, all_ref, all_im, image="combined", stage="absolute")
     log.info(
         "absolute fit (%s): %d matches, %d used, shift (%.4f, %.4f) arcsec, rot %.3g deg, scale %.8f, rms %.2f mas",
         p["abs_fitgeometry"], nmatch, int(np.count_nonzero(fit["fitmask"])), fit["shift"][0], fit["shift"][1],

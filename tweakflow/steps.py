@@ -497,8 +497,12 @@ def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3
     write_catalog(tab, output)
 
 
-def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name):
-    """Fit the relatively aligned set to the reference catalog (``absolute_align`` rule)."""
+def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name, matches_out=None):
+    """Fit the relatively aligned set to the reference catalog (``absolute_align`` rule).
+
+    ``matches_out`` receives the matched pairs of the fit with their residuals
+    (for the QA plots).
+    """
     from .absolute import absolute_align, final_status, wcs_name
     from .align import rows_to_table
     from .catalogs import write_catalog
@@ -507,7 +511,8 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
     entries = load_entries(catalogs, sidecars)
     ref = read_reference_catalog(refcat)
     statuses = [e["sidecar"]["extra"].get("status", "SKIPPED") for e in entries]
-    wcs_list, rows, combined = absolute_align(entries, [e["wcs"] for e in entries], statuses, ref, **absolute)
+    details = {}
+    wcs_list, rows, combined = absolute_align(entries, [e["wcs"] for e in entries], statuses, ref, details=details, **absolute)
     name = wcs_name(refcat_name)
     final_rows = []
     for e, r in zip(entries, rows):
@@ -520,6 +525,11 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
     tab = rows_to_table(rows)
     write_catalog(tab, solutions_out)
     write_catalog(combined, combined_out)
+    if matches_out:
+        from .qa import empty_match_table
+
+        matches = details.get("matches")
+        write_catalog(matches if matches is not None else empty_match_table(), matches_out)
 
 
 def publish_refcat_step(refcat, output):

@@ -16,6 +16,9 @@ if ABSOLUTE:
             retries=config["refcat"]["retries"],
         log:
             f"{LOGS}/fetch_refcat_{{catalog}}.log",
+        # a web query: on a cluster it runs on the submit host (compute nodes
+        # often cannot reach the internet)
+        localrule: True
         resources:
             mem_mb=1000,
             runtime=15,
@@ -31,6 +34,7 @@ if ABSOLUTE:
         output:
             solutions=f"{WORK}/absolute/solutions.ecsv",
             combined=f"{WORK}/absolute/combined.ecsv",
+            matches=f"{WORK}/absolute/matches.ecsv",
             wcs=expand(f"{WORK}/absolute/{{stem}}_wcs.asdf", stem=STEMS),
         params:
             absolute=absolute_params(),
@@ -53,6 +57,8 @@ if ABSOLUTE:
             f"{OUT}/fit_{{refname}}_ref.ecsv",
         log:
             f"{LOGS}/publish_abs_refcat_{{refname}}.log",
+        # a file copy: on a cluster it runs on the submit host, not as a job
+        localrule: True
         resources:
             mem_mb=500,
             runtime=5,
