@@ -667,34 +667,57 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
     return out
 
 
-def _group_order(entries, groups, p, excluded):
+def _group_order(entries, groups, p, excluded, dynamic):
     """Reference group and the alignment order of the others.
 
-    As tweakwcs ``align_wcs``: user order when ``enforce_user_order`` or
-    when the reference catalog is not expanded; otherwise the pair of groups
-    with the largest overlap starts, and each next group is the one with
-    the largest overlap with the growing reference (chosen during the
-    alignment, see `_relative_pass`). Groups whose images are all
-    ``excluded`` from the reference role are not chosen as reference.
+    User order when ``enforce_user_order`` or when the reference catalog is
+    not expanded (as tweakwcs ``align_wcs``). Otherwise the pair of groups
+    with the largest overlap starts and each next group is the one with the
+    largest overlap with those placed before it: with ``dynamic`` (strict
+    JWST-step behaviour) that choice is made during the alignment from the
+    growing reference catalog's sky polygon, exactly as tweakwcs does (see
+    `_next_group`); otherwise the whole order is found here, up front, from
+    the sources of each group that fall inside the others' footprints
+    (`tweakflow.ordering.alignment_order`: milliseconds where the polygon
+    intersections take seconds for eight images and grow as the cube of the
+    number of groups). Groups whose images are all ``excluded`` from the
+    reference role are not chosen as reference.
 
     Returns
     -------
     ref : list of int
         Entry indices of the reference group.
     rest : list of list of int
-        The other groups, in order (only the first matters in overlap order).
+        The other groups, in order (with ``dynamic``, only the first matters).
     """
     keys = list(groups)
     user_order = bool(p["enforce_user_order"]) or not bool(p["expand_refcat"])
     if not user_order and len(keys) > 2:
-        from tweakwcs.imalign import overlap_matrix
+        if dynamic:
+            from tweakwcs.imalign import overlap_matrix
 
-        gcats = [_fresh_group(entries, groups[k])[1] for k in keys]
-        m = overlap_matrix(gcats)
-        i, j = np.unravel_index(m.argmax(), m.shape)
-        if np.sum(m[i]) < np.sum(m[:, j]):
-            i, j = j, i
-        keys = [keys[i], keys[j]] + [k for n, k in enumerate(keys) if n not in (i, j)]
+            gcats = [_fresh_group(entries, groups[k])[1] for k in keys]
+            m = overlap_matrix(gcats)
+            i, j = np.unravel_index(m.argmax(), m.shape)
+            if np.sum(m[i]) < np.sum(m[:, j]):
+                i, j = j, i
+            keys = [keys[i], keys[j]] + [k for n, k in enumerate(keys) if n not in (i, j)]
+        else:
+            from .ordering import alignment_order
+
+            footprints, sources = [], []
+            for k in keys:
+                fps, src = [], []
+                for i in groups[k]:
+                    e = entries[i]
+                    corr = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+                    fps.append(np.column_stack(_footprint_world(corr, e["shape"])))
+                    if len(e["catalog"]):
+                        ra, dec = corr.det_to_world(np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float))
+                        src.append(np.column_stack([ra, dec]))
+                footprints.append(fps)
+                sources.append(np.vstack(src) if src else np.zeros((0, 2)))
+            keys = [keys[n] for n in alignment_order(footprints, sources)]
     for n, k in enumerate(keys):
         if any(i not in excluded for i in groups[k]):
             ref = keys[n]
@@ -704,13 +727,13 @@ def _group_order(entries, groups, p, excluded):
     return groups[ref], [groups[k] for k in keys if k != ref]
 
 
-def _next_group(reference, remaining, entries, user_order, first, polygons):
+def _next_group(reference, remaining, entries, dynamic, first, polygons):
     """Pop the next group to align: in order, or by overlap with the reference.
 
-    ``polygons`` caches the tweakwcs group catalogs (input WCS) whose sky
-    polygons are intersected with the reference catalog's.
+    With ``dynamic``, ``polygons`` caches the tweakwcs group catalogs (input
+    WCS) whose sky polygons are intersected with the reference catalog's.
     """
-    if user_order or first or len(remaining) == 1:
+    if not dynamic or first or len(remaining) == 1:
         return remaining.pop(0)
     refcat = reference.refcat()
     areas = []
@@ -736,8 +759,11 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
         configured attempt's matched pairs), ``ref_idx`` (reference entries),
         ``reference`` (the final `_Reference`).
     """
-    ref_idx, rest = _group_order(entries, groups, p, excluded)
     user_order = bool(p["enforce_user_order"]) or not bool(p["expand_refcat"])
+    # strict JWST-step behaviour (no quality gates) chooses each next group as
+    # tweakwcs does; otherwise the overlap order is computed up front
+    dynamic = not user_order and not q["enabled"]
+    ref_idx, rest = _group_order(entries, groups, p, excluded, dynamic)
     reference = _Reference()
     rows, wcs, matches, footprints = {}, {}, {}, {}
     ref_members = [i for i in ref_idx if i not in excluded]
@@ -759,7 +785,7 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
     first = True
     polygons = {}
     while remaining:
-        g = _next_group(reference, remaining, entries, user_order, first, polygons)
+        g = _next_group(reference, remaining, entries, dynamic, first, polygons)
         first = False
         out = _align_group(entries, g, reference, p, q, limits, tps, pass_no)
         records.extend(out["records"])
