@@ -43,6 +43,10 @@ def test_outputs_match_truth(demo_run):
     after = metrics.relative_errors(outs, tl, shapes)
     assert np.all(before > 100), before
     assert np.all(after < 1.0), after
+    # the demo's own proof agrees
+    acc = Table.read(res / "demo_accuracy.ecsv")
+    assert np.all(acc["output_relative_mas"] < 1.0) and np.all(acc["input_relative_mas"] > 100)
+    np.testing.assert_allclose(np.sort(acc["output_relative_mas"]), np.sort(after), rtol=1e-6)
     summary = Table.read(res / "tweakreg_summary.ecsv")
     assert len(summary) == 4
     assert set(summary["status"]) == {"COMPLETE"}

@@ -218,4 +218,6 @@ def all_outputs():
         outs.append(published_refcat())
     if TW.get("save_catalogs"):
         outs += published_catalogs()
+    if config["inputs"] == "demo":
+        outs.append(f"{OUT}/demo_accuracy.ecsv")
     return outs + qa_outputs()

@@ -16,7 +16,24 @@ if config["inputs"] == "demo":
         benchmark:
             f"{BENCH}/make_demo.tsv"
         resources:
-            mem_mb=lambda wc, attempt: 2000 * attempt,
-            runtime=10,
+            # measured: ~150 MB + 55 MB per Mpixel of one image (written one
+            # at a time; 370 MB for 2048x2048), ~1 s per Mpixel
+            mem_mb=lambda wc, attempt: attempt * (400 + int(1e-4 * config["demo"]["shape"][0] * config["demo"]["shape"][1])),
+            runtime=lambda wc, attempt: attempt * (2 + int(len(STEMS) * config["demo"]["shape"][0] * config["demo"]["shape"][1] / 20e6)),
         script:
             "../../scripts/make_demo.py"
+
+    rule demo_accuracy:
+        input:
+            images=expand(f"{OUT}/{{stem}}_tweakreg.fits", stem=STEMS),
+            inputs=[it["path"] for it in IMAGES],
+            truth=f"{DEMO_DIR}/truth.asdf",
+        output:
+            f"{OUT}/demo_accuracy.ecsv",
+        log:
+            f"{LOGS}/demo_accuracy.log",
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../../scripts/demo_accuracy.py"
