@@ -1,0 +1,218 @@
+"""End-to-end benchmark: tweakflow (snakemake --cores 2) against the JWST TweakRegStep.
+
+One command prints one table; every figure is measured in this session on the
+same synthetic data (generated here, seeded), and speed figures are ratios
+against a baseline measured in the same run:
+
+    python benchmarks/run.py [--workdir DIR] [--cores 2] [--skip-jwst] [--skip-scale]
+
+Sections:
+  e2e       wall time of the whole alignment (relative + absolute, default
+            parameters) on 8 images of 2048x2048 in 4 exposure groups, and
+            the accuracy of both against the truth (mas)
+  retune    time to re-run after changing one alignment parameter
+  overhead  per-job start-up cost of a detect_sources job (job wall time
+            minus the in-process compute of the same image)
+  scale     dry-run DAG construction for 1,000 and 5,000 inputs (fake files),
+            and the peak memory of the gather step with 1,000 catalogs
+
+The JWST pipeline runs in the benchmark's own environment
+(benchmarks/jwst_env.sh creates it); it is never a dependency of tweakflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
+
+
+def sh(cmd, **kw):
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    dt = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-4000:]}")
+    return dt, proc.stdout
+
+
+def snakemake(workdir, config, cores, *extra):
+    cfg = os.path.join(workdir, "bench_config.yaml")
+    with open(cfg, "w") as f:
+        yaml.safe_dump(config, f)
+    return sh([SNAKEMAKE, "--snakefile", os.path.join(ROOT, "Snakefile"), "--directory", workdir,
+               "--configfile", cfg, "--cores", str(cores), "--quiet", *extra])
+
+
+def wcs_of(paths):
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    out = []
+    for p in paths:
+        with ImageModel(p) as m:
+            out.append((m.meta.wcs, m.data.shape))
+    return out
+
+
+def accuracy(out_paths, names, truth):
+    from tweakflow import metrics
+
+    ws = wcs_of(out_paths)
+    tl = [truth[n] for n in names]
+    rel = metrics.relative_errors([w for w, _ in ws], tl, [s for _, s in ws])
+    ab = metrics.absolute_errors([w for w, _ in ws], tl, [s for _, s in ws])
+    return float(np.sqrt(np.mean(rel**2))), float(np.sqrt(np.mean(ab**2))), float(ab.max())
+
+
+def jwst_python():
+    py = os.path.join(HERE, ".jwst-venv", "bin", "python")
+    if not os.path.exists(py):
+        subprocess.run(["bash", os.path.join(HERE, "jwst_env.sh")], check=True)
+    return py
+
+
+def bench_e2e(work, cores, skip_jwst):
+    from tweakflow import synthetic
+
+    data = os.path.join(work, "data")
+    if not os.path.exists(os.path.join(data, "truth.asdf")):
+        synthetic.make_dataset(data, synthetic.SyntheticConfig())  # 4 exposures x 2 detectors, 2048^2
+    truth, _ = synthetic.load_truth(os.path.join(data, "truth.asdf"))
+    names = sorted(truth)
+    asn = os.path.join(data, "asn.json")
+    refcat = os.path.join(data, "refcat.ecsv")
+    rows = {}
+
+    if not skip_jwst:
+        jout = os.path.join(work, "jwst_out")
+        shutil.rmtree(jout, ignore_errors=True)
+        t_jwst, log = sh([jwst_python(), os.path.join(HERE, "jwst_tweakreg.py"), asn, jout, refcat])
+        jpaths = [os.path.join(jout, n.replace("_cal.fits", "_tweakregstep.fits")) for n in names]
+        rows["jwst"] = (t_jwst, *accuracy(jpaths, names, truth))
+
+    # without the QA report (the JWST step makes none), then with it (the default)
+    tw = os.path.join(work, "tweakflow_noqa")
+    shutil.rmtree(tw, ignore_errors=True)
+    os.makedirs(tw)
+    t_noqa, _ = snakemake(tw, {"inputs": asn, "output_dir": "out", "tweakreg": {"abs_refcat": refcat}, "quality": {"report": False}}, cores)
+    tpaths = [os.path.join(tw, "out", n.replace("_cal.fits", "_tweakreg.fits")) for n in names]
+    rows["tweakflow (no QA report)"] = (t_noqa, *accuracy(tpaths, names, truth))
+
+    tw = os.path.join(work, "tweakflow_run")
+    shutil.rmtree(tw, ignore_errors=True)
+    os.makedirs(tw)
+    config = {"inputs": asn, "output_dir": "out", "tweakreg": {"abs_refcat": refcat}}
+    t_full, _ = snakemake(tw, config, cores)
+    tpaths = [os.path.join(tw, "out", n.replace("_cal.fits", "_tweakreg.fits")) for n in names]
+    rows["tweakflow (default, with QA report)"] = (t_full, *accuracy(tpaths, names, truth))
+
+    # retune: one alignment parameter changed, nothing else
+    config["tweakreg"]["sigma"] = 2.9
+    t_retune, _ = snakemake(tw, config, cores)
+    config["tweakreg"]["abs_sigma"] = 2.9
+    t_retune_abs, _ = snakemake(tw, config, cores)
+
+    # per-job overhead of detect_sources: job wall time minus in-process compute
+    bench = sorted(glob.glob(os.path.join(tw, "out", "benchmarks", "detect_sources", "*.tsv")))
+    job_s = float(np.median([float(open(b).read().splitlines()[-1].split("\t")[0]) for b in bench]))
+    from tweakflow.detection import DEFAULT_DETECTION_PARS
+    from tweakflow.steps import detect_step
+
+    img = os.path.join(data, names[0])
+    detect_step(img, os.path.join(work, "warm_cat.ecsv"), os.path.join(work, "warm.json"), detection=dict(DEFAULT_DETECTION_PARS))
+    t = time.perf_counter()
+    for _ in range(3):
+        detect_step(img, os.path.join(work, "warm_cat.ecsv"), os.path.join(work, "warm.json"), detection=dict(DEFAULT_DETECTION_PARS))
+    compute_s = (time.perf_counter() - t) / 3
+    return rows, t_full, t_retune, t_retune_abs, job_s, compute_s
+
+
+def bench_scale(work):
+    fake = os.path.join(work, "fake")
+    os.makedirs(fake, exist_ok=True)
+    for i in range(5000):
+        p = os.path.join(fake, f"img{i:05d}_cal.fits")
+        if not os.path.exists(p):
+            open(p, "wb").close()
+    out = {}
+    for n in (1000, 5000):
+        files = sorted(glob.glob(os.path.join(fake, "img*_cal.fits")))[:n]
+        d = os.path.join(work, f"dry{n}")
+        os.makedirs(d, exist_ok=True)
+        t, _ = snakemake(d, {"inputs": files, "output_dir": "out"}, 2, "-n")
+        out[n] = t
+    out["gather_mb"] = gather_memory(os.path.join(work, "gather1000"), 1000)
+    return out
+
+
+def gather_memory(work, n_images):
+    """Peak RSS (MB) of the align step on ``n_images`` synthetic catalogs + sidecars."""
+    from benchmarks_mosaic import make_catalog_mosaic  # noqa: F401  (same folder)
+
+    cats, sides = make_catalog_mosaic(work, n_images)
+    script = (
+        "import sys, json, resource\n"
+        "from tweakflow.steps import align_step\n"
+        "from tweakflow.align import RELATIVE_PARS\n"
+        "cats, sides, out = json.load(open(sys.argv[1]))\n"
+        "align_step(cats, sides, out + '/solutions.ecsv', [out + f'/{i}_wcs.asdf' for i in range(len(cats))], relative=dict(RELATIVE_PARS))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    spec = os.path.join(work, "spec.json")
+    outdir = os.path.join(work, "align_out")
+    os.makedirs(outdir, exist_ok=True)
+    with open(spec, "w") as f:
+        json.dump([cats, sides, outdir], f)
+    t, out = sh([sys.executable, "-c", script, spec])
+    return float(out.strip().splitlines()[-1]), t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", default=os.path.join(HERE, ".work"))
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--skip-jwst", action="store_true")
+    ap.add_argument("--skip-scale", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    sys.path.insert(0, HERE)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; snakemake --cores {args.cores}")
+    rows, t_full, t_retune, t_retune_abs, job_s, compute_s = bench_e2e(args.workdir, args.cores, args.skip_jwst)
+    print()
+    print("| 8 images 2048x2048, 4 groups, relative + absolute | wall (s) | vs JWST | relative RMS (mas) | absolute RMS (mas) | absolute max (mas) |")
+    print("|---|---|---|---|---|---|")
+    base = rows.get("jwst", (None,))[0]
+    for name, (t, rel, ab, abmax) in rows.items():
+        ratio = f"{t / base:.2f}x" if base else "n/a"
+        print(f"| {name} | {t:.1f} | {ratio} | {rel:.3f} | {ab:.3f} | {abmax:.3f} |")
+    print()
+    print("| tweakflow | figure |")
+    print("|---|---|")
+    print(f"| retune `tweakreg.sigma` (re-runs align, absolute, apply, QA) | {t_retune:.1f} s = {t_retune / t_full:.2f}x the full run |")
+    print(f"| retune `tweakreg.abs_sigma` (re-runs absolute, apply, QA) | {t_retune_abs:.1f} s = {t_retune_abs / t_full:.2f}x the full run |")
+    print(f"| detect_sources job: wall / in-process compute | {job_s:.2f} s / {compute_s:.2f} s: start-up {job_s - compute_s:.2f} s per job |")
+    if not args.skip_scale:
+        sc = bench_scale(args.workdir)
+        mb, t_gather = sc["gather_mb"]
+        print(f"| dry run, 1,000 inputs | {sc[1000]:.1f} s |")
+        print(f"| dry run, 5,000 inputs | {sc[5000]:.1f} s |")
+        print(f"| align step on 1,000 catalogs + sidecars: peak memory / time | {mb:.0f} MB / {t_gather:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
