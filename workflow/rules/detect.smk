@@ -20,9 +20,10 @@ rule detect_sources:
     group:
         "detect"
     resources:
-        # SCI + DQ + background maps, float32: ~6 copies of the image
-        mem_mb=lambda wc, input, attempt: attempt * (400 + int(6 * input.size_mb)),
-        runtime=lambda wc, attempt: 5 * attempt,
+        # measured peak RSS: ~150 MB + 3x the file (dao, 2048x2048: 400 MB for
+        # an 80 MB file); ~10 s per 2048x2048 image, start-up included
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
+        runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
     script:
         "../../scripts/detect_sources.py"
 
@@ -40,6 +41,6 @@ rule publish_catalog:
         "detect"
     resources:
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
-        runtime=lambda wc, attempt: 2 * attempt,
+        runtime=lambda wc, attempt: attempt,
     script:
         "../../scripts/publish_catalog.py"
