@@ -142,12 +142,18 @@ def bench_e2e(work, cores, skip_jwst):
 
 
 def bench_scale(work):
+    from astropy.io import fits
+
+    # fake inputs for dry runs: a bare FITS primary header each (the
+    # parse-time checks read the signature and the FILENAME keyword)
     fake = os.path.join(work, "fake")
     os.makedirs(fake, exist_ok=True)
     for i in range(5000):
         p = os.path.join(fake, f"img{i:05d}_cal.fits")
         if not os.path.exists(p):
-            open(p, "wb").close()
+            hdr = fits.Header()
+            hdr["FILENAME"] = os.path.basename(p)
+            fits.PrimaryHDU(header=hdr).writeto(p)
     out = {}
     for n in (1000, 5000):
         files = sorted(glob.glob(os.path.join(fake, "img*_cal.fits")))[:n]
