@@ -1,22 +1,13 @@
-import os
 
 import numpy as np
 
 from tweakflow import metrics, synthetic
 from tweakflow.align import relative_align
-from tweakflow.detection import detect_sources
-from tweakflow.grouping import resolve_group_id
-from tweakflow.io import read_image
+from workflow_runner import detected_entries
 
 
 def _entries(paths):
-    out = []
-    for p in paths:
-        im = read_image(p)
-        cat, _ = detect_sources(im.data, im.dq)
-        gid = resolve_group_id(im.meta["observation"], im.meta["group_id"])
-        out.append(dict(name=os.path.basename(p), wcs=im.wcs, wcsinfo=im.wcsinfo, catalog=cat, group_id=gid, shape=im.shape))
-    return out
+    return detected_entries(paths)
 
 
 def test_relative_alignment_against_truth(small_dataset):

@@ -8,7 +8,6 @@ file and the problem; `run_rule` turns it into one line and exit status 1),
 plus one end-to-end run showing a failed job through Snakemake.
 """
 
-import copy
 import json
 import os
 import shutil

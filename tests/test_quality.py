@@ -1,17 +1,14 @@
 """Quality gates and the recovery chain of the relative alignment, against synthetic truth."""
 
-import os
 
 import numpy as np
 import pytest
 
 from tweakflow import metrics, synthetic
 from tweakflow.align import relative_align
-from tweakflow.detection import detect_sources
 from tweakflow.errors import ConfigError
-from tweakflow.grouping import resolve_group_id
-from tweakflow.io import read_image
 from tweakflow.quality import QUALITY_DEFAULTS, check_fit, check_image, gate_limits, recovery_plan, resolve_quality
+from workflow_runner import detected_entries
 
 #: Pointing errors of 1.5-3 arcsec per exposure: offsets between exposures
 #: beyond the default searchrad (2 arcsec).
@@ -19,13 +16,7 @@ LARGE_ERRORS = {"n_exposures": 3, "detectors": ["nrca1", "nrca3"], "shape": (102
 
 
 def _entries(paths):
-    out = []
-    for p in paths:
-        im = read_image(p)
-        cat, _ = detect_sources(im.data, im.dq)
-        gid = resolve_group_id(im.meta["observation"], im.meta["group_id"])
-        out.append(dict(name=os.path.basename(p), wcs=im.wcs, wcsinfo=im.wcsinfo, catalog=cat, group_id=gid, shape=im.shape))
-    return out
+    return detected_entries(paths)
 
 
 @pytest.fixture(scope="module")

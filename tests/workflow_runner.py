@@ -50,3 +50,18 @@ def sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def detected_entries(paths):
+    """Alignment entries of images, with sources detected at default parameters."""
+    from tweakflow.detection import detect_sources
+    from tweakflow.grouping import resolve_group_id
+    from tweakflow.io import read_image
+
+    out = []
+    for p in paths:
+        im = read_image(p)
+        cat, _ = detect_sources(im.data, im.dq)
+        gid = resolve_group_id(im.meta["observation"], im.meta["group_id"])
+        out.append(dict(name=os.path.basename(p), wcs=im.wcs, wcsinfo=im.wcsinfo, catalog=cat, group_id=gid, shape=im.shape))
+    return out

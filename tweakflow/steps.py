@@ -220,8 +220,6 @@ def load_entries(catalogs, sidecars, on_bad_input="fail"):
     """
     from astropy.table import Table
 
-    from .io import read_sidecar
-
     entries = []
     for index, (cpath, spath) in enumerate(zip(catalogs, sidecars)):
         sc = _read_sidecar_or_unreadable(spath, on_bad_input)

@@ -411,6 +411,23 @@ def _distortion_coeffs(rng):
     return {"x": cx, "y": cy}
 
 
+def _write_refcat(outdir, ra, dec, mag, maglim, noise_mas, seed):
+    """Gaia-like ``refcat.ecsv``: stars brighter than ``maglim``, ``noise_mas`` per axis."""
+    from astropy.table import Table
+
+    sel = mag < maglim
+    rng = np.random.default_rng([seed, 7])
+    nsig = noise_mas / 3.6e6
+    ref = Table()
+    ref["RA"] = ra[sel] + rng.normal(0, nsig, sel.sum()) / np.cos(np.deg2rad(dec[sel]))
+    ref["DEC"] = dec[sel] + rng.normal(0, nsig, sel.sum())
+    ref["mag"] = mag[sel]
+    path = os.path.join(outdir, "refcat.ecsv")
+    with atomic_output(path) as tmp:
+        ref.write(tmp, format="ascii.ecsv", overwrite=True)
+    return path
+
+
 def make_dataset(outdir, cfg: SyntheticConfig | None = None):
     """Write a synthetic dataset into ``outdir``.
 
@@ -426,7 +443,6 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
         Paths: ``images`` (list), ``truth``, ``asn``, ``refcat``.
     """
     import asdf
-    from astropy.table import Table
     from astropy.time import Time, TimeDelta
     from stdatamodels.jwst.datamodels import ImageModel
 
@@ -577,16 +593,7 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
     with atomic_output(asn_path) as tmp, open(tmp, "w") as f:
         json.dump(asn, f, indent=2)
 
-    sel = mag < cfg.refcat_maglim
-    nrng = np.random.default_rng([cfg.seed, 7])
-    nsig = cfg.refcat_noise / 3.6e6
-    ref = Table()
-    ref["RA"] = ra_s[sel] + nrng.normal(0, nsig, sel.sum()) / np.cos(np.deg2rad(dec_s[sel]))
-    ref["DEC"] = dec_s[sel] + nrng.normal(0, nsig, sel.sum())
-    ref["mag"] = mag[sel]
-    ref_path = os.path.join(outdir, "refcat.ecsv")
-    with atomic_output(ref_path) as tmp:
-        ref.write(tmp, format="ascii.ecsv", overwrite=True)
+    ref_path = _write_refcat(outdir, ra_s, dec_s, mag, cfg.refcat_maglim, cfg.refcat_noise, cfg.seed)
 
     return {"images": images, "truth": truth_path, "asn": asn_path, "refcat": ref_path}
 
@@ -831,7 +838,6 @@ def make_fits_dataset(
     """
     import asdf
     from astropy.io import fits
-    from astropy.table import Table
     from astropy.time import Time, TimeDelta
 
     os.makedirs(outdir, exist_ok=True)
@@ -941,14 +947,5 @@ def make_fits_dataset(
     with atomic_output(truth_path) as tmp:
         asdf.AsdfFile(truth).write_to(tmp)
 
-    sel = mag < refcat_maglim
-    nrng = np.random.default_rng([seed, 7])
-    nsig = refcat_noise / 3.6e6
-    ref = Table()
-    ref["RA"] = ra_s[sel] + nrng.normal(0, nsig, sel.sum()) / np.cos(np.deg2rad(dec_s[sel]))
-    ref["DEC"] = dec_s[sel] + nrng.normal(0, nsig, sel.sum())
-    ref["mag"] = mag[sel]
-    ref_path = os.path.join(outdir, "refcat.ecsv")
-    with atomic_output(ref_path) as tmp:
-        ref.write(tmp, format="ascii.ecsv", overwrite=True)
+    ref_path = _write_refcat(outdir, ra_s, dec_s, mag, refcat_maglim, refcat_noise, seed)
     return {"images": images, "truth": truth_path, "refcat": ref_path, "chips": truth["chips"]}
