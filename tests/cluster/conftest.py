@@ -56,6 +56,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,27 +135,37 @@ class SlurmCluster:
     def job_ids_from_log(text: str) -> list[str]:
         return _JOBID_RE.findall(text)
 
-    def sacct(self, job_ids) -> list[dict[str, str]]:
+    def sacct(self, job_ids, settle: float = 15.0) -> list[dict[str, str]]:
+        """Accounting records of ``job_ids``. slurmdbd completes a job's record a
+        moment after the job ends (until then sacct may show it as JobName
+        "allocation" with no partition): wait up to ``settle`` seconds for every
+        record to have its partition and account."""
         job_ids = [str(j) for j in job_ids]
         if not job_ids:
             return []
-        out = subprocess.run(
-            [
-                "sacct",
-                "-X",
-                "--parsable2",
-                "--noheader",
-                "--format=" + ",".join(SACCT_FIELDS),
-                "-j",
-                ",".join(job_ids),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        rows = csv.reader(io.StringIO(out), delimiter="|")
-        return [dict(zip(SACCT_FIELDS, row)) for row in rows if row]
+        deadline = time.monotonic() + settle
+        while True:
+            out = subprocess.run(
+                [
+                    "sacct",
+                    "-X",
+                    "--parsable2",
+                    "--noheader",
+                    "--format=" + ",".join(SACCT_FIELDS),
+                    "-j",
+                    ",".join(job_ids),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            rows = csv.reader(io.StringIO(out), delimiter="|")
+            records = [dict(zip(SACCT_FIELDS, row)) for row in rows if row]
+            complete = len(records) == len(set(job_ids)) and all(r["Partition"] and r["Account"] for r in records)
+            if complete or time.monotonic() > deadline:
+                return records
+            time.sleep(0.5)
 
 
 def require_executor_plugins() -> None:
