@@ -69,8 +69,8 @@ def make_catalog_mosaic(workdir, n_images, seed=1, step_arcsec=55.0):
             im = ImageData(path=os.path.join(workdir, name), kind="jwst", data=None, dq=None, wcs=None,
                            wcsinfo=finfo, meta={"filename": name, "observation": obs, "date": "2026-01-01T00:00:00"},
                            shape=shape, wcs_blob=buf.getvalue())
-            cpath = os.path.join(workdir, f"{name[:-10]}_cat.ecsv")
-            spath = os.path.join(workdir, f"{name[:-10]}_meta.json")
+            cpath = os.path.join(workdir, f"{name[:-9]}_cat.ecsv")
+            spath = os.path.join(workdir, f"{name[:-9]}_meta.json")
             write_catalog(cat, cpath)
             write_image_sidecar(spath, im)
             cats.append(cpath)
