@@ -165,7 +165,18 @@ def refine_matches(ref_xy, im_xy, matrix, shift, radius):
     return ref_idx[mutual], im_idx[mutual]
 
 
-def _fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
+def refine_radius(residuals, floor, ceiling):
+    """Pairing radius after a first fit: five robust standard deviations.
+
+    ``residuals`` are the (N, 2) reference - fitted positions of the pairs
+    used in the fit; the radius is clipped to [``floor``, ``ceiling``].
+    """
+    sigma = 1.4826 * np.median(np.hypot(*np.asarray(residuals, float).T)) / 1.1774  # per-axis robust sigma
+    return float(np.clip(5.0 * np.hypot(sigma, sigma), floor, ceiling))
+
+
+def linear_fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
+    """tweakwcs ``iter_linear_fit`` of ``ref = shift + matrix @ im``, shift for the origin."""
     from tweakwcs.linearfit import iter_linear_fit
 
     fit = iter_linear_fit(refxy, imxy, wref, wim, fitgeom=fitgeom, nclip=nclip, sigma=sigma, center=None)
@@ -277,7 +288,7 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
     sigma = (float(p["abs_sigma"]), "rmse")
 
     def fit_pairs(ri, ii):
-        return _fit(
+        return linear_fit(
             all_ref[ri], all_im[ii],
             None if all_wref is None else all_wref[ri], None if all_wim is None else all_wim[ii],
             p["abs_fitgeometry"], int(p["abs_nclip"]), sigma,
@@ -287,8 +298,7 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
         fit = fit_pairs(ref_idx, im_idx)
         if refine:
             res = all_ref[ref_idx] - (fit["shift"] + all_im[im_idx] @ fit["matrix"].T)
-            scale = 1.4826 * np.median(np.hypot(*res[fit["fitmask"]].T)) / 1.1774  # per-axis robust sigma
-            radius = float(np.clip(5.0 * np.hypot(scale, scale), 0.02, p["abs_tolerance"]))
+            radius = refine_radius(res[fit["fitmask"]], 0.02, p["abs_tolerance"])
             r2, i2 = refine_matches(all_ref, all_im, fit["matrix"], fit["shift"], radius)
             log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(r2), nmatch)
             if len(r2) >= int(p["abs_minobj"]):

@@ -356,15 +356,14 @@ def _refine_fit(fi, cat, refcat, im_tp, ref_tp, entries, idx, correctors, ref_tp
         The correctors of entries ``idx`` with the refined correction
         (``correctors``, with tweakwcs' correction, when not refined).
     """
-    from .absolute import _fit, refine_matches
+    from .absolute import linear_fit, refine_matches, refine_radius
 
     mref = np.asarray(fi["matched_ref_idx"], int)
     minp = np.asarray(fi["matched_input_idx"], int)
     used = np.asarray(fi["fitmask"], bool)
     matrix, shift = np.asarray(fi["matrix"], float), np.asarray(fi["shift"], float)
     res = ref_tp[mref[used]] - (shift + im_tp[minp[used]] @ matrix.T)
-    sigma = 1.4826 * np.median(np.hypot(*res.T)) / 1.1774  # per-axis robust sigma
-    radius = float(np.clip(5.0 * np.hypot(sigma, sigma), 0.02 / tps, p["tolerance"] / tps))
+    radius = refine_radius(res, 0.02 / tps, p["tolerance"] / tps)
     ok_im = np.isfinite(im_tp).all(axis=1)
     ok_ref = np.isfinite(ref_tp).all(axis=1)
     ref_sel, im_sel = np.flatnonzero(ok_ref), np.flatnonzero(ok_im)
@@ -375,7 +374,7 @@ def _refine_fit(fi, cat, refcat, im_tp, ref_tp, entries, idx, correctors, ref_tp
     wim = np.asarray(cat["weight"], float)[i2] if "weight" in cat.colnames else None
     wref = np.asarray(refcat["weight"], float)[r2] if "weight" in refcat.colnames else None
     try:
-        fit = _fit(ref_tp[r2], im_tp[i2], wref, wim, att["fitgeometry"], int(p["nclip"]), (float(p["sigma"]), "rmse"))
+        fit = linear_fit(ref_tp[r2], im_tp[i2], wref, wim, att["fitgeometry"], int(p["nclip"]), (float(p["sigma"]), "rmse"))
     except Exception as exc:  # a degenerate refit: keep the first fit
         log.info("refined fit failed (%s: %s); keeping the first fit", type(exc).__name__, exc)
         return fi, correctors
