@@ -22,8 +22,8 @@ if ABSOLUTE:
         resources:
             mem_mb=1000,
             runtime=15,
-        script:
-            "../../scripts/fetch_refcat.py"
+        run:
+            run_script("fetch_refcat.py", input, output, params, wildcards, log)
 
 
     rule absolute_align:
@@ -48,8 +48,8 @@ if ABSOLUTE:
             # (~1.1 MB per image: its GWCS and sources); 2 min for 1,000
             mem_mb=lambda wc, input, attempt: attempt * (300 + 2 * len(STEMS) + int(10 * input.size_mb)),
             runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
-        script:
-            "../../scripts/absolute_align.py"
+        run:
+            run_script("absolute_align.py", input, output, params, wildcards, log)
 
 
     rule publish_abs_refcat:
@@ -64,5 +64,5 @@ if ABSOLUTE:
         resources:
             mem_mb=500,
             runtime=5,
-        script:
-            "../../scripts/publish_abs_refcat.py"
+        run:
+            run_script("publish_abs_refcat.py", input, output, params, wildcards, log)

@@ -29,5 +29,5 @@ rule align:
             else 300 + len(STEMS) + int(4 * input.size_mb)
         ),
         runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 40),
-    script:
-        "../../scripts/align.py"
+    run:
+        run_script("align.py", input, output, params, wildcards, log)

@@ -27,8 +27,8 @@ rule apply_wcs:
         # 2048x2048 file); ~10 s per 2048x2048 image, start-up included
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(2 * input.size_mb)),
         runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
-    script:
-        "../../scripts/apply_wcs.py"
+    run:
+        run_script("apply_wcs.py", input, output, params, wildcards, log)
 
 
 rule summary:
@@ -43,5 +43,5 @@ rule summary:
     resources:
         mem_mb=500,
         runtime=5,
-    script:
-        "../../scripts/summary.py"
+    run:
+        run_script("summary.py", input, output, params, wildcards, log)

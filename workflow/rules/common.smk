@@ -1,6 +1,8 @@
 # Input resolution, parameter blocks and input functions shared by the rules.
 
 import os
+import runpy
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
@@ -11,6 +13,26 @@ from tweakflow.detection import DEFAULT_DETECTION_PARS
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
 from tweakflow.io import check_fits_signature
+
+SCRIPTS = os.path.join(workflow.basedir, "scripts")
+
+
+def run_script(name, input, output, params, wildcards, log):
+    """Run the rule script ``scripts/<name>`` in this process, as a job thread.
+
+    Every rule's body is a thin script that reads ``snakemake.input``,
+    ``.output``, ``.params``, ``.wildcards`` and ``.log`` and calls the
+    library. Run through ``script:``, each job would start a Python process
+    and import astropy, photutils, gwcs, stdatamodels... again: 1-2 s per
+    job, more than most jobs compute. Run here, in one of Snakemake's job
+    threads (``force-use-threads`` in profiles/default), the imports are
+    paid once per run (on a cluster: once per submitted job or group).
+    A `~tweakflow.errors.TweakflowError` fails the job with its one-line
+    message (`tweakflow.steps.run_rule`).
+    """
+    job = SimpleNamespace(input=input, output=output, params=params, wildcards=wildcards, log=log)
+    runpy.run_path(os.path.join(SCRIPTS, name), init_globals={"snakemake": job}, run_name=f"tweakflow_rule_{name[:-3]}")
+
 
 OUT = config["output_dir"].rstrip("/")
 TW = config["tweakreg"]

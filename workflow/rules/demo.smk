@@ -20,8 +20,8 @@ if config["inputs"] == "demo":
             # at a time; 370 MB for 2048x2048), ~1 s per Mpixel
             mem_mb=lambda wc, attempt: attempt * (400 + int(1e-4 * config["demo"]["shape"][0] * config["demo"]["shape"][1])),
             runtime=lambda wc, attempt: attempt * (2 + int(len(STEMS) * config["demo"]["shape"][0] * config["demo"]["shape"][1] / 20e6)),
-        script:
-            "../../scripts/make_demo.py"
+        run:
+            run_script("make_demo.py", input, output, params, wildcards, log)
 
     rule demo_accuracy:
         input:
@@ -35,5 +35,5 @@ if config["inputs"] == "demo":
         resources:
             mem_mb=1000,
             runtime=5,
-        script:
-            "../../scripts/demo_accuracy.py"
+        run:
+            run_script("demo_accuracy.py", input, output, params, wildcards, log)

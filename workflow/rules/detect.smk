@@ -24,8 +24,8 @@ rule detect_sources:
         # an 80 MB file); ~10 s per 2048x2048 image, start-up included
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
         runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
-    script:
-        "../../scripts/detect_sources.py"
+    run:
+        run_script("detect_sources.py", input, output, params, wildcards, log)
 
 
 rule publish_catalog:
@@ -42,5 +42,5 @@ rule publish_catalog:
     resources:
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
         runtime=lambda wc, attempt: attempt,
-    script:
-        "../../scripts/publish_catalog.py"
+    run:
+        run_script("publish_catalog.py", input, output, params, wildcards, log)

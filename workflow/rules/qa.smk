@@ -54,8 +54,8 @@ rule qa_plots:
         # one figure at a time: measured ~200 MB peak and ~0.5 s per image
         mem_mb=lambda wc, attempt: attempt * (400 + len(STEMS)),
         runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 60),
-    script:
-        "../../scripts/qa_plots.py"
+    run:
+        run_script("qa_plots.py", input, output, params, wildcards, log)
 
 
 if ABSOLUTE:
@@ -79,8 +79,8 @@ if ABSOLUTE:
         resources:
             mem_mb=800,
             runtime=5,
-        script:
-            "../../scripts/qa_absolute.py"
+        run:
+            run_script("qa_absolute.py", input, output, params, wildcards, log)
 
 
 rule qa_tables:
@@ -104,5 +104,5 @@ rule qa_tables:
     resources:
         mem_mb=500,
         runtime=5,
-    script:
-        "../../scripts/qa_tables.py"
+    run:
+        run_script("qa_tables.py", input, output, params, wildcards, log)
