@@ -139,6 +139,69 @@ def test_plots_are_written(aligned, tmp_path):
     assert not list(tmp_path.glob(".tmp-*")), "atomic writes leave no temporary folders"
 
 
+def _pixels(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_plots_are_thread_safe_and_reuse_a_figure(aligned, tmp_path):
+    """Plots drawn by threads at once, or on one figure redrawn image after image, are those drawn alone."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries, wcs, sol, details = aligned
+    m = details["matches"]
+    n = len(entries)
+    chips = [[{"name": e["name"], "shape": e["shape"], "row": sol[k]}] for k, e in enumerate(entries)]
+    for name in ("alone", "reused", "threads"):
+        (tmp_path / name).mkdir()
+
+    def draw(k, folder):
+        qa.plot_image_residuals(str(tmp_path / folder / f"{k}.png"), entries[k % n]["name"], chips[k % n], m)
+
+    for k in range(n):
+        draw(k, "alone")
+    qa.plot_overview(str(tmp_path / "alone" / "ov.png"), sol, m)
+    # qa_plots_step draws every image on one figure: nothing of an image is left on the next one
+    panels = qa._PanelFigure(1)
+    for k in (3, 0, 2, 1, 3):  # references (as reference) and aligned images, in another order
+        qa._save(qa._draw_image_residuals(panels, entries[k]["name"], chips[k], m), str(tmp_path / "reused" / f"{k}.png"))
+    # Snakemake jobs run as threads of one process: plots at the same time in several threads
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(draw, k, "threads") for k in range(3 * n)]
+        futures += [pool.submit(qa.plot_overview, str(tmp_path / "threads" / f"ov{k}.png"), sol, m) for k in range(3)]
+        for f in futures:
+            f.result()
+    for k in range(n):
+        alone = _pixels(tmp_path / "alone" / f"{k}.png")
+        assert np.array_equal(_pixels(tmp_path / "reused" / f"{k}.png"), alone), k
+        for j in (k, k + n, k + 2 * n):
+            assert np.array_equal(_pixels(tmp_path / "threads" / f"{j}.png"), alone), j
+    for k in range(3):
+        assert np.array_equal(_pixels(tmp_path / "threads" / f"ov{k}.png"), _pixels(tmp_path / "alone" / "ov.png"))
+    # the rule's step (one figure for all images, PNGs written by a helper thread): the same files
+    from tweakflow.io import write_sidecar
+
+    sidecars = []
+    for k, (e, w) in enumerate(zip(entries, wcs)):
+        sidecars.append(str(tmp_path / f"{k}_wcs.asdf"))
+        write_sidecar(sidecars[-1], wcs=w, wcsinfo=e["wcsinfo"], group_id=e["group_id"], filename=e["name"], shape=e["shape"], extra={"status": str(sol["status"][k])})
+    sol.write(tmp_path / "solutions.ecsv", format="ascii.ecsv")
+    m.write(tmp_path / "matches.ecsv", format="ascii.ecsv")
+    step = tmp_path / "step"
+    qa.qa_plots_step(str(tmp_path / "solutions.ecsv"), str(tmp_path / "matches.ecsv"), sidecars[::-1], str(step / "images"), str(step / "fp.png"), str(step / "ov.png"))
+    for k in range(n):
+        assert (step / "images" / f"{k}.png").read_bytes() == (tmp_path / "alone" / f"{k}.png").read_bytes(), k
+    assert (step / "ov.png").read_bytes() == (tmp_path / "alone" / "ov.png").read_bytes()
+    assert _png_shape(step / "fp.png")[0] > 800 and not list(step.rglob(".tmp-*"))
+    # no pyplot (its current figure and figure manager are global state)
+    code = "import sys; from tweakflow import qa; qa.plot_absolute(sys.argv[1], qa.empty_match_table()); assert 'matplotlib.pyplot' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "abs.png")], check=True)
+    assert _png_shape(tmp_path / "abs.png")[1] > 1500
+
+
 def test_summary_page_matches_the_summary(aligned, tmp_path):
     _, _, sol, details = aligned
     from tweakflow.steps import summary_step

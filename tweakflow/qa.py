@@ -5,7 +5,8 @@ into one row per matched source pair: where the source is, how far it was
 from its reference counterpart before the fit and after it, and whether the
 fit used it. The plots read these tables, the solution tables and the WCS
 sidecars; they never read pixel data. Matplotlib is imported only by the
-plotting functions (``Agg`` backend, PNG files).
+plotting functions, which are thread-safe: object-oriented API only (a
+`matplotlib.figure.Figure` on its own Agg canvas, PNG files), never pyplot.
 """
 
 from __future__ import annotations
@@ -157,6 +158,14 @@ def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", 
 # ---------------------------------------------------------------------------
 # plots
 # ---------------------------------------------------------------------------
+#
+# Thread-safe: every figure is a `matplotlib.figure.Figure` on its own Agg
+# canvas, never pyplot (whose figure manager and current figure are global);
+# nothing here changes rcParams, and no text goes through mathtext (whose
+# parser is one object shared by all threads). The layouts are fixed
+# margins in inches, sized from the texts that vary (headers, tick labels,
+# legends) where needed, instead of a layout engine (constrained or tight
+# layout measure every text of the figure several times).
 
 #: Edge colour and line style of a footprint by fit status.
 STATUS_STYLE = {
@@ -165,23 +174,36 @@ STATUS_STYLE = {
     "FAILED": {"edgecolor": "#b91c1c", "linestyle": ":", "hatch": "xx"},
 }
 
+#: Resolution of the PNGs (pixels per inch).
+_DPI = 110
+#: PNG options: zlib level 1 encodes about twice as fast as the default (6), for files of about the same size.
+_PNG_OPTIONS = {"compress_level": 1}
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figure(width, height):
+    """A figure (size in inches) on its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=(width, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig, path):
-    """Save a figure as PNG atomically and close it."""
+    """Save a figure as PNG atomically."""
     from .atomic import atomic_output
 
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
+        fig.savefig(tmp, format="png", dpi=_DPI, pil_kwargs=dict(_PNG_OPTIONS))
+
+
+def _text_size(fig, text, size):
+    """Width and height (inches) of a one-line text drawn on ``fig``."""
+    from matplotlib.font_manager import FontProperties
+
+    w, h, _ = fig.canvas.get_renderer().get_text_width_height_descent(str(text), FontProperties(size=size), ismath=False)
+    return w / fig.dpi, h / fig.dpi
 
 
 def short_names(names):
@@ -224,7 +246,8 @@ def _quiver(ax, x, y, dx, dy, used, extent, label):
     The key arrow is a round value near the 90th percentile of the used
     residuals; vectors longer than four times it are drawn shortened to
     that length, in another colour, so that a few outliers do not hide the
-    pattern of the others.
+    pattern of the others. One quiver (and one marker line) per set of
+    vectors.
     """
     size = max(abs(extent[1] - extent[0]), abs(extent[3] - extent[2]))
     dx, dy = np.asarray(dx, float), np.asarray(dy, float)
@@ -238,6 +261,7 @@ def _quiver(ax, x, y, dx, dy, used, extent, label):
     scale = key / (0.08 * size)  # residual units per axis unit: the key arrow is 8% of the field
     kw = dict(angles="xy", scale_units="xy", scale=scale, width=0.004, headwidth=3.5, headlength=4.5)
     q = None
+    labelled = False
     for sel, colour, lab in (
         (used & ~long, "#1f3b73", None),
         (used & long, "#7c3aed", f"used, longer than {_fmt_mas(cap)} (shortened)"),
@@ -249,14 +273,33 @@ def _quiver(ax, x, y, dx, dy, used, extent, label):
         q = q if q is not None else qq
         if lab:
             ax.plot(x[sel], y[sel], "o" if colour == "#7c3aed" else "x", color=colour, ms=4, mfc="none", label=f"{int(sel.sum())} {lab}")
-    if any(t.get_label() and not t.get_label().startswith("_") for t in ax.lines):
+            labelled = True
+    if labelled:
         ax.legend(loc="lower right", fontsize=8, framealpha=0.8)
     if q is not None:
         ax.quiverkey(q, 0.97, 1.035, key, _fmt_mas(key), labelpos="W", coordinates="axes", fontproperties={"size": 8})
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
+    ax.locator_params(nbins=6)  # 0, 500, ... 2000 pixels: readable, and half the tick artists (and texts) of the default
     ax.set_aspect("equal")
-    ax.set_title(label, fontsize=10, loc="left")
+    ax.set_title(label, fontsize=10, loc="left", y=1.0)
+
+
+def _plain_number(value, pos=None):
+    """A tick label of a log axis as a plain number (1000, 0.01)."""
+    return f"{value:g}"
+
+
+def _log_xaxis(ax, lo, hi):
+    """Log x axis from ``lo`` to ``hi`` (at least two decades) labelled with plain numbers, not mathtext powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if math.log10(hi / lo) > 3:
+        # minor ticks at 2 and 5 only over more than three decades (each tick is a costly artist)
+        ax.xaxis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
 
 
 def _log_hist(ax, before, after, title):
@@ -272,14 +315,15 @@ def _log_hist(ax, before, after, title):
     hi = float(np.max(allv, initial=1.0)) * 1.5
     bins = np.geomspace(lo, hi, 40)
     if len(before):
-        ax.hist(before, bins=bins, color="#9ca3af", alpha=0.8, label=f"before: median {np.median(before):.3g} mas")
+        # one filled outline, not one bar per bin
+        ax.hist(before, bins=bins, histtype="stepfilled", color="#9ca3af", alpha=0.8, label=f"before: median {np.median(before):.3g} mas")
     if len(after):
         ax.hist(after, bins=bins, histtype="step", lw=2, color="#1f3b73", label=f"after: median {np.median(after):.3g} mas")
-    ax.set_xscale("log")
+    _log_xaxis(ax, lo, hi)
     ax.set_xlabel("residual |source - reference| (mas)")
     ax.set_ylabel("matched sources used in the fit")
     ax.legend(fontsize=8, loc="upper center")
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10, loc="left", y=1.0)
 
 
 def _row_text(row):
@@ -312,6 +356,95 @@ def _wrap(text, width=110):
     return "\n".join(textwrap.wrap(text, width)) if text else ""
 
 
+#: Height (inches) of the title band of the per-image and absolute-fit figures.
+_TITLE_BAND = 0.38
+#: Height (inches) of one row of panels (a chip) in those figures, with its header.
+_ROW_HEIGHT = 5.5
+
+
+class _PanelFigure:
+    """A figure of rows of three panels (residuals before and after the fit, their histogram).
+
+    The per-image and absolute-fit figures: a title, and per row a header
+    line (fit statistics) over the three axes. Fixed margins in inches: room
+    above the axes for their titles and the key arrow, below for the tick
+    labels and the x label, between them for the y labels.
+
+    `qa_plots_step` draws every image with the same number of chips on one
+    such figure (`clear` between images): creating the axes and their ticks
+    is about a third of the time of a plot. It belongs to one call (one
+    thread); nothing is shared.
+    """
+
+    def __init__(self, nrows):
+        self.height = _TITLE_BAND + _ROW_HEIGHT * nrows
+        self.fig = _figure(16, self.height)
+        self.title = self.fig.text(0.5, 1.0 - 0.08 / self.height, "", fontsize=13, fontweight="bold", ha="center", va="top", parse_math=False)
+        self.rows = []
+        for k in range(nrows):
+            top = self.height - _TITLE_BAND - _ROW_HEIGHT * k
+            header = self.fig.text(0.15 / 16, (top - 0.05) / self.height, "", fontsize=9.5, ha="left", va="top", parse_math=False)
+            axes = [self.fig.add_axes(rect) for rect in self._rects(k, 1)]
+            self.rows.append((header, axes))
+
+    def _rects(self, k, header_lines):
+        """Axes rectangles (figure fractions) of row ``k`` under a header of ``header_lines`` lines."""
+        w, h = 16.0, self.height
+        top = self.height - _TITLE_BAND - _ROW_HEIGHT * k
+        bottom = top - _ROW_HEIGHT + 0.6  # tick labels and x labels
+        if header_lines:
+            top -= 0.12 + 0.17 * header_lines
+        top -= 0.32  # axes titles and key arrows
+        left, right, gap = 0.8, 0.2, 0.95
+        widths = np.array([1.0, 1.0, 1.15])
+        widths *= (w - left - right - 2 * gap) / widths.sum()
+        rects, x = [], left
+        for width in widths:
+            rects.append((x / w, bottom / h, width / w, (top - bottom) / h))
+            x += width + gap
+        return rects
+
+    def row(self, k, header):
+        """The three axes of row ``k``, under ``header``."""
+        text, axes = self.rows[k]
+        text.set_text(header)
+        for ax, rect in zip(axes, self._rects(k, header.count("\n") + 1 if header else 0)):
+            ax.set_position(rect)
+        return axes
+
+    def clear(self):
+        """Remove what the axes show (not the axes and their ticks)."""
+        for _, axes in self.rows:
+            for ax in axes:
+                for artist in [*ax.collections, *ax.lines, *ax.patches, *ax.texts, *ax.artists]:
+                    artist.remove()
+                if ax.get_legend() is not None:
+                    ax.get_legend().remove()
+                ax.set_title("", loc="left")
+                ax.set_xlabel("")
+                ax.set_ylabel("")
+                ax.relim()
+                ax.set_axis_on()
+
+
+def _residual_panels(axes, m, used, x, y, ext, tag, xlabel, ylabel, hist_title):
+    """Residual vectors before and after the fit and their histogram on three axes."""
+    _quiver(axes[0], x, y, np.asarray(m["dx_before"]), np.asarray(m["dy_before"]), used, ext, f"before the fit{tag[0]}")
+    _quiver(axes[1], x, y, np.asarray(m["dx_after"]), np.asarray(m["dy_after"]), used, ext, f"after the fit{tag[1]}")
+    for ax in axes[:2]:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    before = np.hypot(np.asarray(m["dx_before"], float), np.asarray(m["dy_before"], float))[used]
+    after = np.hypot(np.asarray(m["dx_after"], float), np.asarray(m["dy_after"], float))[used]
+    _log_hist(axes[2], before, after, hist_title)
+
+
+def _empty_panels(axes, message):
+    for ax in axes:
+        ax.set_axis_off()
+    axes[1].text(0.5, 0.5, message, ha="center", va="center", fontsize=11, transform=axes[1].transAxes)
+
+
 def plot_image_residuals(path, title, chips, matches):
     """Per-image figure: residual vectors before/after the fit and their histogram.
 
@@ -328,29 +461,33 @@ def plot_image_residuals(path, title, chips, matches):
     matches : astropy.table.Table
         The relative stage's matches table (`match_table`), all images.
     """
-    plt = _pyplot()
-    fig = plt.figure(figsize=(16, 0.6 + 5.4 * len(chips)), layout="constrained")
-    fig.suptitle(title, fontsize=13, fontweight="bold")
-    subfigs = np.atleast_1d(fig.subfigures(len(chips), 1))
-    for sub, chip in zip(subfigs, chips):
+    _save(_draw_image_residuals(_PanelFigure(len(chips)), title, chips, matches), path)
+
+
+def _draw_image_residuals(panels, title, chips, matches, images=None):
+    """`plot_image_residuals` on a `_PanelFigure` of ``len(chips)`` rows; returns its figure.
+
+    ``images``: ``matches["image"]`` as an array (computed once per step).
+    """
+    panels.clear()
+    panels.title.set_text(title)
+    if images is None:
+        images = np.asarray(matches["image"]) if len(matches) else np.zeros(0, "U1")
+    ref_images = np.asarray(matches["ref_image"]) if len(matches) and "ref_image" in matches.colnames else None
+    for k, chip in enumerate(chips):
         name, row = chip["name"], chip["row"]
         ny, nx = (int(v) for v in chip["shape"][-2:])
-        sel = np.asarray(matches["image"]) == name if len(matches) else np.zeros(0, bool)
-        m = matches[sel]
+        m = matches[images == name] if len(matches) else matches
         head = _wrap(f"{name}: {_row_text(row)}", 150) if len(chips) > 1 else _wrap(_row_text(row), 150)
-        sub.suptitle(head, fontsize=9.5, x=0.01, ha="left")
-        ax_row = sub.subplots(1, 3, width_ratios=[1, 1, 1.15])
+        axes = panels.row(k, head)
         as_ref = False
-        if len(m) == 0 and "ref_image" in matches.colnames:
+        if len(m) == 0 and ref_images is not None:
             # an alignment reference: the pairs whose reference source is one of its sources
-            sel = (np.asarray(matches["ref_image"]) == name) & np.asarray(matches["accepted"], bool)
-            m = matches[sel]
+            m = matches[(ref_images == name) & np.asarray(matches["accepted"], bool)]
             as_ref = len(m) > 0
         if len(m) == 0:
             reason = "alignment reference: no image was aligned to its sources" if row is not None and str(row["reason"]) == "alignment reference" else "no matched sources recorded for this image"
-            for ax in ax_row:
-                ax.set_axis_off()
-            ax_row[1].text(0.5, 0.5, reason, ha="center", va="center", fontsize=11, transform=ax_row[1].transAxes)
+            _empty_panels(axes, reason)
             continue
         accepted = bool(np.all(m["accepted"]))
         used = np.asarray(m["used"], bool)
@@ -360,18 +497,13 @@ def plot_image_residuals(path, title, chips, matches):
         else:
             x, y = np.asarray(m["x"], float), np.asarray(m["y"], float)
             tag = "" if accepted else " [REJECTED]"
-        ext = (0, nx, 0, ny)
-        _quiver(ax_row[0], x, y, np.asarray(m["dx_before"]), np.asarray(m["dy_before"]), used, ext, f"before the fit (input WCS){tag}")
-        _quiver(ax_row[1], x, y, np.asarray(m["dx_after"]), np.asarray(m["dy_after"]), used, ext, f"after the fit{tag}")
-        for ax in ax_row[:2]:
-            ax.set_xlabel("x (pixel)")
-            ax.set_ylabel("y (pixel)")
-        before = np.hypot(m["dx_before"], m["dy_before"])[used]
-        after = np.hypot(m["dx_after"], m["dy_after"])[used]
         rx = float(np.sqrt(np.mean(np.asarray(m["dx_after"])[used] ** 2))) if used.any() else math.nan
         ry = float(np.sqrt(np.mean(np.asarray(m["dy_after"])[used] ** 2))) if used.any() else math.nan
-        _log_hist(ax_row[2], np.asarray(before), np.asarray(after), f"{int(used.sum())} sources used: RMS x {rx:.2f}, y {ry:.2f} mas")
-    _save(fig, path)
+        _residual_panels(
+            axes, m, used, x, y, (0, nx, 0, ny), (f" (input WCS){tag}", tag), "x (pixel)", "y (pixel)",
+            f"{int(used.sum())} sources used: RMS x {rx:.2f}, y {ry:.2f} mas",
+        )
+    return panels.fig
 
 
 def plot_footprints(path, footprints, title="Image footprints on the sky"):
@@ -386,31 +518,45 @@ def plot_footprints(path, footprints, title="Image footprints on the sky"):
         degrees, after the alignment); ``reference`` (optional, True for the
         alignment reference, labelled "(ref)").
     """
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Polygon
+    _save(_footprints_figure(footprints, title), path)
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 9))
+
+def _footprints_figure(footprints, title="Image footprints on the sky"):
+    """The figure of `plot_footprints`."""
+    import matplotlib
+    from matplotlib.collections import PolyCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    width, height = 10.0, 9.0
+    fig = _figure(width, height)
     if not footprints:
+        ax = fig.add_axes((0.1, 0.1, 0.85, 0.85))
         ax.text(0.5, 0.5, "no image has a WCS", ha="center", va="center", transform=ax.transAxes)
-        _save(fig, path)
-        return
+        return fig
+    ax = fig.add_axes((0.1, 0.1, 0.7, 0.8))
     allc = np.vstack([f["radec"] for f in footprints])
     ra0 = float(np.rad2deg(np.arctan2(np.mean(np.sin(np.deg2rad(allc[:, 0]))), np.mean(np.cos(np.deg2rad(allc[:, 0]))))) % 360.0)
     dec0 = float(np.mean(allc[:, 1]))
     groups = list(dict.fromkeys(str(f["group_id"]) for f in footprints))
-    cmap = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
+    cmap = matplotlib.colormaps["tab20" if len(groups) > 10 else "tab10"]
     colours = {g: cmap(k % cmap.N) for k, g in enumerate(groups)}
     labels = short_names([f["name"] for f in footprints])
     labels = [lab + (" (ref)" if f.get("reference") else "") for f, lab in zip(footprints, labels)]
+    # one collection per outline style (status), drawn COMPLETE first so that the others stay visible
+    polys = {s: ([], []) for s in STATUS_STYLE}
     for f, lab in zip(footprints, labels):
         ra, dec = f["radec"][:, 0], f["radec"][:, 1]
         dra = ((ra - ra0 + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(dec0)) * 3600.0
         ddec = (dec - dec0) * 3600.0
-        st = STATUS_STYLE.get(str(f["status"]), STATUS_STYLE["FAILED"])
-        poly = Polygon(np.c_[dra, ddec], closed=True, facecolor=(*colours[str(f["group_id"])][:3], 0.3), edgecolor=st["edgecolor"], linestyle=st["linestyle"], hatch=st["hatch"], lw=2)
-        ax.add_patch(poly)
-        ax.text(float(np.mean(dra)), float(np.mean(ddec)), lab, ha="center", va="center", fontsize=7)
+        style = str(f["status"]) if str(f["status"]) in STATUS_STYLE else "FAILED"
+        polys[style][0].append(np.c_[dra, ddec])
+        polys[style][1].append((*colours[str(f["group_id"])][:3], 0.3))
+        ax.text(float(np.mean(dra)), float(np.mean(ddec)), lab, ha="center", va="center", fontsize=7, parse_math=False)
+    for s, (verts, faces) in polys.items():
+        if verts:
+            st = STATUS_STYLE[s]
+            ax.add_collection(PolyCollection(verts, closed=True, facecolors=faces, edgecolors=st["edgecolor"], linestyles=st["linestyle"], hatch=st["hatch"], linewidths=2))
     ax.autoscale_view()
     ax.set_aspect("equal")
     ax.invert_xaxis()  # east to the left
@@ -419,15 +565,19 @@ def plot_footprints(path, footprints, title="Image footprints on the sky"):
     counts = {}
     for f in footprints:
         counts[str(f["status"])] = counts.get(str(f["status"]), 0) + 1
-    ax.set_title(f"{title}: {len(footprints)} images, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), fontsize=11)
+    ax.set_title(f"{title}: {len(footprints)} images, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), fontsize=11, y=1.0)
     handles = []
     short_groups = short_names(groups)
     if len(groups) <= 20:
         handles += [Patch(facecolor=(*colours[g][:3], 0.35), edgecolor="none", label=f"group {sg}") for g, sg in zip(groups, short_groups)]
     handles += [Line2D([], [], color=st["edgecolor"], linestyle=st["linestyle"], lw=2, label=s) for s, st in STATUS_STYLE.items() if s in counts]
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="fill: group, outline: status", title_fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
+    leg = ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="fill: group, outline: status", title_fontsize=8)
+    # fixed margins; the right one fits the legend
+    legend_width = leg.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    left, bottom, top = 0.9, 0.65, 0.45
+    right = min(legend_width + 0.25, 0.45 * width)
+    ax.set_position((left / width, bottom / height, (width - left - right) / width, (height - bottom - top) / height))
+    return fig
 
 
 def plot_overview(path, solutions, matches):
@@ -442,13 +592,34 @@ def plot_overview(path, solutions, matches):
     matches : astropy.table.Table
         Relative matches table.
     """
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 6.5), gridspec_kw={"width_ratios": [1, 1.4]})
-    ok = np.asarray(matches["used"], bool) & np.asarray(matches["accepted"], bool) if len(matches) else np.zeros(0, bool)
-    m = matches[ok] if len(matches) else matches
-    _log_hist(ax1, np.hypot(m["dx_before"], m["dy_before"]) if len(m) else [], np.hypot(m["dx_after"], m["dy_after"]) if len(m) else [], f"relative fits: {len(m)} sources used, all images")
+    _save(_overview_figure(solutions, matches), path)
+
+
+def _overview_figure(solutions, matches):
+    """The figure of `plot_overview`."""
+    from matplotlib.patches import Patch
+
+    width, height = 16.0, 6.5
+    fig = _figure(width, height)
     names = short_names(list(solutions["image"]))
     n = len(solutions)
+    twin = "match_fraction" in solutions.colnames
+    fontsize = 7 if n > 20 else 8
+    # fixed margins; the bottom one fits the image names (rotated by 60 degrees)
+    label_height = max((0.866 * tw + 0.5 * th for tw, th in (_text_size(fig, s, fontsize) for s in names)), default=0.0)
+    left, right, gap, top = 0.8, 0.8 if twin else 0.2, 0.95, 0.35
+    bottom = max(0.6, label_height + 0.2)
+    w1 = (width - left - right - gap) / 2.4
+    ax1 = fig.add_axes((left / width, bottom / height, w1 / width, (height - bottom - top) / height))
+    ax2 = fig.add_axes(((left + w1 + gap) / width, bottom / height, 1.4 * w1 / width, (height - bottom - top) / height))
+    ok = np.asarray(matches["used"], bool) & np.asarray(matches["accepted"], bool) if len(matches) else np.zeros(0, bool)
+    m = matches[ok] if len(matches) else matches
+    _log_hist(
+        ax1,
+        np.hypot(np.asarray(m["dx_before"], float), np.asarray(m["dy_before"], float)) if len(m) else [],
+        np.hypot(np.asarray(m["dx_after"], float), np.asarray(m["dy_after"], float)) if len(m) else [],
+        f"relative fits: {len(m)} sources used, all images",
+    )
     rms = np.asarray(solutions["image_rms_mas"] if "image_rms_mas" in solutions.colnames else solutions["rms_mas"], float)
     status = [str(s) for s in solutions["status"]]
     colours = [STATUS_STYLE.get(s, STATUS_STYLE["FAILED"])["edgecolor"] for s in status]
@@ -460,19 +631,16 @@ def plot_overview(path, solutions, matches):
             ax2.text(k, 0, lab, rotation=90, ha="center", va="bottom", fontsize=7)
     ax2.set_ylabel("RMS of the image's used sources after the fit (mas)")
     ax2.set_xticks(xs)
-    ax2.set_xticklabels(names, rotation=60, ha="right", fontsize=7 if n > 20 else 8)
-    if "match_fraction" in solutions.colnames:
+    ax2.set_xticklabels(names, rotation=60, ha="right", fontsize=fontsize)
+    if twin:
         ax3 = ax2.twinx()
         ax3.plot(xs, np.asarray(solutions["match_fraction"], float), "o", color="k", ms=5, label="match fraction")
         ax3.set_ylim(0, 1.05)
         ax3.set_ylabel("match fraction (sources used / sources in the overlap)")
         ax3.legend(loc="upper right", fontsize=8)
-    from matplotlib.patches import Patch
-
     ax2.legend(handles=[Patch(color=st["edgecolor"], label=s) for s, st in STATUS_STYLE.items() if s in status], loc="upper left", fontsize=8)
-    ax2.set_title("per image: fit RMS (bars, colour = status) and match fraction (dots)", fontsize=10, loc="left")
-    fig.tight_layout()
-    _save(fig, path)
+    ax2.set_title("per image: fit RMS (bars, colour = status) and match fraction (dots)", fontsize=10, loc="left", y=1.0)
+    return fig
 
 
 def plot_absolute(path, matches, row=None):
@@ -487,30 +655,22 @@ def plot_absolute(path, matches, row=None):
     row : astropy.table.Row or None
         A solution row of the absolute fit (statistics for the title).
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.8), gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    fig.suptitle("Absolute fit to the reference catalog", fontsize=13, fontweight="bold")
-    if row is not None:
-        axes[0].annotate(_wrap(_row_text(row)), (0, 1.1), xycoords="axes fraction", fontsize=9, va="bottom")
+    panels = _PanelFigure(1)
+    panels.title.set_text("Absolute fit to the reference catalog")
+    axes = panels.row(0, _wrap(_row_text(row), 150) if row is not None else "")
     if len(matches) == 0:
-        for ax in axes:
-            ax.set_axis_off()
-        axes[1].text(0.5, 0.5, "no matched sources recorded for the absolute fit", ha="center", va="center", transform=axes[1].transAxes)
-        _save(fig, path)
+        _empty_panels(axes, "no matched sources recorded for the absolute fit")
+        _save(panels.fig, path)
         return
     used = np.asarray(matches["used"], bool)
     x, y = np.asarray(matches["tp_x"], float), np.asarray(matches["tp_y"], float)
     pad = 0.05 * max(np.ptp(x), np.ptp(y), 1.0)
     ext = (float(x.min() - pad), float(x.max() + pad), float(y.min() - pad), float(y.max() + pad))
-    for ax, (dx, dy, lab) in zip(axes[:2], (("dx_before", "dy_before", "before the fit (relative WCS)"), ("dx_after", "dy_after", "after the fit"))):
-        _quiver(ax, x, y, np.asarray(matches[dx]), np.asarray(matches[dy]), used, ext, lab)
-        ax.set_xlabel("tangent-plane x (arcsec)")
-        ax.set_ylabel("tangent-plane y (arcsec)")
-    before = np.hypot(matches["dx_before"], matches["dy_before"])[used]
-    after = np.hypot(matches["dx_after"], matches["dy_after"])[used]
-    _log_hist(axes[2], np.asarray(before), np.asarray(after), f"residuals of {int(used.sum())} sources used")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    _save(fig, path)
+    _residual_panels(
+        axes, matches, used, x, y, ext, (" (relative WCS)", ""), "tangent-plane x (arcsec)", "tangent-plane y (arcsec)",
+        f"residuals of {int(used.sum())} sources used",
+    )
+    _save(panels.fig, path)
 
 
 # ---------------------------------------------------------------------------
@@ -824,18 +984,23 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
     sol = read_table(solutions)
     mt = read_table(matches)
     by_name = {str(r["image"]): r for r in sol}
+    images = np.asarray(mt["image"]) if len(mt) else np.zeros(0, "U1")
     os.makedirs(images_dir, exist_ok=True)
     fps = []
+    figures = {}  # number of chips -> _PanelFigure, redrawn for each image
+
+    def save(fig, path):
+        _save(fig, path)
+        log.info("wrote %s", path)
+
     for path in sidecars:
         stem = os.path.basename(path)[: -len("_wcs.asdf")] if path.endswith("_wcs.asdf") else os.path.splitext(os.path.basename(path))[0]
         sc = read_sidecar(path)
         png = os.path.join(images_dir, f"{stem}.png")
         if sc["kind"] == "unreadable":
-            plt = _pyplot()
-            fig, ax = plt.subplots(figsize=(10, 2))
-            ax.set_axis_off()
-            ax.text(0.5, 0.5, _wrap(f"{sc['filename']}: not aligned: {sc['extra'].get('reason', '')}", 100), ha="center", va="center")
-            _save(fig, png)
+            fig = _figure(10, 2)
+            fig.text(0.5, 0.5, _wrap(f"{sc['filename']}: not aligned: {sc['extra'].get('reason', '')}", 100), ha="center", va="center", parse_math=False)
+            save(fig, png)
             continue
         chips = _chips_of(sc)
         for ch in chips:
@@ -850,11 +1015,11 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
                     "reference": row is not None and str(row["reason"]) == "alignment reference",
                 }
             )
-        plot_image_residuals(png, sc["filename"], chips, mt)
-        log.info("wrote %s", png)
-    plot_footprints(footprints_out, fps)
-    plot_overview(overview_out, sol, mt)
-    log.info("wrote %s and %s", footprints_out, overview_out)
+        if len(chips) not in figures:
+            figures[len(chips)] = _PanelFigure(len(chips))
+        save(_draw_image_residuals(figures[len(chips)], sc["filename"], chips, mt, images), png)
+    save(_footprints_figure(fps), footprints_out)
+    save(_overview_figure(sol, mt), overview_out)
 
 
 def qa_absolute_step(solutions, matches, output):
