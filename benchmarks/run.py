@@ -181,7 +181,7 @@ def bench_grouping(work, asn, stems, cores):
             d, {"inputs": asn, "output_dir": "out"}, cores,
             "--executor", "cluster-generic", "--cluster-generic-submit-cmd", f"{sys.executable} {wrapper} {times}",
             "--jobs", str(len(stems)), "--seconds-between-status-checks", "1", "--latency-wait", "0",
-            *extra, *targets,
+            *extra, "--", *targets,
         )
         jobs = [float(x) for x in open(times).read().split()]
         out[label] = (len(jobs), sum(jobs))
