@@ -2,9 +2,18 @@
 
 Each function takes explicit input/output paths and parameters; the thin
 scripts in ``scripts/`` only unpack ``snakemake.input/params/output`` and
-call them through `run_rule`, which sets up logging and turns a
-`~tweakflow.errors.TweakflowError` into a one-line message and a non-zero
-exit status instead of a traceback.
+call them through `run_rule`, which sends the job's log records to its log
+file and turns a `~tweakflow.errors.TweakflowError` into a one-line message
+and a failed job instead of a traceback. The workflow runs the scripts as
+threads of the Snakemake process (``run_script`` in
+``workflow/rules/common.smk``), so every function here is safe to run side
+by side with the others in one process: the only global state they change
+is the log handlers of the calling thread (`job_logging`) and, around
+library calls whose warnings a step handles itself (no sources found, a
+refitted SIP), Python's warning filters (``warnings.catch_warnings`` is
+process-wide before Python 3.14: with jobs side by side, such an "ignore"
+can outlast its block and silence warnings of another job on the console;
+no result depends on it).
 """
 
 from __future__ import annotations
