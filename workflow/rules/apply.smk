@@ -24,7 +24,7 @@ rule apply_wcs:
         "apply"
     resources:
         # measured peak RSS: ~130 MB + 1.4x the file (240 MB for an 80 MB
-        # 2048x2048 file); ~10 s per 2048x2048 image, start-up included
+        # 2048x2048 file); ~10 s per 2048x2048 image as a cluster job, start-up included
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(2 * input.size_mb)),
         runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
     run:

@@ -21,7 +21,7 @@ rule detect_sources:
         "detect"
     resources:
         # measured peak RSS: ~150 MB + 3x the file (dao, 2048x2048: 400 MB for
-        # an 80 MB file); ~10 s per 2048x2048 image, start-up included
+        # an 80 MB file); ~10 s per 2048x2048 image as a cluster job, start-up included
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
         runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
     run:
