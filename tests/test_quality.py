@@ -195,6 +195,29 @@ def test_wrong_catalog_of_a_single_image_group(small_entries):
     assert wcs[1] is sub[1]["wcs"]
 
 
+def test_too_few_matches_is_not_matched_again_per_geometry(small_entries, monkeypatch):
+    """Attempts that differ only in fit geometry from one that found too few
+    matches are not matched again: same attempts table, half the matching."""
+    import tweakflow.align as align_mod
+
+    entries, _ = small_entries
+    few = [entries[0], dict(entries[2])]
+    few[1]["catalog"] = entries[2]["catalog"][:10].copy()  # fewer sources than minobj (15)
+    calls = []
+    real = align_mod._fit_attempt
+
+    def counting(entries_, idx, reference, att, *args, **kwargs):
+        calls.append((att["fitgeometry"], att["searchrad"]))
+        return real(entries_, idx, reference, att, *args, **kwargs)
+
+    monkeypatch.setattr(align_mod, "_fit_attempt", counting)
+    wcs, rows = relative_align(few)
+    assert rows[1]["status"] == "SKIPPED" and rows[1]["n_attempts"] == 6
+    assert "not enough matches" in rows[1]["reason"]
+    # rshift at 2, 6 and 12 arcsec are matched; shift at the same radii reuse them
+    assert sorted(calls) == [("rshift", 2.0), ("rshift", 6.0), ("rshift", 12.0)], calls
+
+
 def test_wrong_catalog_of_the_reference_image(large_errors):
     """A reference image whose catalog the others contradict is dropped from the reference."""
     entries, truth = large_errors

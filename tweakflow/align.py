@@ -70,6 +70,10 @@ SOLUTION_COLUMNS = [
 ]
 
 
+#: tweakwcs' reason for a fit not made: fewer than ``minobj`` matches.
+TOO_FEW_MATCHES = "not enough matches"
+
+
 def wcs_kind(wcs):
     """``"fits"`` for an `astropy.wcs.WCS` (plain FITS image), else ``"jwst"`` (GWCS)."""
     from astropy.wcs import WCS
@@ -620,12 +624,23 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
             return False, bad, "every image fails: " + " | ".join(bad.values())
         return True, {}, ""
 
+    # Too few matches depends on the matching settings only (minobj is fixed),
+    # not on the fit geometry: an attempt that differs from one that found
+    # too few matches only in its geometry gets that attempt's result again
+    # instead of matching the same catalogs a second time.
+    too_few = {}  # (members, searchrad, use2dhist) -> result
     for ntier, tier in enumerate(plan):
         for att in tier:
             members, left_out = list(idx), {}
             while True:
                 number += 1
-                res = _fit_attempt(entries, members, reference, att, p, tps, refine=gates and q["refine"])
+                key = (tuple(members), att["searchrad"], att["use2dhist"])
+                if key in too_few:
+                    res = dict(too_few[key], att=att)
+                else:
+                    res = _fit_attempt(entries, members, reference, att, p, tps, refine=gates and q["refine"])
+                    if not res["ok"] and res["reason"] == TOO_FEW_MATCHES:
+                        too_few[key] = res
                 passed, bad, why = evaluate(res)
                 if first is None:
                     first = res
