@@ -534,7 +534,6 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
             (ra[sel], dec[sel], np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
             for sel in ((src_img == k) & ~matched_mask for k in range(len(idx)))
         ],
-        all_radec=[(ra[src_img == k], dec[src_img == k]) for k in range(len(idx))],
     )
     return out
 
@@ -821,7 +820,7 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
                 rows[i].update(attempt=0, n_attempts=out["n_attempts"])
             res = out["first"]
             if res is not None and res["ok"]:
-                matches[tuple(res["idx"])] = (res, False, None)
+                matches[tuple(res["idx"])] = (_match_record(res), False, None)
             if not q["enabled"] and p["expand_refcat"] and user_order and res is not None:
                 # tweakwcs adds a failed image's sources when overlaps are
                 # not computed (strict JWST-step behaviour)
@@ -831,10 +830,10 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
                     ra, dec = det_to_world(e["wcs"], x, y)
                     reference.add(ra, dec, i, _footprint_world(e["wcs"], e["shape"]), x=x, y=y)
             continue
-        matches[tuple(best["idx"])] = (best, True, None)
+        matches[tuple(best["idx"])] = (_match_record(best), True, None)
         for i in out["failed"]:
             rej = out["rejected_in"].get(i, best)
-            matches[(i,)] = (rej, False, i)
+            matches[(i,)] = (_match_record(rej), False, i)
         fi = best["fit_info"]
         # sources of the reference used by the accepted fit
         pr = best["pairs"]
@@ -1063,6 +1062,12 @@ def _with_quality_columns(rows):
 
 def _n_complete(result):
     return sum(1 for r in result["rows"].values() if r["status"] == "COMPLETE")
+
+
+def _match_record(res):
+    """What the matches table needs of a fit (`_matches_of`): its pairs and
+    linear fit, without the correctors (a deep-copied GWCS each, ~1 MB)."""
+    return {"idx": res["idx"], "pairs": res["pairs"], "fit_info": {k: res["fit_info"][k] for k in ("matrix", "shift")}}
 
 
 def _matches_of(entries, matches, tps):
