@@ -26,7 +26,7 @@ from astropy.table import Table
 
 from .align import fit_row, make_corrector, make_matcher
 
-__all__ = ["ABSOLUTE_PARS", "combined_catalog", "absolute_align", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status"]
+__all__ = ["ABSOLUTE_PARS", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status"]
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,50 @@ def linear_fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
     return fit
 
 
-def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, details=None, **pars):
+def absolute_align(entries, wcs_list, statuses, refcat, **kwargs):
     """Fit the relatively aligned set to a reference catalog; apply one solution to all.
+
+    `absolute_fit`, then `apply_absolute` to each image of the fit.
+    Parameters are those of `absolute_fit`.
+
+    Returns
+    -------
+    wcs : list
+        Per image, the absolutely aligned GWCS (or the input one).
+    rows, combined :
+        As `absolute_fit`.
+    """
+    solution, rows, combined = absolute_fit(entries, wcs_list, statuses, refcat, **kwargs)
+    out_wcs = list(wcs_list)
+    for i in solution["members"] if solution else ():
+        out_wcs[i] = apply_absolute(entries[i], wcs_list[i], solution)
+    return out_wcs, rows, combined
+
+
+def apply_absolute(entry, wcs, solution):
+    """The WCS of one image with the absolute solution applied.
+
+    Parameters
+    ----------
+    entry : dict
+        ``wcsinfo``, ``catalog``, ``name``, ``group_id`` of the image.
+    wcs :
+        Its relatively aligned WCS.
+    solution : dict
+        From `absolute_fit`: ``matrix`` and ``shift`` in the tangent plane
+        of ``ref_tpwcs``.
+    """
+    corr = make_corrector(wcs, entry["wcsinfo"], entry["catalog"], entry["name"], entry["group_id"])
+    corr.set_correction(matrix=solution["matrix"], shift=solution["shift"], ref_tpwcs=solution["ref_tpwcs"])
+    return corr.wcs
+
+
+def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, details=None, **pars):
+    """Fit the relatively aligned set to a reference catalog (one solution for all).
+
+    The solution is applied to each image by `apply_absolute` (one at a
+    time, so that a caller writing each result can keep one corrected WCS
+    in memory, not one per image).
 
     Parameters
     ----------
@@ -219,8 +261,10 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
 
     Returns
     -------
-    wcs : list
-        Per image, the absolutely aligned GWCS (or the input one).
+    solution : dict or None
+        ``matrix``, ``shift``, ``ref_tpwcs`` (the tangent plane they are
+        in) and ``members`` (indices of the images it applies to); None when
+        no fit was made.
     rows : list of dict
         Per image, a solution row with ``stage="absolute"``: ``COMPLETE``
         when the absolute solution was applied, ``FAILED`` (with reason)
@@ -242,19 +286,18 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
         groups = {entries[i]["group_id"] for i in with_sources}
         if len(groups) == 1:
             members = with_sources
-    out_wcs = list(wcs_list)
     rows = []
     for i, e in enumerate(entries):
         why = "no sources in catalog" if i not in with_sources else "not aligned relatively: excluded from the absolute fit"
         rows.append(fit_row(e["name"], e["group_id"], "absolute", "SKIPPED", why, n_sources=len(e["catalog"])))
     if not members:
-        return out_wcs, rows, Table()
+        return None, rows, Table()
 
     def fail(reason):
         log.warning("absolute alignment failed: %s", reason)
         for i in members:
             rows[i] = fit_row(entries[i]["name"], entries[i]["group_id"], "absolute", "FAILED", reason, n_sources=len(entries[i]["catalog"]))
-        return out_wcs, rows, combined
+        return None, rows, combined
 
     ref_e = entries[members[0]]
     ref_tpwcs = make_corrector(wcs_list[members[0]], ref_e["wcsinfo"], ref_e["catalog"], ref_e["name"], ref_e["group_id"])
@@ -332,10 +375,8 @@ def absolute_align(entries, wcs_list, statuses, refcat, *, merge=True, merge_rad
     )
     for i in members:
         e = entries[i]
-        corr = make_corrector(wcs_list[i], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
-        corr.set_correction(matrix=fit["matrix"], shift=fit["shift"], ref_tpwcs=ref_tpwcs)
-        out_wcs[i] = corr.wcs
         rows[i] = fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", "", fit_info, len(e["catalog"]))
     combined["matched"] = np.zeros(len(combined), dtype=bool)
     combined["matched"][im_idx] = True
-    return out_wcs, rows, combined
+    solution = {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": ref_tpwcs, "members": members}
+    return solution, rows, combined

@@ -409,16 +409,21 @@ def align_readable(align_func, entries, **pars):
 def write_solution_sidecars(entries, wcs_list, rows, outputs):
     """Write one sidecar per image holding its (corrected) WCS and status.
 
-    The chips of a plain FITS image (entries sharing an ``index``) go into
-    one sidecar: the list of their WCSs, each chip's status and reason, and
-    the file's status (``COMPLETE`` when any chip was aligned).
+    The chips of a plain FITS image (consecutive entries sharing an
+    ``index``) go into one sidecar: the list of their WCSs, each chip's
+    status and reason, and the file's status (``COMPLETE`` when any chip
+    was aligned). ``wcs_list`` may be an iterator: each WCS is taken when
+    its file is written, so a generator keeps one file's WCSs in memory at
+    a time.
     """
+    from itertools import groupby
+
     from .io import write_sidecar
 
-    per_file = {}
-    for e, w, r in zip(entries, wcs_list, rows):
-        per_file.setdefault(e.get("index", ("entry", len(per_file))), []).append((e, w, r))
-    for items, out in zip(per_file.values(), outputs):
+    numbered = enumerate(zip(entries, wcs_list, rows))
+    files = groupby(numbered, key=lambda kv: kv[1][0].get("index", ("entry", kv[0])))
+    for (_, group), out in zip(files, outputs):
+        items = [item for _, item in group]
         e, w, r = items[0]
         sc = e["sidecar"]
         chips = None
@@ -603,7 +608,7 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
     ``matches_out`` receives the matched pairs of the fit with their residuals
     (for the QA plots).
     """
-    from .absolute import absolute_align, final_status, wcs_name
+    from .absolute import absolute_fit, apply_absolute, final_status, wcs_name
     from .align import rows_to_table
     from .catalogs import write_catalog
     from .refcat import read_reference_catalog
@@ -612,7 +617,8 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
     ref = read_reference_catalog(refcat)
     statuses = [e["sidecar"]["extra"].get("status", "SKIPPED") for e in entries]
     details = {}
-    wcs_list, rows, combined = absolute_align(entries, [e["wcs"] for e in entries], statuses, ref, details=details, **absolute)
+    solution, rows, combined = absolute_fit(entries, [e["wcs"] for e in entries], statuses, ref, details=details, **absolute)
+    members = set(solution["members"]) if solution else set()
     name = wcs_name(refcat_name)
     final_rows = []
     for e, r in zip(entries, rows):
@@ -621,7 +627,9 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
         wname = name if r["status"] == "COMPLETE" else rel.get("wcsname", "")
         final_rows.append(dict(r, status=status, reason=reason, wcsname=wname))
         log.info("%s: absolute %s %s", r["image"], r["status"], r["reason"])
-    write_solution_sidecars(entries, wcs_list, final_rows, wcs_out)
+    # one corrected WCS at a time: built, written, released
+    corrected = (apply_absolute(e, e["wcs"], solution) if i in members else e["wcs"] for i, e in enumerate(entries))
+    write_solution_sidecars(entries, corrected, final_rows, wcs_out)
     tab = rows_to_table(rows)
     write_catalog(tab, solutions_out)
     write_catalog(combined, combined_out)
