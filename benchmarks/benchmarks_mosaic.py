@@ -15,7 +15,12 @@ import os
 import numpy as np
 
 
-def make_catalog_mosaic(workdir, n_images, seed=1, step_arcsec=55.0):
+def make_catalog_mosaic(workdir, n_images, seed=1, step_arcsec=55.0, refcat=None):
+    """Write the catalogs and image sidecars; returns their paths (two lists).
+
+    With ``refcat`` (a path), also an ECSV reference catalog of the field:
+    the brightest fifth of the stars, RA/DEC with 5 mas of noise.
+    """
     import asdf
     from astropy.table import Table
 
@@ -76,4 +81,8 @@ def make_catalog_mosaic(workdir, n_images, seed=1, step_arcsec=55.0):
             cats.append(cpath)
             sides.append(spath)
             k += 1
+    if refcat:
+        bright = mag <= np.quantile(mag, 0.2)
+        noise = rng.normal(0, 0.005 / 3600, (2, int(bright.sum())))
+        write_catalog(Table({"RA": ra_s[bright] + noise[0] / np.cos(np.deg2rad(dec_s[bright])), "DEC": dec_s[bright] + noise[1]}), refcat)
     return cats, sides

@@ -16,7 +16,8 @@ Sections:
             as a process of its own, and on a cluster node one submitted job
             per image against one group job of all (what `group:` saves)
   scale     dry-run DAG construction for 1,000 and 5,000 inputs (fake files),
-            and the peak memory of the gather step with 1,000 catalogs
+            and the peak memory and time of the gather steps (align, align
+            with expand_refcat, absolute_align) with 1,000 catalogs
 
 The JWST pipeline runs in the benchmark's own environment
 (benchmarks/jwst_env.sh creates it); it is never a dependency of tweakflow.
@@ -208,30 +209,46 @@ def bench_scale(work):
         os.makedirs(d, exist_ok=True)
         t, _ = snakemake(d, {"inputs": files, "output_dir": "out"}, 2, "-n")
         out[n] = t
-    out["gather_mb"] = gather_memory(os.path.join(work, "gather1000"), 1000)
+    out["gather"] = gather_memory(os.path.join(work, "gather1000"), 1000)
     return out
 
 
 def gather_memory(work, n_images):
-    """Peak RSS (MB) of the align step on ``n_images`` synthetic catalogs + sidecars."""
+    """Peak RSS (MB) and time (s) of the gather steps on ``n_images`` synthetic catalogs + sidecars.
+
+    Each step runs in a process of its own: ``align`` with default
+    parameters, ``align`` with ``expand_refcat`` (what absolute alignment
+    forces), then ``absolute_align`` on that alignment's WCS sidecars.
+    """
     from benchmarks_mosaic import make_catalog_mosaic  # noqa: F401  (same folder)
 
-    cats, sides = make_catalog_mosaic(work, n_images)
+    refcat = os.path.join(work, "refcat.ecsv")
+    cats, sides = make_catalog_mosaic(work, n_images, refcat=refcat)
     script = (
         "import sys, json, resource\n"
-        "from tweakflow.steps import align_step\n"
+        "from tweakflow.steps import align_step, absolute_step\n"
         "from tweakflow.align import RELATIVE_PARS\n"
-        "cats, sides, out = json.load(open(sys.argv[1]))\n"
-        "align_step(cats, sides, out + '/solutions.ecsv', [out + f'/{i}_wcs.asdf' for i in range(len(cats))], relative=dict(RELATIVE_PARS))\n"
+        "from tweakflow.absolute import ABSOLUTE_PARS\n"
+        "step, cats, sides, out, refcat = json.load(open(sys.argv[1]))\n"
+        "wcs = [out + f'/{i}_wcs.asdf' for i in range(len(cats))]\n"
+        "if step == 'absolute':\n"
+        "    absolute_step(cats, sides, refcat, out + '/solutions.ecsv', wcs, out + '/combined.ecsv', absolute=dict(ABSOLUTE_PARS), refcat_name=refcat)\n"
+        "else:\n"
+        "    align_step(cats, sides, out + '/solutions.ecsv', wcs, relative=dict(RELATIVE_PARS, expand_refcat=step == 'expand'))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
-    spec = os.path.join(work, "spec.json")
-    outdir = os.path.join(work, "align_out")
-    os.makedirs(outdir, exist_ok=True)
-    with open(spec, "w") as f:
-        json.dump([cats, sides, outdir], f)
-    t, out = sh([sys.executable, "-c", script, spec])
-    return float(out.strip().splitlines()[-1]), t
+    out = {}
+    for step, inputs in (("default", sides), ("expand", sides), ("absolute", None)):
+        outdir = os.path.join(work, f"{step}_out")
+        os.makedirs(outdir, exist_ok=True)
+        if inputs is None:  # the absolute fit starts from the expand_refcat alignment
+            inputs = [os.path.join(work, "expand_out", f"{i}_wcs.asdf") for i in range(len(cats))]
+        spec = os.path.join(work, f"{step}.json")
+        with open(spec, "w") as f:
+            json.dump([step, cats, inputs, outdir, refcat], f)
+        t, log = sh([sys.executable, "-c", script, spec])
+        out[step] = (float(log.strip().splitlines()[-1]), t)
+    return out
 
 
 def main():
@@ -264,11 +281,11 @@ def main():
     print(f"| cluster: {n1} detect_sources jobs, one submitted job each / one group job (`group-components`) | node time {t1:.1f} s / {t2:.1f} s: grouping saves {(t1 - t2) / n1:.2f} s per image ({t2 / t1:.2f}x) |")
     if not args.skip_scale:
         sc = bench_scale(args.workdir)
-        mb, t_gather = sc["gather_mb"]
         print(f"| dry run, 1,000 inputs | {sc[1000]:.1f} s |")
         print(f"| dry run, 5,000 inputs | {sc[5000]:.1f} s |")
-        print(f"| align step on 1,000 catalogs + sidecars: peak memory / time | {mb:.0f} MB / {t_gather:.0f} s |")
-
+        labels = {"default": "align (default parameters)", "expand": "align with `expand_refcat` (forced by absolute alignment)", "absolute": "absolute_align"}
+        for step, (mb, t) in sc["gather"].items():
+            print(f"| {labels[step]} on 1,000 catalogs + sidecars: peak memory / time | {mb:.0f} MB / {t:.0f} s |")
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,9 @@ rule align:
     benchmark:
         f"{BENCH}/align.tsv"
     resources:
-        # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 570 MB
-        # (~0.4 MB per image); 1,760 MB with expand_refcat (the growing
-        # reference catalog: ~1.3 MB per image + ~22x the catalogs' size);
-        # ~0.5 s per image
+        # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 571 MB
+        # (~0.4 MB per image), 256 s; 1,146 MB with expand_refcat (input and
+        # corrected GWCS of every image, the growing reference catalog), 388 s
         mem_mb=lambda wc, input, attempt: attempt * (
             300 + 2 * len(STEMS) + int(30 * input.size_mb)
             if relative_params()["expand_refcat"]
