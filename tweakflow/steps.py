@@ -470,19 +470,21 @@ def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_i
     """
     import functools
 
-    from .align import attempt_table, relative_align, rows_to_table
+    from .align import SerializedWCS, attempt_table, relative_align, rows_to_table
     from .catalogs import write_catalog
     from .qa import empty_match_table
 
     entries = load_entries(catalogs, sidecars, on_bad_input=on_bad_input)
     log.info("relative alignment of %d images in %d groups", len(entries), len({e["group_id"] for e in entries}))
     details = {}
-    align = functools.partial(relative_align, quality=quality, details=details)
+    align = functools.partial(relative_align, quality=quality, details=details, serialized=True)
     wcs_list, rows = align_readable(align, entries, **relative)
     for r in rows:
         extra = f" (recovered: {r['recovery']})" if r.get("recovery") else ""
         log.info("%s [%s]: %s %s%s", r["image"], r["group_id"], r["status"], r["reason"], extra)
-    write_solution_sidecars(entries, wcs_list, rows, wcs_out)
+    # the corrected WCSs stay serialized until each is written
+    loaded = (w.load() if isinstance(w, SerializedWCS) else w for w in wcs_list)
+    write_solution_sidecars(entries, loaded, rows, wcs_out)
     write_catalog(rows_to_table(rows), solutions_out)
     if matches_out:
         matches = details.get("matches")
