@@ -19,9 +19,9 @@ rule align:
     benchmark:
         f"{BENCH}/align.tsv"
     resources:
-        # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 571 MB
-        # (~0.4 MB per image), 256 s; 1,146 MB with expand_refcat (input and
-        # corrected GWCS of every image, the growing reference catalog), 388 s
+        # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 564 MB
+        # (~0.4 MB per image), 258 s; 740 MB with expand_refcat (the growing
+        # reference catalog), 373 s
         mem_mb=lambda wc, input, attempt: attempt * (
             300 + 2 * len(STEMS) + int(30 * input.size_mb)
             if relative_params()["expand_refcat"]
