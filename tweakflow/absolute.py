@@ -186,6 +186,65 @@ def linear_fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
     return fit
 
 
+def refine_fit(ref_xy, im_xy, fit, pairs, fitter, floor, ceiling, minobj, max_iter=5):
+    """Re-pair and refit until the pairs no longer change (see `refine_matches`).
+
+    Each round computes the pairing radius from the residuals of the pairs
+    the current fit used (`refine_radius`), re-pairs all sources as mutual
+    nearest neighbours within it on that fit, and fits again. One round is
+    not enough: a false pair far from the others (high leverage, most of all
+    with ``general``) pulls the first fit towards itself, which spreads the
+    residuals of the true pairs and widens the radius enough to keep it;
+    once a round drops it, the next fit is unbiased and the radius shrinks
+    to the true noise.
+
+    Parameters
+    ----------
+    ref_xy, im_xy : numpy.ndarray
+        (N, 2) and (M, 2) positions of every source of both catalogs in the
+        fit's frame (NaN rows are ignored).
+    fit : dict
+        First fit (`linear_fit` keys ``matrix``, ``shift``, ``fitmask``).
+    pairs : tuple of numpy.ndarray
+        ``(ref_idx, im_idx)`` of the first fit's pairs.
+    fitter : callable
+        ``fitter(ref_idx, im_idx)`` -> fit dict (`linear_fit` of those pairs).
+    floor, ceiling : float
+        Bounds of the pairing radius (frame units).
+    minobj : int
+        Fewer pairs than this end the refinement with the last fit.
+
+    Returns
+    -------
+    fit, ref_idx, im_idx, radius
+        The refined fit and its pairs, and the last pairing radius (the
+        first fit, its pairs and ``nan`` when no round succeeded).
+    """
+    ref_xy, im_xy = np.asarray(ref_xy, float), np.asarray(im_xy, float)
+    ok_ref = np.flatnonzero(np.isfinite(ref_xy).all(axis=1))
+    ok_im = np.flatnonzero(np.isfinite(im_xy).all(axis=1))
+    ri, ii = (np.asarray(a, int) for a in pairs)
+    radius = float("nan")
+    for _ in range(max_iter):
+        used = np.asarray(fit["fitmask"], bool)
+        res = ref_xy[ri[used]] - (fit["shift"] + im_xy[ii[used]] @ np.asarray(fit["matrix"]).T)
+        rad = refine_radius(res, floor, ceiling)
+        r2, i2 = refine_matches(ref_xy[ok_ref], im_xy[ok_im], fit["matrix"], fit["shift"], rad)
+        r2, i2 = ok_ref[r2], ok_im[i2]
+        if len(r2) < int(minobj):
+            break
+        if len(r2) == len(ri) and np.array_equal(r2, ri) and np.array_equal(i2, ii):
+            radius = rad
+            break
+        try:
+            new = fitter(r2, i2)
+        except Exception as exc:  # a degenerate refit: keep the last good one
+            log.info("refined fit failed (%s: %s); keeping the previous fit", type(exc).__name__, exc)
+            break
+        fit, ri, ii, radius = new, r2, i2, rad
+    return fit, ri, ii, radius
+
+
 def absolute_align(entries, wcs_list, statuses, refcat, **kwargs):
     """Fit the relatively aligned set to a reference catalog; apply one solution to all.
 
@@ -340,13 +399,11 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
     try:
         fit = fit_pairs(ref_idx, im_idx)
         if refine:
-            res = all_ref[ref_idx] - (fit["shift"] + all_im[im_idx] @ fit["matrix"].T)
-            radius = refine_radius(res[fit["fitmask"]], 0.02, p["abs_tolerance"])
-            r2, i2 = refine_matches(all_ref, all_im, fit["matrix"], fit["shift"], radius)
-            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(r2), nmatch)
-            if len(r2) >= int(p["abs_minobj"]):
-                ref_idx, im_idx, nmatch = r2, i2, len(r2)
-                fit = fit_pairs(ref_idx, im_idx)
+            fit, ref_idx, im_idx, radius = refine_fit(
+                all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02, p["abs_tolerance"], p["abs_minobj"]
+            )
+            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(ref_idx), nmatch)
+            nmatch = len(ref_idx)
     except Exception as exc:
         return fail(f"fit failed: {type(exc).__name__}: {exc}")
     fit_info = {

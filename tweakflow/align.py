@@ -396,27 +396,21 @@ def _refine_fit(fi, cat, refcat, im_tp, ref_tp, entries, idx, correctors, ref_tp
         The correctors of entries ``idx`` with the refined correction
         (``correctors``, with tweakwcs' correction, when not refined).
     """
-    from .absolute import linear_fit, refine_matches, refine_radius
+    from .absolute import linear_fit, refine_fit
 
-    mref = np.asarray(fi["matched_ref_idx"], int)
-    minp = np.asarray(fi["matched_input_idx"], int)
-    used = np.asarray(fi["fitmask"], bool)
-    matrix, shift = np.asarray(fi["matrix"], float), np.asarray(fi["shift"], float)
-    res = ref_tp[mref[used]] - (shift + im_tp[minp[used]] @ matrix.T)
-    radius = refine_radius(res, 0.02 / tps, p["tolerance"] / tps)
-    ok_im = np.isfinite(im_tp).all(axis=1)
-    ok_ref = np.isfinite(ref_tp).all(axis=1)
-    ref_sel, im_sel = np.flatnonzero(ok_ref), np.flatnonzero(ok_im)
-    r2, i2 = refine_matches(ref_tp[ref_sel], im_tp[im_sel], matrix, shift, radius)
-    r2, i2 = ref_sel[r2], im_sel[i2]
-    if len(r2) < int(p["minobj"]):
-        return fi, correctors
-    wim = np.asarray(cat["weight"], float)[i2] if "weight" in cat.colnames else None
-    wref = np.asarray(refcat["weight"], float)[r2] if "weight" in refcat.colnames else None
-    try:
-        fit = linear_fit(ref_tp[r2], im_tp[i2], wref, wim, att["fitgeometry"], int(p["nclip"]), (float(p["sigma"]), "rmse"))
-    except Exception as exc:  # a degenerate refit: keep the first fit
-        log.info("refined fit failed (%s: %s); keeping the first fit", type(exc).__name__, exc)
+    wim_all = np.asarray(cat["weight"], float) if "weight" in cat.colnames else None
+    wref_all = np.asarray(refcat["weight"], float) if "weight" in refcat.colnames else None
+
+    def fitter(ri, ii):
+        return linear_fit(
+            ref_tp[ri], im_tp[ii], None if wref_all is None else wref_all[ri], None if wim_all is None else wim_all[ii],
+            att["fitgeometry"], int(p["nclip"]), (float(p["sigma"]), "rmse"),
+        )
+
+    first = {"matrix": np.asarray(fi["matrix"], float), "shift": np.asarray(fi["shift"], float), "fitmask": np.asarray(fi["fitmask"], bool)}
+    pairs = (np.asarray(fi["matched_ref_idx"], int), np.asarray(fi["matched_input_idx"], int))
+    fit, r2, i2, radius = refine_fit(ref_tp, im_tp, first, pairs, fitter, 0.02 / tps, p["tolerance"] / tps, p["minobj"])
+    if fit is first:
         return fi, correctors
     fresh = [make_corrector(entries[i]["wcs"], entries[i]["wcsinfo"], entries[i]["catalog"], entries[i]["name"], entries[i]["group_id"]) for i in idx]
     for c in fresh:
