@@ -108,7 +108,7 @@ def run_case(entries, truth, refcat, rel, ab, quality):
     rel_err = np.full(len(entries), np.nan)
     if len(ok) > 1:
         rel_err[ok] = metrics.relative_errors([wcs[i] for i in ok], [truth[entries[i]["name"]] for i in ok], [entries[i]["shape"] for i in ok])
-    abs_wcs, abs_rows, _ = absolute_align(entries, wcs, status, refcat, **ab)
+    abs_wcs, abs_rows, _ = absolute_align(entries, wcs, status, refcat, quality=quality, **ab)
     applied = [i for i, r in enumerate(abs_rows) if r["status"] == "COMPLETE"]
     abs_err = np.full(len(entries), np.nan)
     if applied:
@@ -149,7 +149,7 @@ def main(argv=None):
         for seed in args.seeds:
             paths = dataset(args.workdir, seed, args.shape, overrides)
             truth, _ = synthetic.load_truth(paths["truth"])
-            entries = entries_for(paths, det, os.path.join(args.workdir, "catalogs"))
+            entries = entries_for(paths, det, os.path.join(os.path.dirname(paths["truth"]), "catalogs"))
             refcat = read_reference_catalog(paths["refcat"])
             t = time.perf_counter()
             r = run_case(entries, truth, refcat, rel, ab, quality)

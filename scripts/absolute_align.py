@@ -12,5 +12,6 @@ run_rule(
     combined_out=snakemake.output.combined,
     matches_out=snakemake.output.matches,
     absolute=dict(snakemake.params.absolute),
+    quality=dict(snakemake.params.quality),
     refcat_name=snakemake.params.refcat_name,
 )

@@ -26,7 +26,7 @@ from astropy.table import Table
 
 from .align import fit_row, make_corrector, make_matcher
 
-__all__ = ["ABSOLUTE_PARS", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status"]
+__all__ = ["ABSOLUTE_PARS", "GRADES", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status", "refine_fit", "linear_fit"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def final_status(rel_status, rel_reason, abs_status, abs_reason):
     keeps its relative result, and a failed absolute fit is said so.
     """
     if abs_status == "COMPLETE":
-        return "COMPLETE", ""
+        return "COMPLETE", abs_reason
     if abs_status == "FAILED":
         return rel_status, f"absolute alignment failed ({abs_reason}); relative alignment kept"
     return rel_status, rel_reason
@@ -246,22 +246,23 @@ def refine_fit(ref_xy, im_xy, fit, pairs, fitter, floor, ceiling, minobj, max_it
 
 
 def absolute_align(entries, wcs_list, statuses, refcat, **kwargs):
-    """Fit the relatively aligned set to a reference catalog; apply one solution to all.
+    """Fit the relatively aligned set to a reference catalog; apply the solutions.
 
-    `absolute_fit`, then `apply_absolute` to each image of the fit.
+    `absolute_fit`, then `apply_absolute` to each image of each solution.
     Parameters are those of `absolute_fit`.
 
     Returns
     -------
     wcs : list
-        Per image, the absolutely aligned GWCS (or the input one).
+        Per image, the absolutely aligned WCS (or the input one).
     rows, combined :
         As `absolute_fit`.
     """
-    solution, rows, combined = absolute_fit(entries, wcs_list, statuses, refcat, **kwargs)
+    solutions, rows, combined = absolute_fit(entries, wcs_list, statuses, refcat, **kwargs)
     out_wcs = list(wcs_list)
-    for i in solution["members"] if solution else ():
-        out_wcs[i] = apply_absolute(entries[i], wcs_list[i], solution)
+    for sol in solutions:
+        for i in sol["members"]:
+            out_wcs[i] = apply_absolute(entries[i], wcs_list[i], sol)
     return out_wcs, rows, combined
 
 
@@ -283,84 +284,131 @@ def apply_absolute(entry, wcs, solution):
     return corr.wcs
 
 
-def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, details=None, **pars):
-    """Fit the relatively aligned set to a reference catalog (one solution for all).
+#: Grades of an absolute fit (summary column ``abs_grade``).
+GRADES = {
+    1: "the configured fit passed every quality gate",
+    2: "a recovery attempt passed every quality gate",
+    3: "not aligned relatively: aligned to the reference catalog on its own",
+    4: "every fit was rejected by the quality gates: relative alignment kept",
+    5: "no fit could be made: relative alignment kept",
+}
 
-    The solution is applied to each image by `apply_absolute` (one at a
-    time, so that a caller writing each result can keep one corrected WCS
-    in memory, not one per image).
+
+def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, details=None, **pars):
+    """Fit the relatively aligned set to a reference catalog, with quality gates.
+
+    The set's combined catalog is matched and fitted to the reference
+    catalog through the recovery chain of `tweakflow.quality` (wider
+    ``abs_searchrad`` with the 2-D histogram, then fewer degrees of
+    freedom), and a fit is accepted only if it passes the quality gates
+    with ``abs_tolerance``; otherwise the relative alignment is kept and
+    the reason given. Groups that could not be aligned relatively are then
+    fitted to the reference catalog one by one, with the same gates.
+
+    The solutions are applied to each image by `apply_absolute` (one at a
+    time, so that a caller writing each result keeps one corrected WCS in
+    memory, not one per image).
 
     Parameters
     ----------
     entries : list of dict
-        ``name``, ``wcsinfo``, ``catalog``, ``group_id`` per image.
+        ``name``, ``wcsinfo``, ``catalog``, ``group_id``, ``shape`` per image.
     wcs_list : list
-        The relatively aligned GWCS of each image.
+        The relatively aligned WCS of each image.
     statuses : list of str
-        Relative-alignment status per image; images ``SKIPPED`` there keep
-        their WCS and status (they are not consistent with the set), unless
-        no image could be aligned relatively because there was a single
-        group, in which case every image with sources is fitted as one set.
+        Relative-alignment status per image. The ``COMPLETE`` ones form the
+        set; each group of the others (with sources) is fitted on its own.
+        When no image could be aligned relatively because there was a single
+        group, every image with sources is fitted as one set.
     refcat : astropy.table.Table
         ``RA``, ``DEC`` (deg), optional ``weight``.
+    quality : dict or None
+        The ``quality`` block (`tweakflow.quality.resolve_quality`);
+        ``{"enabled": False}``: every fit is accepted, as the JWST step does.
     merge, merge_radius :
         See `combined_catalog`.
     weight_by_count : bool
         Weight merged sources by their number of detections.
     refine : bool
-        After the first fit, re-pair sources as mutual nearest neighbours
-        within five robust standard deviations of the residuals (see
-        `refine_matches`) and fit again.
+        Re-pair and refit until the pairs are stable (`refine_fit`).
     details : dict or None
-        If given, receives ``matches``: the matched pairs of the fit with
-        their residuals before and after (`tweakflow.qa.match_table`), or
-        None when no fit was made.
+        If given, receives ``matches``: the matched pairs of the set's
+        chosen (or configured) fit with their residuals before and after
+        (`tweakflow.qa.match_table`), or None when no fit was made, and
+        ``attempts``: one dict per attempt.
     **pars
         ``abs_*`` parameters (`ABSOLUTE_PARS`).
 
     Returns
     -------
-    solution : dict or None
+    solutions : list of dict
         ``matrix``, ``shift``, ``ref_tpwcs`` (the tangent plane they are
-        in) and ``members`` (indices of the images it applies to); None when
-        no fit was made.
+        in) and ``members`` (indices of the images it applies to); the set's
+        solution first, then one per group aligned on its own.
     rows : list of dict
         Per image, a solution row with ``stage="absolute"``: ``COMPLETE``
-        when the absolute solution was applied, ``FAILED`` (with reason)
-        when the fit failed, ``SKIPPED`` when the image did not take part.
+        when a solution was applied, ``FAILED`` (with reason) when the fit
+        was rejected or failed, ``SKIPPED`` when the image did not take part;
+        ``grade`` (`GRADES`), ``attempt``, ``n_attempts``, ``recovery``,
+        ``fit_error_mas`` and ``chance_log10p``.
     combined : astropy.table.Table
-        The combined catalog that was matched.
+        The set's combined catalog.
     """
-    if details is not None:
-        details["matches"] = None
+    from .quality import gate_limits, resolve_quality
+
     p = dict(ABSOLUTE_PARS)
     unknown = set(pars) - set(p)
     if unknown:
         raise TypeError(f"unknown absolute-alignment parameters: {sorted(unknown)}")
     p.update(pars)
+    q = resolve_quality(quality)
+    limits = gate_limits(q, p["abs_tolerance"])
+    opts = {"merge": merge, "merge_radius": merge_radius, "weight_by_count": weight_by_count, "refine": refine and (q["refine"] or not q["enabled"])}
+    if details is not None:
+        details.update(matches=None, attempts=[])
 
     with_sources = [i for i, e in enumerate(entries) if len(e["catalog"]) > 0]
     members = [i for i in with_sources if statuses[i] == "COMPLETE"]
-    if not members:
-        groups = {entries[i]["group_id"] for i in with_sources}
-        if len(groups) == 1:
-            members = with_sources
+    loners = {}
+    for i in with_sources:
+        if statuses[i] != "COMPLETE":
+            loners.setdefault(entries[i]["group_id"], []).append(i)
+    if not members and len(loners) == 1:
+        members, loners = with_sources, {}
     rows = []
     for i, e in enumerate(entries):
         why = "no sources in catalog" if i not in with_sources else "not aligned relatively: excluded from the absolute fit"
-        rows.append(fit_row(e["name"], e["group_id"], "absolute", "SKIPPED", why, n_sources=len(e["catalog"])))
-    if not members:
-        return None, rows, Table()
+        rows.append(dict(fit_row(e["name"], e["group_id"], "absolute", "SKIPPED", why, n_sources=len(e["catalog"])), grade=0))
 
-    def fail(reason):
-        log.warning("absolute alignment failed: %s", reason)
-        for i in members:
-            rows[i] = fit_row(entries[i]["name"], entries[i]["group_id"], "absolute", "FAILED", reason, n_sources=len(entries[i]["catalog"]))
-        return None, rows, combined
+    solutions, combined = [], Table()
+    if members:
+        sol, combined = _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, details, grade_ok=None)
+        solutions += [sol] if sol else []
+    if q["enabled"] and q["recovery"]:
+        for gid, idx in loners.items():
+            sol, _ = _fit_members(entries, wcs_list, idx, refcat, p, q, limits, opts, rows, details, grade_ok=3)
+            if sol:
+                log.info("group %s, not aligned relatively, aligned to the reference catalog on its own", gid)
+                solutions.append(sol)
+            else:
+                for i in idx:  # the relative reason stays the one reported
+                    rows[i] = dict(rows[i], status="SKIPPED", reason=f"not aligned relatively; on its own: {rows[i]['reason']}")
+    return solutions, rows, combined
+
+
+def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, details, grade_ok):
+    """Gated fit of the images ``members`` as one set; fills their ``rows``.
+
+    Returns
+    -------
+    solution : dict or None
+    combined : astropy.table.Table
+    """
+    from .quality import attempt_label, check_fit, recovery_plan
 
     ref_e = entries[members[0]]
     ref_tpwcs = make_corrector(wcs_list[members[0]], ref_e["wcsinfo"], ref_e["catalog"], ref_e["name"], ref_e["group_id"])
-    combined = combined_catalog([entries[i] for i in members], [wcs_list[i] for i in members], ref_tpwcs, merge=merge, merge_radius=merge_radius)
+    combined = combined_catalog([entries[i] for i in members], [wcs_list[i] for i in members], ref_tpwcs, merge=opts["merge"], merge_radius=opts["merge_radius"])
     log.info(
         "combined catalog: %d sources from %d detections in %d images",
         len(combined), int(np.sum(combined["n_det"])) if len(combined) else 0, len(members),
@@ -369,48 +417,156 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
     rtx, rty = _tangent_xy(ref_tpwcs, ref["RA"], ref["DEC"])
     ref["TPx"], ref["TPy"] = rtx, rty
     ref = ref[np.isfinite(rtx) & np.isfinite(rty)]
-    if len(combined) < int(p["abs_minobj"]):
-        return fail(f"combined catalog has {len(combined)} sources, fewer than abs_minobj={p['abs_minobj']}")
-    if len(ref) < int(p["abs_minobj"]):
-        return fail(f"reference catalog has {len(ref)} usable sources, fewer than abs_minobj={p['abs_minobj']}")
+    corners = np.vstack([_footprint_tp(ref_tpwcs, wcs_list[i], entries[i]) for i in members])
+    setup = {"ref": ref, "combined": combined, "corners": corners, "p": p, "opts": opts, "tp_pscale": ref_tpwcs.tanp_center_pixel_scale}
 
-    matcher = make_matcher(p["abs_searchrad"], p["abs_separation"], p["abs_use2dhist"], p["abs_tolerance"])
+    plan = recovery_plan(p["abs_searchrad"], p["abs_use2dhist"], p["abs_fitgeometry"], q)
+    first, chosen, number, attempts = None, None, 0, []
+    for tier in plan:
+        passing = []
+        for att in tier:
+            number += 1
+            res = _absolute_attempt(setup, att)
+            fails = [] if not res["ok"] or not q["enabled"] else check_fit(res["stats"], limits)
+            res.update(number=number, passed=res["ok"] and not fails, why=res["reason"] if not res["ok"] else "; ".join(fails))
+            first = first or res
+            attempts.append(res)
+            if res["passed"]:
+                passing.append(res)
+        if passing:
+            chosen = max(passing, key=lambda r: (r["stats"]["n_used"], -r["stats"]["rms_mas"]))
+            break
+        if not (q["enabled"] and q["recovery"]):
+            break
+    if details is not None:
+        details["attempts"].extend({"members": list(members), "number": r["number"], "label": attempt_label(r["att"]), "passed": r["passed"], "reason": r["why"], **r.get("stats", {})} for r in attempts)
+        shown = chosen or first
+        if grade_ok is None and shown["ok"]:
+            from .qa import match_table
+
+            details["matches"] = match_table(shown["fit_info"], shown["ref_xy"], shown["im_xy"], image="combined", stage="absolute", accepted=chosen is not None)
+
+    if chosen is None:
+        made = any(r["ok"] for r in attempts)
+        if not q["enabled"] or number == 1:
+            reason = first["why"] if made else first["reason"]
+        else:
+            reason = f"no fit passed the quality gates in {number} attempts (configured fit: {first['why']})"
+        reason = ("quality gate: " + reason) if made and q["enabled"] and number == 1 else reason
+        log.warning("absolute alignment of %d image(s) failed: %s", len(members), reason)
+        for i in members:
+            rows[i] = dict(
+                fit_row(entries[i]["name"], entries[i]["group_id"], "absolute", "FAILED", reason, n_sources=len(entries[i]["catalog"])),
+                grade=4 if made else 5, attempt=0, n_attempts=number,
+            )
+        return None, combined
+
+    fit, st = chosen["fit"], chosen["stats"]
+    log.info(
+        "absolute fit (%s, attempt %d of %d): %d matches, %d used, shift (%.4f, %.4f) arcsec, rot %.3g deg, scale %.8f, rms %.2f mas, "
+        "predicted error %.2f mas, chance 10^%.0f",
+        chosen["att"]["fitgeometry"], chosen["number"], number, st["n_matches"], st["n_used"], fit["shift"][0], fit["shift"][1],
+        fit["<rot>"], fit["<scale>"], st["rms_mas"], st["fit_error_mas"], max(st["chance_log10p"], -999),
+    )
+    grade = grade_ok or (1 if chosen["number"] == 1 else 2)
+    recovery = f"attempt {chosen['number']} of {number}: {attempt_label(chosen['att'])}" if chosen["number"] > 1 else ""
+    for i in members:
+        e = entries[i]
+        rows[i] = dict(
+            fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", GRADES[3] if grade_ok == 3 else "", chosen["fit_info"], len(e["catalog"])),
+            grade=grade, attempt=chosen["number"], n_attempts=number, recovery=recovery,
+            match_fraction=st["match_fraction"], fit_error_mas=st["fit_error_mas"], chance_log10p=st["chance_log10p"],
+        )
+    if grade_ok is None:
+        combined["matched"] = np.zeros(len(combined), dtype=bool)
+        combined["matched"][chosen["fit_info"]["matched_input_idx"]] = True
+    return {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": ref_tpwcs, "members": list(members)}, combined
+
+
+def _footprint_tp(tpwcs, wcs, entry):
+    """Corners of an image's footprint in the fit's tangent plane (arcsec)."""
+    from .align import det_to_world
+
+    ny, nx = entry["shape"][-2:]
+    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = det_to_world(wcs, x, y)
+    return np.column_stack(_tangent_xy(tpwcs, ra, dec))
+
+
+def _absolute_attempt(setup, att):
+    """Match and fit the combined catalog to the reference with one attempt's settings.
+
+    Returns
+    -------
+    dict
+        ``ok``, ``reason`` (why no fit), ``att``; when ``ok``: ``fit``,
+        ``fit_info`` (tweakwcs-like), ``stats`` (for the quality gates),
+        ``ref_xy`` and ``im_xy`` (all positions, arcsec).
+    """
+    from .align import _significance
+
+    ref, combined, p, opts = setup["ref"], setup["combined"], setup["p"], setup["opts"]
+    out = {"ok": False, "reason": "", "att": att}
+    minobj = int(p["abs_minobj"])
+    if len(combined) < minobj:
+        out["reason"] = f"combined catalog has {len(combined)} sources, fewer than abs_minobj={minobj}"
+        return out
+    if len(ref) < minobj:
+        out["reason"] = f"reference catalog has {len(ref)} usable sources, fewer than abs_minobj={minobj}"
+        return out
+    matcher = make_matcher(att["searchrad"], p["abs_separation"], att["use2dhist"], p["abs_tolerance"])
     try:
-        ref_idx, im_idx = matcher(ref, combined, tp_pscale=ref_tpwcs.tanp_center_pixel_scale, tp_units="arcsec")
+        ref_idx, im_idx = matcher(ref, combined, tp_pscale=setup["tp_pscale"], tp_units="arcsec")
     except Exception as exc:
-        return fail(f"matching failed: {type(exc).__name__}: {exc}")
+        out["reason"] = f"matching failed: {type(exc).__name__}: {exc}"
+        return out
     nmatch = len(ref_idx)
-    if nmatch < int(p["abs_minobj"]):
-        return fail(f"not enough matches ({nmatch}) with the reference catalog; abs_minobj={p['abs_minobj']}")
+    if nmatch < minobj:
+        out["reason"] = f"not enough matches ({nmatch}) with the reference catalog; abs_minobj={minobj}"
+        return out
 
     all_ref = np.c_[ref["TPx"], ref["TPy"]]
     all_im = np.c_[combined["TPx"], combined["TPy"]]
     all_wref = np.asarray(ref["weight"], float) if "weight" in ref.colnames else None
-    all_wim = np.asarray(combined["n_det"], float) if weight_by_count else None
-    sigma = (float(p["abs_sigma"]), "rmse")
+    all_wim = np.asarray(combined["n_det"], float) if opts["weight_by_count"] else None
 
     def fit_pairs(ri, ii):
         return linear_fit(
             all_ref[ri], all_im[ii],
             None if all_wref is None else all_wref[ri], None if all_wim is None else all_wim[ii],
-            p["abs_fitgeometry"], int(p["abs_nclip"]), sigma,
+            att["fitgeometry"], int(p["abs_nclip"]), (float(p["abs_sigma"]), "rmse"),
         )
 
     try:
         fit = fit_pairs(ref_idx, im_idx)
-        if refine:
-            fit, ref_idx, im_idx, radius = refine_fit(
-                all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02, p["abs_tolerance"], p["abs_minobj"]
-            )
+        if opts["refine"]:
+            fit, ref_idx, im_idx, radius = refine_fit(all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02, p["abs_tolerance"], minobj)
             log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(ref_idx), nmatch)
-            nmatch = len(ref_idx)
     except Exception as exc:
-        return fail(f"fit failed: {type(exc).__name__}: {exc}")
+        out["reason"] = f"fit failed: {type(exc).__name__}: {exc}"
+        return out
+    used = np.asarray(fit["fitmask"], bool)
+    fitted = fit["shift"] + all_im @ np.asarray(fit["matrix"]).T
+    res_mas = 1000.0 * (all_ref[ref_idx] - fitted[im_idx])
+    n_used = int(np.count_nonzero(used))
+    n_ref_in = int(np.count_nonzero(_inside_hull(all_ref, setup["corners"])))
+    n_possible = min(len(combined), n_ref_in)
+    stats = {
+        "n_matches": len(ref_idx),
+        "n_used": n_used,
+        "rms_mas": 1000.0 * float(fit["rmse"]),
+        "match_fraction": n_used / n_possible if n_possible else float("nan"),
+        "shift_arcsec": float(np.hypot(*fit["shift"])),
+        "rotation_deg": float(fit["<rot>"]),
+        "fitgeom": att["fitgeometry"],
+        **_significance(all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["corners"], len(combined), att, {"tolerance": p["abs_tolerance"]}, 1.0),
+    }
     fit_info = {
         "status": "SUCCESS",
-        "fitgeom": p["abs_fitgeometry"],
-        "nmatches": nmatch,
-        "fitmask": fit["fitmask"],
+        "fitgeom": att["fitgeometry"],
+        "nmatches": len(ref_idx),
+        "fitmask": used,
         "rmse": fit["rmse"],
         "mae": fit["mae"],
         "shift": fit["shift"],
@@ -421,19 +577,15 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
         "matched_ref_idx": ref_idx,
         "matched_input_idx": im_idx,
     }
-    if details is not None:
-        from .qa import match_table
+    out.update(ok=True, fit=fit, fit_info=fit_info, stats=stats, ref_xy=all_ref, im_xy=all_im)
+    return out
 
-        details["matches"] = match_table(fit_info, all_ref, all_im, image="combined", stage="absolute")
-    log.info(
-        "absolute fit (%s): %d matches, %d used, shift (%.4f, %.4f) arcsec, rot %.3g deg, scale %.8f, rms %.2f mas",
-        p["abs_fitgeometry"], nmatch, int(np.count_nonzero(fit["fitmask"])), fit["shift"][0], fit["shift"][1],
-        fit["<rot>"], fit["<scale>"], 1000 * fit["rmse"],
-    )
-    for i in members:
-        e = entries[i]
-        rows[i] = fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", "", fit_info, len(e["catalog"]))
-    combined["matched"] = np.zeros(len(combined), dtype=bool)
-    combined["matched"][im_idx] = True
-    solution = {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": ref_tpwcs, "members": members}
-    return solution, rows, combined
+
+def _inside_hull(points, corners):
+    """Points inside the convex hull of ``corners`` (the fitted images' footprints)."""
+    from scipy.spatial import Delaunay
+
+    pts = np.asarray(points, float)
+    if len(corners) < 3 or len(pts) == 0:
+        return np.zeros(len(pts), bool)
+    return Delaunay(np.asarray(corners, float)).find_simplex(pts) >= 0

@@ -233,9 +233,12 @@ QUALITY_COLUMNS = [
     ("image_n_used", int, 0),
     ("image_rms_mas", float, math.nan),
     ("match_fraction", float, math.nan),
+    ("fit_error_mas", float, math.nan),
+    ("chance_log10p", float, math.nan),
     ("attempt", int, 0),
     ("n_attempts", int, 0),
     ("recovery", str, ""),
+    ("grade", int, 0),
 ]
 
 #: Columns of the table of alignment attempts (one row per image and attempt).
@@ -255,6 +258,8 @@ ATTEMPT_COLUMNS = [
     ("n_used", int),
     ("rms_mas", float),
     ("match_fraction", float),
+    ("fit_error_mas", float),
+    ("chance_log10p", float),
     ("image_n_used", int),
     ("image_match_fraction", float),
     ("xshift", float),
@@ -491,7 +496,8 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     # the reference sources inside each image's (corrected) footprint
     ref_polys = [_to_tp(ref_tpwcs, fp) for fp in reference.footprints.values()]
     ref_valid = np.isfinite(ref_tp).all(axis=1)
-    image_stats = []
+    image_stats, corners = [], []
+    n_img_in_total = 0
     for k, (i, corr) in enumerate(zip(idx, correctors)):
         mine = src_img == k
         pair_k = src_img[minp] == k
@@ -501,6 +507,8 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         n_img_in = int(np.count_nonzero(_in_any(fitted_all[mine, 0], fitted_all[mine, 1], ref_polys)))
         n_ref_in = int(np.count_nonzero(_in_polygon(ref_tp[ref_valid, 0], ref_tp[ref_valid, 1], poly)))
         n_possible = min(n_img_in, n_ref_in)
+        n_img_in_total += n_img_in
+        corners.append(poly)
         n_used_k = int(np.count_nonzero(used_k))
         rk = res[used_k]
         image_stats.append(
@@ -521,6 +529,8 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         "match_fraction": sum(s["n_used"] for s in image_stats) / n_pos if n_pos else math.nan,
         "shift_arcsec": tps * float(np.hypot(*shift)),
         "rotation_deg": float(fi["<rot>"]),
+        "fitgeom": att["fitgeometry"],
+        **_significance(im_tp[minp[used]], fitted_all[minp[used]], res[used], ref_tp[ref_valid], np.vstack(corners), n_img_in_total, att, p, tps),
     }
     matched_mask = np.zeros(len(cat), bool)
     matched_mask[minp] = True
@@ -556,6 +566,28 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     return out
 
 
+def _significance(im_xy, fitted_xy, residuals_mas, ref_xy, corners, n_trials, att, p, tps):
+    """``fit_error_mas`` and ``chance_log10p`` of a fit (`tweakflow.quality`).
+
+    Positions are in the tangent plane's units (``tps`` arcsec each); the
+    reference density is measured around the used sources, within five
+    matching tolerances.
+    """
+    from scipy.spatial import cKDTree
+
+    from .quality import chance_log10p, fit_uncertainty
+
+    if len(im_xy) == 0:
+        return {"fit_error_mas": math.inf, "chance_log10p": 0.0}
+    fit_error = fit_uncertainty(im_xy, residuals_mas, att["fitgeometry"], corners)
+    r_big = 5.0 * float(p["tolerance"]) / tps
+    counts = cKDTree(ref_xy).query_ball_point(fitted_xy, r_big, return_length=True) if len(ref_xy) else np.zeros(len(fitted_xy))
+    density = max(float(np.mean(counts)) - 1.0, 0.0) / (math.pi * r_big**2)
+    radius = float(np.max(np.hypot(*np.asarray(residuals_mas, float).T))) / (1000.0 * tps)
+    log10p = chance_log10p(len(im_xy), n_trials, density, radius, float(att["searchrad"]) / tps, att["fitgeometry"])
+    return {"fit_error_mas": fit_error, "chance_log10p": log10p}
+
+
 def _attempt_records(res, entries, gid, pass_no, number, passed, reason, tps):
     """Rows of the attempts table for one attempt (one per image fitted)."""
     att = res["att"]
@@ -581,6 +613,8 @@ def _attempt_records(res, entries, gid, pass_no, number, passed, reason, tps):
                 "n_used": int(st.get("n_used", 0)),
                 "rms_mas": float(st.get("rms_mas", math.nan)),
                 "match_fraction": float(st.get("match_fraction", math.nan)),
+                "fit_error_mas": float(st.get("fit_error_mas", math.nan)),
+                "chance_log10p": float(st.get("chance_log10p", math.nan)),
                 "image_n_used": int(ist.get("n_used", 0)),
                 "image_match_fraction": float(ist.get("match_fraction", math.nan)),
                 "xshift": tps * float(fi["shift"][0]) if res["ok"] else 0.0,
@@ -869,6 +903,8 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
                 image_n_used=ist["n_used"],
                 image_rms_mas=ist["rms_mas"],
                 match_fraction=ist["match_fraction"],
+                fit_error_mas=best["stats"]["fit_error_mas"],
+                chance_log10p=best["stats"]["chance_log10p"],
                 attempt=out["number"],
                 n_attempts=out["n_attempts"],
                 recovery=out.get("recovery", ""),
@@ -1041,20 +1077,26 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
     excluded = {}
     records = []
     result = None
+    stricter = False
     for pass_no in (1, 2):
         res = _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no)
         records.extend(res["records"])
-        # a second pass (without suspect reference images) is kept only if it aligns more images
-        if result is None or _n_complete(res) > _n_complete(result):
+        # a second pass without suspect reference images is kept only if it
+        # aligns more images; one with the run's consistent-RMS limit always
+        if result is None or stricter or _n_complete(res) > _n_complete(result):
             result = res
-        if not (q["enabled"] and q["recovery"] and pass_no == 1):
+        if not (q["enabled"] and pass_no == 1):
             break
-        bad = _bad_reference_images(entries, res, limits, groups)
-        if not bad:
+        rms_limit = _inconsistent_rms_limit(res, q, limits)
+        bad = _bad_reference_images(entries, res, limits, groups) if q["recovery"] else {}
+        if not bad and rms_limit is None:
             break
         for i, why in bad.items():
             log.warning("%s: %s; aligning again without it as reference", entries[i]["name"], why)
         excluded.update(bad)
+        if rms_limit is not None:
+            stricter = True
+            limits = dict(limits, max_rms_mas=rms_limit)
 
     for i, r in result["rows"].items():
         if result["pass_no"] == 2 and i in excluded and r["status"] != "COMPLETE" and not r["reason"].startswith(excluded[i]):
@@ -1071,6 +1113,25 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
         if rows[i]["status"] != "COMPLETE":
             log.warning("%s [%s]: SKIPPED: %s", entries[i]["name"], entries[i]["group_id"], rows[i]["reason"])
     return out_wcs, _with_quality_columns(rows)
+
+
+def _inconsistent_rms_limit(result, q, limits):
+    """The run's consistent-RMS limit when an accepted fit exceeds it, else None.
+
+    Each accepted group fit counts once (`tweakflow.quality.consistent_rms_limit`).
+    """
+    from .quality import consistent_rms_limit
+
+    fits = {r["group_id"]: r["rms_mas"] for r in result["rows"].values() if r["status"] == "COMPLETE" and r.get("attempt", 0) > 0}
+    limit = consistent_rms_limit(fits.values(), q["max_rms_ratio"])
+    if limit >= limits["max_rms_mas"] or all(v <= limit for v in fits.values()):
+        return None
+    worst = {g: v for g, v in fits.items() if v > limit}
+    log.warning(
+        "fit RMS of group(s) %s inconsistent with the run's other fits (limit %.1f mas); aligning again with that limit",
+        ", ".join(f"{g} ({v:.1f} mas)" for g, v in worst.items()), limit,
+    )
+    return limit
 
 
 def _with_quality_columns(rows):

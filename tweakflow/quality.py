@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .errors import ConfigError
 
 __all__ = [
@@ -45,6 +47,10 @@ __all__ = [
     "check_image",
     "recovery_plan",
     "attempt_label",
+    "fit_uncertainty",
+    "chance_log10p",
+    "consistent_rms_limit",
+    "N_PARAMS",
 ]
 
 #: Defaults of the ``quality`` configuration block.
@@ -55,6 +61,10 @@ QUALITY_DEFAULTS = {
     "min_match_fraction": 0.1,
     "max_shift_arcsec": None,
     "max_rotation_deg": 1.0,
+    "matches_per_parameter": 3,
+    "max_fit_error_mas": 5.0,
+    "max_chance_log10p": -6.0,
+    "max_rms_ratio": 5.0,
     "recovery": True,
     "recovery_searchrad": [6.0, 12.0],
     "recovery_fitgeometry": True,
@@ -64,6 +74,9 @@ QUALITY_DEFAULTS = {
 
 #: Fit geometries from most to fewest degrees of freedom.
 FITGEOM_CHAIN = ("general", "rscale", "rshift", "shift")
+
+#: Free parameters of each fit geometry.
+N_PARAMS = {"shift": 2, "rshift": 3, "rscale": 4, "general": 6}
 
 
 def resolve_quality(quality=None):
@@ -89,11 +102,15 @@ def resolve_quality(quality=None):
     if unknown:
         raise ConfigError(f"quality: unknown key(s) {sorted(unknown)}")
     q.update(quality)
-    for key in ("max_rms_mas", "max_shift_arcsec", "max_rotation_deg"):
+    for key in ("max_rms_mas", "max_shift_arcsec", "max_rotation_deg", "max_fit_error_mas", "max_rms_ratio"):
         if q[key] is not None and not float(q[key]) > 0:
             raise ConfigError(f"quality.{key}: must be positive or null, got {q[key]!r}")
     if int(q["min_matches"]) < 0:
         raise ConfigError(f"quality.min_matches: must be >= 0, got {q['min_matches']!r}")
+    if float(q["matches_per_parameter"]) < 0:
+        raise ConfigError(f"quality.matches_per_parameter: must be >= 0, got {q['matches_per_parameter']!r}")
+    if q["max_chance_log10p"] is not None and not float(q["max_chance_log10p"]) <= 0:
+        raise ConfigError(f"quality.max_chance_log10p: must be <= 0 or null, got {q['max_chance_log10p']!r}")
     if not 0.0 <= float(q["min_match_fraction"]) <= 1.0:
         raise ConfigError(f"quality.min_match_fraction: must be in [0, 1], got {q['min_match_fraction']!r}")
     radii = [float(r) for r in (q["recovery_searchrad"] or [])]
@@ -121,12 +138,19 @@ def gate_limits(quality, tolerance):
         ``max_shift_arcsec`` and ``max_rotation_deg`` (``inf`` for no limit).
     """
     rms = quality["max_rms_mas"]
+
+    def limit(key):
+        return math.inf if quality[key] is None else float(quality[key])
+
     return {
         "max_rms_mas": float(rms) if rms is not None else 1000.0 * float(tolerance) / 3.0,
         "min_matches": int(quality["min_matches"]),
         "min_match_fraction": float(quality["min_match_fraction"]),
-        "max_shift_arcsec": math.inf if quality["max_shift_arcsec"] is None else float(quality["max_shift_arcsec"]),
-        "max_rotation_deg": math.inf if quality["max_rotation_deg"] is None else float(quality["max_rotation_deg"]),
+        "max_shift_arcsec": limit("max_shift_arcsec"),
+        "max_rotation_deg": limit("max_rotation_deg"),
+        "matches_per_parameter": float(quality["matches_per_parameter"]),
+        "max_fit_error_mas": limit("max_fit_error_mas"),
+        "max_chance_log10p": limit("max_chance_log10p"),
     }
 
 
@@ -141,9 +165,11 @@ def check_fit(stats, limits):
     Parameters
     ----------
     stats : dict
-        ``n_used`` (sources used in the fit), ``rms_mas``,
+        ``n_used`` (sources used in the fit), ``fitgeom``, ``rms_mas``,
         ``match_fraction`` (NaN when the catalogs do not overlap),
-        ``shift_arcsec`` (length of the shift) and ``rotation_deg``.
+        ``shift_arcsec`` (length of the shift), ``rotation_deg``,
+        ``fit_error_mas`` (`fit_uncertainty` over the images) and
+        ``chance_log10p`` (`chance_log10p`); the last two may be absent.
     limits : dict
         `gate_limits`.
 
@@ -153,8 +179,10 @@ def check_fit(stats, limits):
         One message per failed gate (empty: the fit passes).
     """
     fails = []
-    if stats["n_used"] < limits["min_matches"]:
-        fails.append(f"{stats['n_used']} sources used in the fit < min_matches {limits['min_matches']}")
+    n_min = max(limits["min_matches"], math.ceil(limits.get("matches_per_parameter", 0) * N_PARAMS.get(stats.get("fitgeom"), 0)))
+    if stats["n_used"] < n_min:
+        why = f"min_matches {limits['min_matches']}" if n_min == limits["min_matches"] else f"{n_min} needed for a {stats['fitgeom']} fit"
+        fails.append(f"{stats['n_used']} sources used in the fit < {why}")
     rms = float(stats["rms_mas"])
     if not math.isfinite(rms) or rms > limits["max_rms_mas"]:
         fails.append(f"fit RMS {rms:.1f} mas > max_rms_mas {limits['max_rms_mas']:.1f}")
@@ -163,12 +191,138 @@ def check_fit(stats, limits):
         fails.append("no source of either catalog lies in their overlap")
     elif frac < limits["min_match_fraction"]:
         fails.append(f"match fraction {frac:.2f} < min_match_fraction {limits['min_match_fraction']:.2f}")
+    err = float(stats.get("fit_error_mas", 0.0))
+    if not err <= limits.get("max_fit_error_mas", math.inf):
+        fails.append(f"fit poorly constrained: {err:.1f} mas predicted error on the images > max_fit_error_mas {limits['max_fit_error_mas']:g}")
+    lp = float(stats.get("chance_log10p", -math.inf))
+    if not lp <= limits.get("max_chance_log10p", math.inf):
+        fails.append(f"matches no better than chance: probability 10^{lp:.1f} > 10^{limits['max_chance_log10p']:g}")
     if float(stats["shift_arcsec"]) > limits["max_shift_arcsec"]:
         fails.append(f"shift {stats['shift_arcsec']:.3f} arcsec > max_shift_arcsec {limits['max_shift_arcsec']:g}")
     rot = abs(_wrap_angle(stats["rotation_deg"]))
     if rot > limits["max_rotation_deg"]:
         fails.append(f"rotation {rot:.4f} deg > max_rotation_deg {limits['max_rotation_deg']:g}")
     return fails
+
+
+def _design(xy, fitgeom):
+    """Jacobians (X rows, Y rows) of a linear fit's prediction w.r.t. its parameters, at ``xy``."""
+    x, y = np.asarray(xy, float).T
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    cols = {
+        "shift": ([one, zero], [zero, one]),
+        "rshift": ([one, zero, -y], [zero, one, x]),
+        "rscale": ([one, zero, -y, x], [zero, one, x, y]),
+        "general": ([one, zero, x, y, zero, zero], [zero, one, zero, zero, x, y]),
+    }[fitgeom]
+    return np.column_stack(cols[0]), np.column_stack(cols[1])
+
+
+def fit_uncertainty(xy, residuals, fitgeom, at):
+    """Largest predicted 1-sigma position error of a linear fit at points ``at``.
+
+    The fit's parameters are known as well as its pairs constrain them: with
+    per-axis noise estimated from the residuals, their covariance is
+    sigma^2 (A^T A)^-1 for the design matrix A of the pairs' positions
+    (about their centroid, rotations linearised). Propagated to ``at`` (the
+    corners of the images the fit is applied to), it says how far the
+    corrected WCS may be wrong where the matches do not reach: a
+    ``general`` fit to a few stars in one corner of a two-detector group is
+    poorly constrained on the far detector, whatever its RMS.
+
+    Parameters
+    ----------
+    xy : (N, 2) array
+        Positions of the pairs used in the fit (any linear unit).
+    residuals : (N, 2) array
+        Their residuals, in the unit of the result.
+    fitgeom : str
+        ``shift``, ``rshift``, ``rscale`` or ``general``.
+    at : (M, 2) array
+        Points (same unit as ``xy``) where the error is predicted.
+
+    Returns
+    -------
+    float
+        The largest predicted 2-D error at ``at`` (``inf`` when the fit has
+        no redundancy or the pairs cannot constrain the geometry).
+    """
+    xy = np.asarray(xy, float)
+    n, k = len(xy), N_PARAMS[fitgeom]
+    if 2 * n <= k:
+        return math.inf
+    center = xy.mean(axis=0)
+    ax, ay = _design(xy - center, fitgeom)
+    a = np.vstack([ax, ay])
+    sigma2 = float(np.sum(np.asarray(residuals, float) ** 2)) / (2 * n - k)
+    normal = a.T @ a
+    if np.linalg.cond(normal) > 1e12:
+        return math.inf
+    cov = sigma2 * np.linalg.inv(normal)
+    jx, jy = _design(np.asarray(at, float) - center, fitgeom)
+    var = np.einsum("ij,jk,ik->i", jx, cov, jx) + np.einsum("ij,jk,ik->i", jy, cov, jy)
+    return float(np.sqrt(np.max(var)))
+
+
+def chance_log10p(n_pairs, n_trials, density, radius, searchrad, fitgeom):
+    """log10 of the probability that ``n_pairs`` matches arise by chance.
+
+    Unrelated catalogs still pair: each of the ``n_trials`` sources of one
+    catalog that lie where the other has sources finds one within
+    ``radius`` with probability ``density * pi * radius**2``, so the number
+    of chance pairs is Poisson-distributed with that mean. The offset
+    search makes it ``(searchrad / radius)**2`` tries at finding the best
+    such coincidence, and each free parameter beyond the shift one more
+    factor of ten; these multiply the Poisson tail probability of
+    ``n_pairs`` or more. A correct fit's pairs lie within a few noise
+    sigmas (a few mas), where chance pairs are rare: its probability is
+    10^-20 or smaller; a fit to chance pairs spreads them over the matching
+    tolerance, and its probability is near one.
+
+    Parameters
+    ----------
+    n_pairs : int
+        Pairs used by the fit, all within ``radius`` of their counterpart.
+    n_trials : int
+        Sources that could have been paired (in the overlap).
+    density : float
+        Surface density of the other catalog's sources (per unit area of
+        ``radius``).
+    radius, searchrad : float
+        Largest residual of the pairs, and the offset search radius.
+    fitgeom : str
+
+    Returns
+    -------
+    float
+    """
+    from scipy.stats import poisson
+
+    if n_pairs <= 0:
+        return 0.0
+    radius = max(float(radius), 1e-12)
+    lam = max(float(n_trials), float(n_pairs)) * float(density) * math.pi * radius**2
+    if lam <= 0:
+        return -math.inf
+    tail = float(poisson.logsf(int(n_pairs) - 1, lam)) / math.log(10.0)
+    looks = 2.0 * math.log10(max(float(searchrad) / radius, 1.0)) + (N_PARAMS.get(fitgeom, 2) - 2)
+    return min(tail + looks, 0.0)
+
+
+def consistent_rms_limit(rms_values, ratio):
+    """Largest fit RMS consistent with the run's other fits, or ``inf``.
+
+    Correct fits of one run share the catalogs' centroid noise, so their
+    RMS values are alike; a fit several times worse than their median has
+    false pairs in it (or a geometry that does not fit), though it may stay
+    far below the tolerance-based ``max_rms_mas``. Needs three fits to
+    judge; the limit is never below 5 mas, so that noise-free data cannot
+    make every fit look inconsistent.
+    """
+    vals = [float(v) for v in rms_values if math.isfinite(float(v))]
+    if ratio is None or len(vals) < 3:
+        return math.inf
+    return max(float(ratio) * float(np.median(vals)), 5.0)
 
 
 def check_image(stats, limits):

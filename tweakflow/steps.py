@@ -573,7 +573,7 @@ def summary_step(solution_tables, output):
                 continue
             out[pre + col] = t[col]
         # per-image fit statistics and recovery record (quality-gated alignment)
-        for col in ("image_n_matches", "image_n_used", "image_rms_mas", "match_fraction", "attempt", "n_attempts", "recovery"):
+        for col in ("image_n_matches", "image_n_used", "image_rms_mas", "match_fraction", "fit_error_mas", "chance_log10p", "attempt", "n_attempts", "recovery", "grade"):
             if col in t.colnames:
                 out[pre + col] = t[col]
     write_catalog(out, output)
@@ -604,7 +604,7 @@ def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3
     write_catalog(tab, output)
 
 
-def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name, matches_out=None):
+def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name, quality=None, matches_out=None):
     """Fit the relatively aligned set to the reference catalog (``absolute_align`` rule).
 
     ``matches_out`` receives the matched pairs of the fit with their residuals
@@ -619,8 +619,8 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
     ref = read_reference_catalog(refcat)
     statuses = [e["sidecar"]["extra"].get("status", "SKIPPED") for e in entries]
     details = {}
-    solution, rows, combined = absolute_fit(entries, [e["wcs"] for e in entries], statuses, ref, details=details, **absolute)
-    members = set(solution["members"]) if solution else set()
+    solutions, rows, combined = absolute_fit(entries, [e["wcs"] for e in entries], statuses, ref, quality=quality, details=details, **absolute)
+    solution_of = {i: sol for sol in solutions for i in sol["members"]}
     name = wcs_name(refcat_name)
     final_rows = []
     for e, r in zip(entries, rows):
@@ -630,7 +630,7 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
         final_rows.append(dict(r, status=status, reason=reason, wcsname=wname))
         log.info("%s: absolute %s %s", r["image"], r["status"], r["reason"])
     # one corrected WCS at a time: built, written, released
-    corrected = (apply_absolute(e, e["wcs"], solution) if i in members else e["wcs"] for i, e in enumerate(entries))
+    corrected = (apply_absolute(e, e["wcs"], solution_of[i]) if i in solution_of else e["wcs"] for i, e in enumerate(entries))
     write_solution_sidecars(entries, corrected, final_rows, wcs_out)
     tab = rows_to_table(rows)
     write_catalog(tab, solutions_out)

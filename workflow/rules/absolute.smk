@@ -38,6 +38,7 @@ if ABSOLUTE:
             wcs=expand(f"{WORK}/absolute/{{stem}}_wcs.asdf", stem=STEMS),
         params:
             absolute=absolute_params(),
+            quality=quality_params(),
             refcat_name=TW["abs_refcat"],
         log:
             f"{LOGS}/absolute_align.log",

@@ -170,8 +170,9 @@ def relative_params():
 
 
 def quality_params():
-    """The quality gates and recovery settings of the relative alignment
-    (``quality`` block without ``report``): changing them re-runs align."""
+    """The quality gates and recovery settings of the relative and absolute
+    fits (``quality`` block without ``report``): changing them re-runs align
+    and absolute_align."""
     from tweakflow.quality import QUALITY_DEFAULTS
 
     q = {**QUALITY_DEFAULTS, **config.get("quality", {})}
