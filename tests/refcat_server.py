@@ -192,3 +192,22 @@ class CatalogServer:
                 pass
 
         return Handler
+
+
+def stars_from_refcat(path, obs_epoch, pm_ra=20.0, pm_dec=-15.0, catalog="GAIADR3"):
+    """The stars of a synthetic ``refcat.ecsv`` (positions at ``obs_epoch``), as the service holds them.
+
+    Each star is moved back to the catalog's epoch with a common proper
+    motion, so that a client that does not ask for (or apply) the epoch of
+    the observations gets positions off by years x ~25 mas/yr.
+    """
+    from astropy.table import Table
+
+    ref = Table.read(path)
+    dt = obs_epoch - CATALOG_EPOCH[catalog]
+    stars = []
+    for i, (ra, dec) in enumerate(zip(ref["RA"], ref["DEC"])):
+        ra0 = ra - pm_ra * dt / 3.6e6 / np.cos(np.deg2rad(dec))
+        dec0 = dec - pm_dec * dt / 3.6e6
+        stars.append(Star(f"S{i}", 10**15 + i, float(ra0), float(dec0), 18.0, pm_ra, pm_dec))
+    return stars

@@ -77,3 +77,67 @@ def test_failure_keeps_relative_alignment(aligned):
     assert all(a is b for a, b in zip(out, wcs))
     status, reason = final_status("COMPLETE", "", rows[0]["status"], rows[0]["reason"])
     assert status == "COMPLETE" and "absolute alignment failed" in reason
+
+
+def _random_field(ref, density_factor, seed):
+    """A reference catalog of random positions over the same area, ``density_factor`` x as dense."""
+    rng = np.random.default_rng(seed)
+    n = int(density_factor * len(ref))
+    ra = rng.uniform(ref["RA"].min(), ref["RA"].max(), n)
+    dec = rng.uniform(ref["DEC"].min(), ref["DEC"].max(), n)
+    return Table({"RA": ra, "DEC": dec})
+
+
+@pytest.mark.parametrize("density_factor", [1.0, 4.0, 10.0])
+def test_catalog_of_another_field_is_rejected(aligned, density_factor):
+    """Chance pairs with an unrelated catalog never pass the gates: the relative alignment is kept."""
+    entries, wcs, statuses, ref, tl, shapes = aligned
+    out, rows, _ = absolute_align(entries, wcs, statuses, _random_field(ref, density_factor, seed=int(density_factor)))
+    assert all(r["status"] == "FAILED" for r in rows), [(r["status"], r["n_used"], r["rms_mas"]) for r in rows]
+    assert all(a is b for a, b in zip(out, wcs))
+    assert {r["grade"] for r in rows} <= {4, 5}
+    assert all("attempts" in r["reason"] or "quality gate" in r["reason"] or "matches" in r["reason"] for r in rows), rows[0]["reason"]
+
+
+def test_catalog_of_another_field_passes_without_gates(aligned):
+    """Control: the JWST step's behaviour (no gates) applies the chance fit at 4x density."""
+    entries, wcs, statuses, ref, tl, shapes = aligned
+    out, rows, _ = absolute_align(entries, wcs, statuses, _random_field(ref, 4.0, seed=4), quality={"enabled": False}, abs_minobj=5)
+    assert all(r["status"] == "COMPLETE" for r in rows)
+    assert np.max(metrics.absolute_errors(out, tl, shapes)) > 100.0
+
+
+def _shifted(ref, arcsec):
+    return Table({"RA": ref["RA"] + arcsec / 3600.0 / np.cos(np.deg2rad(ref["DEC"])), "DEC": ref["DEC"]})
+
+
+def test_five_arcsec_pointing_offset_is_recovered(aligned):
+    """The set is 5 arcsec (plus its pointing errors) from the catalog: found, through the recovery chain if needed."""
+    entries, wcs, statuses, ref, tl, shapes = aligned
+    out, rows, _ = absolute_align(entries, wcs, statuses, _shifted(ref, 5.0))
+    assert all(r["status"] == "COMPLETE" for r in rows), rows[0]["reason"]
+    assert {r["grade"] for r in rows} <= {1, 2}
+    for w, t, s in zip(out, tl, shapes):
+        got, true = metrics.wcs_offsets(w, t, s)
+        d = got - true
+        # the whole set moved by the catalog's 5 arcsec (east: -xi... on the sky RA grows to the east)
+        assert np.hypot(*(d.mean(axis=0))) == pytest.approx(5.0, abs=0.01)
+        assert 1000 * np.sqrt(np.mean(np.sum((d - d.mean(axis=0)) ** 2, axis=1))) < 5.0
+
+
+def test_group_not_aligned_relatively_is_aligned_to_the_catalog_alone(aligned):
+    """A group the relative alignment left SKIPPED overlaps the reference catalog: aligned on its own (grade 3)."""
+    entries, wcs, statuses, ref, tl, shapes = aligned
+    gid = entries[-1]["group_id"]
+    lone = [i for i, e in enumerate(entries) if e["group_id"] == gid]
+    wcs2 = [e["wcs"] if i in lone else w for i, (e, w) in enumerate(zip(entries, wcs))]
+    st2 = ["SKIPPED" if i in lone else s for i, s in enumerate(statuses)]
+    out, rows, _ = absolute_align(entries, wcs2, st2, ref)
+    err = metrics.absolute_errors(out, tl, shapes)
+    assert all(r["status"] == "COMPLETE" for r in rows)
+    assert {rows[i]["grade"] for i in lone} == {3}
+    assert all("on its own" in rows[i]["reason"] for i in lone)
+    assert np.all(err < 5.0), err
+    # without recovery the group stays as the relative alignment left it
+    _, rows_off, _ = absolute_align(entries, wcs2, st2, ref, quality={"recovery": False})
+    assert {rows_off[i]["status"] for i in lone} == {"SKIPPED"}

@@ -7,7 +7,17 @@ import pytest
 from tweakflow import metrics, synthetic
 from tweakflow.align import relative_align
 from tweakflow.errors import ConfigError
-from tweakflow.quality import QUALITY_DEFAULTS, check_fit, check_image, gate_limits, recovery_plan, resolve_quality
+from tweakflow.quality import (
+    QUALITY_DEFAULTS,
+    chance_log10p,
+    check_fit,
+    check_image,
+    consistent_rms_limit,
+    fit_uncertainty,
+    gate_limits,
+    recovery_plan,
+    resolve_quality,
+)
 from workflow_runner import detected_entries
 
 #: Pointing errors of 1.5-3 arcsec per exposure: offsets between exposures
@@ -91,6 +101,51 @@ def test_check_fit_reports_each_failed_gate():
     assert any("max_shift_arcsec" in f for f in fails)
     assert any("max_rotation_deg" in f for f in fails)
     assert "overlap" in check_fit(dict(good, match_fraction=np.nan), lim)[0]
+
+
+def test_check_fit_judges_by_the_data():
+    lim = gate_limits(resolve_quality(None), tolerance=0.7)
+    good = {"n_used": 25, "rms_mas": 4.0, "match_fraction": 0.3, "shift_arcsec": 0.5, "rotation_deg": 0.0,
+            "fitgeom": "general", "fit_error_mas": 1.2, "chance_log10p": -80.0}
+    assert check_fit(good, lim) == []
+    # more matches for more degrees of freedom: 3 per parameter
+    assert check_fit(dict(good, n_used=12), lim) == ["12 sources used in the fit < 18 needed for a general fit"]
+    assert check_fit(dict(good, n_used=12, fitgeom="rshift"), lim) == []
+    assert "poorly constrained" in check_fit(dict(good, fit_error_mas=9.0), lim)[0]
+    assert "no better than chance" in check_fit(dict(good, chance_log10p=-0.3), lim)[0]
+    off = gate_limits(resolve_quality({"max_fit_error_mas": None, "max_chance_log10p": None, "matches_per_parameter": 0}), 0.7)
+    assert check_fit(dict(good, n_used=12, fit_error_mas=9.0, chance_log10p=-0.3), off) == []
+
+
+def test_fit_uncertainty_follows_counting_and_leverage():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(-100, 100, (400, 2))
+    res = rng.normal(0, 1.0, (400, 2))
+    corners = np.array([[-100, -100], [100, -100], [100, 100], [-100, 100]], float)
+    # a shift is known to sigma/sqrt(n) per axis everywhere
+    assert fit_uncertainty(xy, res, "shift", corners) == pytest.approx(np.sqrt(2 / 400), rel=0.1)
+    # more parameters: larger error at the corners; matches in one corner: far larger on the far side
+    assert fit_uncertainty(xy, res, "general", corners) > fit_uncertainty(xy, res, "rshift", corners)
+    corner = xy[(xy[:, 0] > 60) & (xy[:, 1] > 60)]
+    far = np.array([[-1000.0, -1000.0]])
+    assert fit_uncertainty(corner, res[: len(corner)], "general", far) > 20 * fit_uncertainty(xy, res, "general", far)
+    assert fit_uncertainty(xy[:3], res[:3], "general", corners) == np.inf  # no redundancy
+
+
+def test_chance_probability_separates_real_from_chance_pairs():
+    # 300 sources, reference density 0.05 per arcsec^2, searchrad 2 arcsec
+    real = chance_log10p(250, 300, 0.05, 0.012, 2.0, "rshift")  # pairs within 12 mas
+    chance = chance_log10p(20, 300, 0.05, 0.7, 2.0, "rshift")  # pairs over the whole 0.7 arcsec tolerance
+    assert real < -100
+    assert chance > -1
+    assert chance_log10p(0, 300, 0.05, 0.7, 2.0, "shift") == 0.0
+
+
+def test_consistent_rms_limit():
+    assert consistent_rms_limit([2.0, 2.5, 3.0], 5.0) == pytest.approx(12.5)
+    assert consistent_rms_limit([0.1, 0.1, 0.2], 5.0) == 5.0  # never below 5 mas
+    assert consistent_rms_limit([2.0, 2.5], 5.0) == np.inf  # too few fits to judge
+    assert consistent_rms_limit([2.0, 2.5, 3.0], None) == np.inf
 
 
 def test_check_image_needs_evidence():
@@ -266,3 +321,33 @@ def test_gates_off_reproduce_tweakwcs_align_wcs(large_errors, pars):
             assert np.allclose(w(500.0, 500.0), c.wcs(500.0, 500.0), rtol=0, atol=1e-12)
         else:
             assert fi["status"] == "REFERENCE" and r["reason"] == "alignment reference"
+
+
+@pytest.fixture(scope="module")
+def four_groups(tmp_path_factory):
+    """4 exposures of one detector: three fits to judge each other by."""
+    out = tmp_path_factory.mktemp("four_groups")
+    cfg = {"n_exposures": 4, "detectors": ["nrca1"], "shape": (1024, 1024), "seed": 5, "n_stars": 900}
+    paths = synthetic.make_dataset(str(out), synthetic.SyntheticConfig(**cfg))
+    truth, _ = synthetic.load_truth(paths["truth"])
+    return _entries(paths["images"]), truth
+
+
+def test_fit_inconsistent_with_the_run_is_rejected(four_groups):
+    """A group whose centroids scatter 10x more than the others' fits far above the run's RMS: SKIPPED, not COMPLETE."""
+    entries, truth = four_groups
+    noisy = [dict(e) for e in entries]
+    rng = np.random.default_rng(3)
+    cat = noisy[2]["catalog"] = entries[2]["catalog"].copy()
+    cat["x"] += rng.normal(0, 1.2, len(cat))  # ~40 mas per axis
+    cat["y"] += rng.normal(0, 1.2, len(cat))
+    # the predicted-error gate rejects it too; off here, to test the run-consistency gate alone
+    q = {"max_fit_error_mas": None}
+    wcs, rows = relative_align(noisy, quality=q)
+    assert [r["status"] for r in rows] == ["COMPLETE", "COMPLETE", "SKIPPED", "COMPLETE"], [(r["status"], r["rms_mas"], r["reason"]) for r in rows]
+    assert "max_rms_mas" in rows[2]["reason"]
+    err = _errors(noisy, truth, wcs, rows)
+    assert np.nanmax(err) < 1.0, err
+    # control: without the run-consistency gate the noisy group passes (its RMS is far below tolerance/3)
+    _, rows_off = relative_align(noisy, quality=dict(q, max_rms_ratio=None))
+    assert rows_off[2]["status"] == "COMPLETE" and rows_off[2]["rms_mas"] > 30

@@ -8,7 +8,7 @@ import pytest
 from astropy.table import Table
 
 from workflow_runner import run_workflow
-from refcat_server import CatalogServer, Star
+from refcat_server import CatalogServer, stars_from_refcat
 from tweakflow import metrics, synthetic
 from tweakflow.refcat import epoch_from_dates
 
@@ -49,21 +49,12 @@ def test_user_refcat(tmp_path, small_dataset):
     assert "detect_sources" not in out and "rule align:" not in out
 
 
-def _gaia_stars(dataset, pm_ra=20.0, pm_dec=-15.0):
-    """The dataset's reference stars moved back to Gaia DR3's epoch with a common proper motion.
-
-    If the epoch were not applied, every position would be off by ~10 yr x 25 mas/yr.
-    """
+def _gaia_stars(dataset):
+    """The dataset's reference stars at Gaia DR3's epoch (see `refcat_server.stars_from_refcat`)."""
     from tweakflow.io import read_image
 
-    ref = Table.read(dataset["refcat"])
-    dt = epoch_from_dates([read_image(dataset["images"][0], with_data=False, with_wcs=False).meta["date"]]) - 2016.0
-    stars = []
-    for i, (ra, dec) in enumerate(zip(ref["RA"], ref["DEC"])):
-        ra0 = ra - pm_ra * dt / 3.6e6 / np.cos(np.deg2rad(dec))
-        dec0 = dec - pm_dec * dt / 3.6e6
-        stars.append(Star(f"S{i}", 10**15 + i, float(ra0), float(dec0), 18.0, pm_ra, pm_dec))
-    return stars
+    date = read_image(dataset["images"][0], with_data=False, with_wcs=False).meta["date"]
+    return stars_from_refcat(dataset["refcat"], epoch_from_dates([date]))
 
 
 def test_gaia_from_local_service(tmp_path, small_dataset):
