@@ -24,7 +24,7 @@ import logging
 import numpy as np
 from astropy.table import Table
 
-from .align import fit_row, make_corrector, make_matcher
+from .align import det_to_world, fit_row, make_corrector, make_matcher, tangent_plane_scale
 
 __all__ = ["ABSOLUTE_PARS", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status"]
 
@@ -72,7 +72,7 @@ def _tangent_xy(tpwcs, ra, dec):
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1):
+def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1, tp_scale=1.0):
     """The set's catalog on the sky, with repeated detections merged.
 
     Parameters
@@ -80,19 +80,23 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
     entries : list of dict
         ``catalog`` (x, y) and ``wcsinfo`` of the participating images.
     wcs_list : list
-        Their relatively aligned GWCSs.
+        Their relatively aligned WCSs: GWCSs, or the `astropy.wcs.WCS` of
+        plain FITS chips (through their full distortion, `det_to_world`).
     ref_tpwcs : tweakwcs.correctors.WCSCorrector
-        Defines the tangent plane (arcsec) where sources are merged.
+        Defines the tangent plane where sources are merged.
     merge : bool
         Merge detections of one star in different images (False: pool
         every detection, as the JWST step does).
     merge_radius : float
         Sources of *different* images closer than this (arcsec) are one star.
+    tp_scale : float
+        Arcsec per tangent-plane unit (`tweakflow.align.tangent_plane_scale`:
+        1 for JWST, the pixel scale for FITS chips).
 
     Returns
     -------
     astropy.table.Table
-        ``RA``, ``DEC`` (deg), ``TPx``, ``TPy`` (arcsec), ``n_det``.
+        ``RA``, ``DEC`` (deg), ``TPx``, ``TPy`` (tangent-plane units), ``n_det``.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -103,7 +107,7 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
         cat = e["catalog"]
         if len(cat) == 0:
             continue
-        ra, dec = w(np.asarray(cat["x"], float), np.asarray(cat["y"], float), with_bounding_box=False)
+        ra, dec = det_to_world(w, np.asarray(cat["x"], float), np.asarray(cat["y"], float), with_bounding_box=False)
         tx, ty = _tangent_xy(ref_tpwcs, ra, dec)
         good = np.isfinite(tx) & np.isfinite(ty)
         xs.append(tx[good])
@@ -113,7 +117,7 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
         return Table({"RA": [], "DEC": [], "TPx": [], "TPy": [], "n_det": []})
     tx, ty, img = np.concatenate(xs), np.concatenate(ys), np.concatenate(img)
     if merge and len(tx) > 1:
-        pairs = cKDTree(np.c_[tx, ty]).query_pairs(float(merge_radius), output_type="ndarray")
+        pairs = cKDTree(np.c_[tx, ty]).query_pairs(float(merge_radius) / tp_scale, output_type="ndarray")
         pairs = pairs[img[pairs[:, 0]] != img[pairs[:, 1]]]
         n = len(tx)
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
@@ -301,7 +305,11 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
 
     ref_e = entries[members[0]]
     ref_tpwcs = make_corrector(wcs_list[members[0]], ref_e["wcsinfo"], ref_e["catalog"], ref_e["name"], ref_e["group_id"])
-    combined = combined_catalog([entries[i] for i in members], [wcs_list[i] for i in members], ref_tpwcs, merge=merge, merge_radius=merge_radius)
+    # arcsec per unit of that plane: radii in, statistics out stay in arcsec
+    tps = tangent_plane_scale([wcs_list[i] for i in members])
+    combined = combined_catalog(
+        [entries[i] for i in members], [wcs_list[i] for i in members], ref_tpwcs, merge=merge, merge_radius=merge_radius, tp_scale=tps
+    )
     log.info(
         "combined catalog: %d sources from %d detections in %d images",
         len(combined), int(np.sum(combined["n_det"])) if len(combined) else 0, len(members),
@@ -315,7 +323,7 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
     if len(ref) < int(p["abs_minobj"]):
         return fail(f"reference catalog has {len(ref)} usable sources, fewer than abs_minobj={p['abs_minobj']}")
 
-    matcher = make_matcher(p["abs_searchrad"], p["abs_separation"], p["abs_use2dhist"], p["abs_tolerance"])
+    matcher = make_matcher(p["abs_searchrad"] / tps, p["abs_separation"] / tps, p["abs_use2dhist"], p["abs_tolerance"] / tps)
     try:
         ref_idx, im_idx = matcher(ref, combined, tp_pscale=ref_tpwcs.tanp_center_pixel_scale, tp_units="arcsec")
     except Exception as exc:
@@ -341,9 +349,9 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
         fit = fit_pairs(ref_idx, im_idx)
         if refine:
             res = all_ref[ref_idx] - (fit["shift"] + all_im[im_idx] @ fit["matrix"].T)
-            radius = refine_radius(res[fit["fitmask"]], 0.02, p["abs_tolerance"])
+            radius = refine_radius(res[fit["fitmask"]], 0.02 / tps, p["abs_tolerance"] / tps)
             r2, i2 = refine_matches(all_ref, all_im, fit["matrix"], fit["shift"], radius)
-            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(r2), nmatch)
+            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius * tps, len(r2), nmatch)
             if len(r2) >= int(p["abs_minobj"]):
                 ref_idx, im_idx, nmatch = r2, i2, len(r2)
                 fit = fit_pairs(ref_idx, im_idx)
@@ -367,15 +375,15 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
     if details is not None:
         from .qa import match_table
 
-        details["matches"] = match_table(fit_info, all_ref, all_im, image="combined", stage="absolute")
+        details["matches"] = match_table(fit_info, all_ref, all_im, image="combined", stage="absolute", tp_scale=tps)
     log.info(
         "absolute fit (%s): %d matches, %d used, shift (%.4f, %.4f) arcsec, rot %.3g deg, scale %.8f, rms %.2f mas",
-        p["abs_fitgeometry"], nmatch, int(np.count_nonzero(fit["fitmask"])), fit["shift"][0], fit["shift"][1],
-        fit["<rot>"], fit["<scale>"], 1000 * fit["rmse"],
+        p["abs_fitgeometry"], nmatch, int(np.count_nonzero(fit["fitmask"])), tps * fit["shift"][0], tps * fit["shift"][1],
+        fit["<rot>"], fit["<scale>"], 1000 * tps * fit["rmse"],
     )
     for i in members:
         e = entries[i]
-        rows[i] = fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", "", fit_info, len(e["catalog"]))
+        rows[i] = fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", "", fit_info, len(e["catalog"]), tp_scale=tps)
     combined["matched"] = np.zeros(len(combined), dtype=bool)
     combined["matched"][im_idx] = True
     solution = {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": ref_tpwcs, "members": members}
