@@ -240,7 +240,8 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
     entries : list of dict
         ``name``, ``wcsinfo``, ``catalog``, ``group_id`` per image.
     wcs_list : list
-        The relatively aligned GWCS of each image.
+        The relatively aligned WCS of each image: a GWCS, or the
+        `astropy.wcs.WCS` of a plain FITS chip (all of one kind).
     statuses : list of str
         Relative-alignment status per image; images ``SKIPPED`` there keep
         their WCS and status (they are not consistent with the set), unless
