@@ -504,7 +504,8 @@ class FitsChip:
     shape : tuple
         (ny, nx).
     wcs : astropy.wcs.WCS
-        Its celestial FITS WCS (TAN or TAN-SIP), with ``pixel_shape`` set.
+        Its celestial FITS WCS (TAN or TAN-SIP, with its lookup tables if
+        any), with ``pixel_shape`` set.
     header : str
         The chip's header as FITS card images: what the image sidecar keeps
         so the gather step rebuilds the exact WCS.
@@ -673,7 +674,8 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
     2-D image HDU with a celestial WCS, and every HDU sharing its EXTNAME,
     so the two ``SCI`` chips of an HST WFC3/UVIS or ACS/WFC file are read
     together and aligned as one group). Each chip's WCS must be TAN or
-    TAN-SIP.
+    TAN-SIP; lookup-table distortions (``D2IMDISj``, ``CPDISj``) are read
+    from the file's ``D2IMARR``/``WCSDVARR`` extensions (`_fits_wcs`).
 
     Parameters
     ----------

@@ -15,9 +15,10 @@ Plain FITS images
     CDELT, as the input had them) and SIP, ``WCSNAME``, and -- the first
     time a file is aligned -- the original WCS kept as the alternate WCS
     ``O`` (``CRVAL1O``, ``WCSNAMEO``, ...), as drizzlepac archives it. The
-    SIP coefficients have no alternate form: they are shared, which is exact
-    because the corrections (tweakwcs' FITS-WCS corrector) only change the
-    linear part of the WCS.
+    SIP coefficients and the lookup tables (``D2IMARR``/``WCSDVARR``
+    extensions and their keywords, left untouched) have no alternate form:
+    they are shared, which is exact because the corrections (tweakwcs'
+    FITS-WCS corrector) only change the linear part of the WCS.
 """
 
 from __future__ import annotations
