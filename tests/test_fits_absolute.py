@@ -166,3 +166,30 @@ def test_tables_to_gaia_from_local_service(tmp_path, fits_lut_dataset):
     assert list(summary["image"]) == [f"mc{i}_flt.fits[SCI,{k}]" for i in (1, 2) for k in (1, 2)]
     assert set(summary["abs_status"]) == {"COMPLETE"}
     print("absolute max mas:", np.round(ab, 2))
+
+
+def test_ignoring_the_tables_would_be_worse(fits_lut_dataset):
+    """Control: the same catalogs aligned through WCSs stripped of their tables end far worse."""
+    from tweakflow.align import relative_align
+    from tweakflow.detection import detect_sources
+
+    truth, _ = synthetic.load_truth(fits_lut_dataset["truth"])
+    entries, true_wcs = [], []
+    for path in sorted(fits_lut_dataset["images"]):
+        name = os.path.basename(path)
+        im = read_image(path)
+        for chip, tw in zip(im.chips, truth[name]):
+            cat, _ = detect_sources(chip.data, chip.dq)
+            entries.append({"name": f"{name}[{chip.extver}]", "wcs": chip.wcs, "wcsinfo": {}, "catalog": cat, "group_id": name, "shape": chip.shape})
+            true_wcs.append(_Evaluate(tw))
+    shapes = [e["shape"] for e in entries]
+    errors = {}
+    for label, strip in (("tables", False), ("ignored", True)):
+        run = [dict(e, wcs=_without_tables(e["wcs"]) if strip else e["wcs"]) for e in entries]
+        wcs, rows = relative_align(run)
+        assert {r["status"] for r in rows} == {"COMPLETE"}, [(r["image"], r["status"], r["reason"]) for r in rows]
+        errors[label] = metrics.relative_errors([_Evaluate(w) for w in wcs], true_wcs, shapes)
+    print("relative RMS mas with tables:", np.round(errors["tables"], 2), "tables ignored:", np.round(errors["ignored"], 2))
+    lut = [e["wcs"].cpdis1 is not None for e in entries]
+    assert np.all(errors["tables"] < 2.0)
+    assert np.all(errors["ignored"][lut] > 5.0) and np.all(errors["ignored"][lut] > 4 * errors["tables"][lut])
