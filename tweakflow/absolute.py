@@ -326,7 +326,7 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
 
     matcher = make_matcher(p["abs_searchrad"] / tps, p["abs_separation"] / tps, p["abs_use2dhist"], p["abs_tolerance"] / tps)
     try:
-        ref_idx, im_idx = matcher(ref, combined, tp_pscale=ref_tpwcs.tanp_center_pixel_scale, tp_units="arcsec")
+        ref_idx, im_idx = matcher(ref, combined, tp_pscale=ref_tpwcs.tanp_center_pixel_scale, tp_units=ref_tpwcs.units)
     except Exception as exc:
         return fail(f"matching failed: {type(exc).__name__}: {exc}")
     nmatch = len(ref_idx)
