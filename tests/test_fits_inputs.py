@@ -190,3 +190,93 @@ def test_mixed_fits_run_aligns_to_truth(fits_dataset, tmp_path):
         "-n",
     )
     assert "apply_wcs" in proc.stdout and "detect_sources" not in proc.stdout and "rule align" not in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# lookup-table distortions (D2IM + NPOL, as ACS/WFC and WFC3/UVIS files carry them)
+# ---------------------------------------------------------------------------
+
+
+def _without_tables(w):
+    """The WCS with its lookup tables dropped (SIP kept): what ignoring them gives."""
+    w = w.deepcopy()
+    w.det2im1 = w.det2im2 = w.cpdis1 = w.cpdis2 = None
+    w.wcs.set()
+    return w
+
+
+def _has_tables(w):
+    return w.det2im1 is not None and w.cpdis1 is not None and w.cpdis2 is not None
+
+
+def test_generator_writes_hst_like_lookup_tables(fits_lut_dataset):
+    truth, errors = synthetic.load_truth(fits_lut_dataset["truth"])
+    path = _by_name(fits_lut_dataset, "mc1_flt.fits")
+    with fits.open(path) as hdul:
+        assert [(h.name, h.ver) for h in hdul[7:]] == [("D2IMARR", 1), ("WCSDVARR", 1), ("WCSDVARR", 2), ("D2IMARR", 2), ("WCSDVARR", 3), ("WCSDVARR", 4)]
+        assert hdul[0].header["D2IMFILE"] and hdul[0].header["NPOLFILE"]
+        hdr = hdul["SCI", 2].header
+        assert hdr["D2IMDIS1"] == "LOOKUP" and hdr["CPDIS2"] == "LOOKUP" and hdr["DP2.EXTVER"] == 4 and hdr["D2IM1.EXTVER"] == 2
+        err = errors["mc1_flt.fits"]
+        rot = synthetic.pointing_error_rotation(*err["pointing"], err["shift_xi"], err["shift_eta"], err["roll_arcsec"])
+        for k, tw in enumerate(truth["mc1_flt.fits"], 1):
+            fw = WCS(hdul["SCI", k].header, fobj=hdul)
+            assert _has_tables(tw) and _has_tables(fw)
+            shape = hdul["SCI", k].data.shape
+            # the file WCS is the true WCS (tables included) moved by the pointing error
+            assert _sky_distance_mas(synthetic.rotate_fits_wcs(tw, rot), fw, shape) < 1e-3
+            # realistic sizes: D2IM steps up to 0.3 px between column blocks, NPOL <= 0.15 px on 65 x 33 nodes
+            steps = np.abs(np.diff(tw.det2im1.data[0]))
+            assert 0.1 < steps.max() <= 0.3 and tw.cpdis1.data.shape == (33, 65)
+            assert 0.1 < np.abs(tw.cpdis1.data).max() <= 0.15 + 1e-6
+            # control: the tables matter (ignoring them is tens of mas wrong at 0.1"/px)
+            assert _sky_distance_mas(_without_tables(tw), tw, shape) > 20
+
+
+def test_lookup_tables_are_read_and_kept_in_the_image_sidecar(fits_lut_dataset, tmp_path):
+    path = _by_name(fits_lut_dataset, "mc2_flt.fits")
+    truth, _ = synthetic.load_truth(fits_lut_dataset["truth"])
+    im = read_image(path, with_data=False)
+    assert all(_has_tables(c.wcs) for c in im.chips)
+    side = str(tmp_path / "mc2_meta.json")
+    write_image_sidecar(side, im)
+    sc = read_sidecar(side)
+    for w, c in zip(sc["wcs"], im.chips):
+        # rebuilt from the sidecar alone, with the same tables: the same WCS exactly
+        assert _has_tables(w) and w.det2im2 is None
+        assert np.array_equal(w.cpdis2.data, c.wcs.cpdis2.data) and np.array_equal(w.det2im1.data, c.wcs.det2im1.data)
+        assert _sky_distance_mas(w, c.wcs, c.shape) == 0.0
+    # a file without tables keeps none
+    assert read_image(_by_name(fits_lut_dataset, "sc1.fits"), with_data=False).lookup_tables is None
+
+
+def _edited_copy(src, dst, edit):
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    edit(hdul)
+    hdul.writeto(dst)
+    return str(dst)
+
+
+def test_unusable_distortions_are_refused_in_one_line(fits_lut_dataset, tmp_path):
+    src = _by_name(fits_lut_dataset, "sc2.fits")
+
+    def polynomial(h):
+        h["SCI"].header["CPDIS1"] = "Polynomial"
+
+    def cqdis(h):
+        h["SCI"].header["CQDIS1"] = "LOOKUP"
+
+    def no_table(h):
+        del h["WCSDVARR", 2]
+
+    cases = [
+        (polynomial, r"poly.fits\[SCI,1\]: unsupported distortion CPDIS1 = 'Polynomial'"),
+        (cqdis, r"cqdis.fits\[SCI,1\]: unsupported distortion CQDIS1"),
+        (no_table, r"no_table.fits\[SCI,1\]: invalid FITS WCS \(KeyError: .*WCSDVARR"),
+    ]
+    for (edit, match), name in zip(cases, ("poly", "cqdis", "no_table")):
+        bad = _edited_copy(src, tmp_path / f"{name}.fits", edit)
+        with pytest.raises(InputError, match=match) as exc:
+            read_image(bad)
+        assert "\n" not in str(exc.value)

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 from astropy.table import Table
 
-from .align import fit_row, make_corrector, make_matcher
+from .align import det_to_world, fit_row, make_corrector, make_matcher, tangent_plane_scale
 
 __all__ = ["ABSOLUTE_PARS", "GRADES", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status", "refine_fit", "linear_fit"]
 
@@ -72,7 +72,7 @@ def _tangent_xy(tpwcs, ra, dec):
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1):
+def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1, tp_scale=1.0):
     """The set's catalog on the sky, with repeated detections merged.
 
     Parameters
@@ -80,19 +80,23 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
     entries : list of dict
         ``catalog`` (x, y) and ``wcsinfo`` of the participating images.
     wcs_list : list
-        Their relatively aligned GWCSs.
+        Their relatively aligned WCSs: GWCSs, or the `astropy.wcs.WCS` of
+        plain FITS chips (through their full distortion, `det_to_world`).
     ref_tpwcs : tweakwcs.correctors.WCSCorrector
-        Defines the tangent plane (arcsec) where sources are merged.
+        Defines the tangent plane where sources are merged.
     merge : bool
         Merge detections of one star in different images (False: pool
         every detection, as the JWST step does).
     merge_radius : float
         Sources of *different* images closer than this (arcsec) are one star.
+    tp_scale : float
+        Arcsec per tangent-plane unit (`tweakflow.align.tangent_plane_scale`:
+        1 for JWST, the pixel scale for FITS chips).
 
     Returns
     -------
     astropy.table.Table
-        ``RA``, ``DEC`` (deg), ``TPx``, ``TPy`` (arcsec), ``n_det``.
+        ``RA``, ``DEC`` (deg), ``TPx``, ``TPy`` (tangent-plane units), ``n_det``.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -103,7 +107,7 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
         cat = e["catalog"]
         if len(cat) == 0:
             continue
-        ra, dec = w(np.asarray(cat["x"], float), np.asarray(cat["y"], float), with_bounding_box=False)
+        ra, dec = det_to_world(w, np.asarray(cat["x"], float), np.asarray(cat["y"], float), with_bounding_box=False)
         tx, ty = _tangent_xy(ref_tpwcs, ra, dec)
         good = np.isfinite(tx) & np.isfinite(ty)
         xs.append(tx[good])
@@ -113,7 +117,7 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1)
         return Table({"RA": [], "DEC": [], "TPx": [], "TPy": [], "n_det": []})
     tx, ty, img = np.concatenate(xs), np.concatenate(ys), np.concatenate(img)
     if merge and len(tx) > 1:
-        pairs = cKDTree(np.c_[tx, ty]).query_pairs(float(merge_radius), output_type="ndarray")
+        pairs = cKDTree(np.c_[tx, ty]).query_pairs(float(merge_radius) / tp_scale, output_type="ndarray")
         pairs = pairs[img[pairs[:, 0]] != img[pairs[:, 1]]]
         n = len(tx)
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
@@ -314,7 +318,8 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
     entries : list of dict
         ``name``, ``wcsinfo``, ``catalog``, ``group_id``, ``shape`` per image.
     wcs_list : list
-        The relatively aligned WCS of each image.
+        The relatively aligned WCS of each image: a GWCS, or the
+        `astropy.wcs.WCS` of a plain FITS chip (all of one kind).
     statuses : list of str
         Relative-alignment status per image. The ``COMPLETE`` ones form the
         set; each group of the others (with sources) is fitted on its own.
@@ -408,7 +413,12 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
 
     ref_e = entries[members[0]]
     ref_tpwcs = make_corrector(wcs_list[members[0]], ref_e["wcsinfo"], ref_e["catalog"], ref_e["name"], ref_e["group_id"])
-    combined = combined_catalog([entries[i] for i in members], [wcs_list[i] for i in members], ref_tpwcs, merge=opts["merge"], merge_radius=opts["merge_radius"])
+    # arcsec per unit of that plane: radii in, statistics out stay in arcsec
+    tps = tangent_plane_scale([wcs_list[i] for i in members])
+    combined = combined_catalog(
+        [entries[i] for i in members], [wcs_list[i] for i in members], ref_tpwcs,
+        merge=opts["merge"], merge_radius=opts["merge_radius"], tp_scale=tps,
+    )
     log.info(
         "combined catalog: %d sources from %d detections in %d images",
         len(combined), int(np.sum(combined["n_det"])) if len(combined) else 0, len(members),
@@ -418,7 +428,10 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
     ref["TPx"], ref["TPy"] = rtx, rty
     ref = ref[np.isfinite(rtx) & np.isfinite(rty)]
     corners = np.vstack([_footprint_tp(ref_tpwcs, wcs_list[i], entries[i]) for i in members])
-    setup = {"ref": ref, "combined": combined, "corners": corners, "p": p, "opts": opts, "tp_pscale": ref_tpwcs.tanp_center_pixel_scale}
+    setup = {
+        "ref": ref, "combined": combined, "corners": corners, "p": p, "opts": opts, "tps": tps,
+        "tp_pscale": ref_tpwcs.tanp_center_pixel_scale, "tp_units": ref_tpwcs.units,
+    }
 
     plan = recovery_plan(p["abs_searchrad"], p["abs_use2dhist"], p["abs_fitgeometry"], q)
     first, chosen, number, attempts = None, None, 0, []
@@ -444,7 +457,9 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
         if grade_ok is None and shown["ok"]:
             from .qa import match_table
 
-            details["matches"] = match_table(shown["fit_info"], shown["ref_xy"], shown["im_xy"], image="combined", stage="absolute", accepted=chosen is not None)
+            details["matches"] = match_table(
+                shown["fit_info"], shown["ref_xy"], shown["im_xy"], image="combined", stage="absolute", tp_scale=tps, accepted=chosen is not None
+            )
 
     if chosen is None:
         made = any(r["ok"] for r in attempts)
@@ -465,7 +480,7 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
     log.info(
         "absolute fit (%s, attempt %d of %d): %d matches, %d used, shift (%.4f, %.4f) arcsec, rot %.3g deg, scale %.8f, rms %.2f mas, "
         "predicted error %.2f mas, chance 10^%.0f",
-        chosen["att"]["fitgeometry"], chosen["number"], number, st["n_matches"], st["n_used"], fit["shift"][0], fit["shift"][1],
+        chosen["att"]["fitgeometry"], chosen["number"], number, st["n_matches"], st["n_used"], tps * fit["shift"][0], tps * fit["shift"][1],
         fit["<rot>"], fit["<scale>"], st["rms_mas"], st["fit_error_mas"], max(st["chance_log10p"], -999),
     )
     grade = grade_ok or (1 if chosen["number"] == 1 else 2)
@@ -473,7 +488,7 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
     for i in members:
         e = entries[i]
         rows[i] = dict(
-            fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", GRADES[3] if grade_ok == 3 else "", chosen["fit_info"], len(e["catalog"])),
+            fit_row(e["name"], e["group_id"], "absolute", "COMPLETE", GRADES[3] if grade_ok == 3 else "", chosen["fit_info"], len(e["catalog"]), tp_scale=tps),
             grade=grade, attempt=chosen["number"], n_attempts=number, recovery=recovery,
             match_fraction=st["match_fraction"], fit_error_mas=st["fit_error_mas"], chance_log10p=st["chance_log10p"],
         )
@@ -506,7 +521,7 @@ def _absolute_attempt(setup, att):
     """
     from .align import _significance
 
-    ref, combined, p, opts = setup["ref"], setup["combined"], setup["p"], setup["opts"]
+    ref, combined, p, opts, tps = setup["ref"], setup["combined"], setup["p"], setup["opts"], setup["tps"]
     out = {"ok": False, "reason": "", "att": att}
     minobj = int(p["abs_minobj"])
     if len(combined) < minobj:
@@ -515,9 +530,9 @@ def _absolute_attempt(setup, att):
     if len(ref) < minobj:
         out["reason"] = f"reference catalog has {len(ref)} usable sources, fewer than abs_minobj={minobj}"
         return out
-    matcher = make_matcher(att["searchrad"], p["abs_separation"], att["use2dhist"], p["abs_tolerance"])
+    matcher = make_matcher(att["searchrad"] / tps, p["abs_separation"] / tps, att["use2dhist"], p["abs_tolerance"] / tps)
     try:
-        ref_idx, im_idx = matcher(ref, combined, tp_pscale=setup["tp_pscale"], tp_units="arcsec")
+        ref_idx, im_idx = matcher(ref, combined, tp_pscale=setup["tp_pscale"], tp_units=setup["tp_units"])
     except Exception as exc:
         out["reason"] = f"matching failed: {type(exc).__name__}: {exc}"
         return out
@@ -541,26 +556,26 @@ def _absolute_attempt(setup, att):
     try:
         fit = fit_pairs(ref_idx, im_idx)
         if opts["refine"]:
-            fit, ref_idx, im_idx, radius = refine_fit(all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02, p["abs_tolerance"], minobj)
-            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius, len(ref_idx), nmatch)
+            fit, ref_idx, im_idx, radius = refine_fit(all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02 / tps, p["abs_tolerance"] / tps, minobj)
+            log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius * tps, len(ref_idx), nmatch)
     except Exception as exc:
         out["reason"] = f"fit failed: {type(exc).__name__}: {exc}"
         return out
     used = np.asarray(fit["fitmask"], bool)
     fitted = fit["shift"] + all_im @ np.asarray(fit["matrix"]).T
-    res_mas = 1000.0 * (all_ref[ref_idx] - fitted[im_idx])
+    res_mas = 1000.0 * tps * (all_ref[ref_idx] - fitted[im_idx])
     n_used = int(np.count_nonzero(used))
     n_ref_in = int(np.count_nonzero(_inside_hull(all_ref, setup["corners"])))
     n_possible = min(len(combined), n_ref_in)
     stats = {
         "n_matches": len(ref_idx),
         "n_used": n_used,
-        "rms_mas": 1000.0 * float(fit["rmse"]),
+        "rms_mas": 1000.0 * tps * float(fit["rmse"]),
         "match_fraction": n_used / n_possible if n_possible else float("nan"),
-        "shift_arcsec": float(np.hypot(*fit["shift"])),
+        "shift_arcsec": tps * float(np.hypot(*fit["shift"])),
         "rotation_deg": float(fit["<rot>"]),
         "fitgeom": att["fitgeometry"],
-        **_significance(all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["corners"], len(combined), att, {"tolerance": p["abs_tolerance"]}, 1.0),
+        **_significance(all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["corners"], len(combined), att, {"tolerance": p["abs_tolerance"]}, tps),
     }
     fit_info = {
         "status": "SUCCESS",

@@ -303,16 +303,19 @@ def _in_any(px, py, polys):
     return inside & np.isfinite(px) & np.isfinite(py)
 
 
-def det_to_world(wcs, x, y):
+def det_to_world(wcs, x, y, with_bounding_box=True):
     """RA, DEC (deg) of 0-based detector positions through a GWCS or an astropy WCS.
 
     What a tweakwcs corrector's ``det_to_world`` gives for that WCS, without
-    building a corrector (each deep-copies its WCS: ~30 ms for a GWCS).
+    building a corrector (each deep-copies its WCS: ~30 ms for a GWCS). An
+    astropy WCS goes through its full distortion (SIP and lookup tables,
+    ``all_pix2world``); ``with_bounding_box`` applies to a GWCS only (an
+    astropy WCS has no bounding box).
     """
     if wcs_kind(wcs) == "fits":
         ra, dec = wcs.all_pix2world(x, y, 0)
     else:
-        ra, dec = wcs(x, y)
+        ra, dec = wcs(x, y, with_bounding_box=with_bounding_box)
     return np.asarray(ra, float), np.asarray(dec, float)
 
 

@@ -12,7 +12,9 @@ Two kinds of image are understood:
     A plain FITS image with a celestial FITS WCS (TAN or TAN-SIP) in the
     header of each science chip (`read_fits_image`): one chip, or several
     (HST WFC3/UVIS, ACS/WFC ``SCI`` extensions), which are aligned together
-    as one group. The image sidecar keeps each chip's header.
+    as one group, with the lookup-table distortions HST files carry
+    (``D2IMARR``/``WCSDVARR`` extensions). The image sidecar keeps each
+    chip's header and the file's lookup tables (`write_image_sidecar`).
 
 Sidecars hold only what the alignment needs from an image, so the gather
 steps never touch pixel data: the per-image jobs write an *image sidecar*
@@ -52,6 +54,8 @@ __all__ = [
     "FitsChip",
     "read_fits_image",
     "chip_label",
+    "LOOKUP_TABLE_EXTNAMES",
+    "lookup_table_blob",
 ]
 
 
@@ -86,6 +90,10 @@ class ImageData:
         Plain FITS images: the science chips (one per science extension);
         empty for jwst. ``data``, ``dq``, ``wcs`` and ``shape`` above are
         those of the first chip.
+    lookup_tables : bytes or None
+        Plain FITS images: the file's lookup-table extensions
+        (`LOOKUP_TABLE_EXTNAMES`) as a small FITS file, copied unchanged
+        (`lookup_table_blob`); None when it has none.
     """
 
     path: str
@@ -98,6 +106,7 @@ class ImageData:
     shape: tuple = ()
     wcs_blob: bytes | None = None
     chips: list = field(default_factory=list)
+    lookup_tables: bytes | None = None
 
 
 def output_stem(path):
@@ -495,7 +504,8 @@ class FitsChip:
     shape : tuple
         (ny, nx).
     wcs : astropy.wcs.WCS
-        Its celestial FITS WCS (TAN or TAN-SIP), with ``pixel_shape`` set.
+        Its celestial FITS WCS (TAN or TAN-SIP, with its lookup tables if
+        any), with ``pixel_shape`` set.
     header : str
         The chip's header as FITS card images: what the image sidecar keeps
         so the gather step rebuilds the exact WCS.
@@ -521,16 +531,49 @@ def chip_label(filename, extname, extver, nchips=1):
     return filename if nchips == 1 else f"{filename}[{extname},{int(extver)}]"
 
 
-def _fits_wcs(path, header, hdul, where):
-    """The celestial FITS WCS of one image HDU, checked for what alignment supports."""
+#: EXTNAMEs of the lookup-table distortions of HST files: detector-to-image
+#: (``D2IMDISj``) and non-polynomial (``CPDISj``) corrections.
+LOOKUP_TABLE_EXTNAMES = ("D2IMARR", "WCSDVARR")
+
+
+def _fits_wcs(path, header, fobj, where, shape):
+    """The celestial FITS WCS of one image HDU, checked for what alignment supports.
+
+    Its distortions are SIP and the lookup tables (``D2IMDISj``,
+    ``CPDISj`` = ``LOOKUP``) that astropy builds from the
+    ``D2IMARR``/``WCSDVARR`` extensions of ``fobj`` (the file, or the
+    tables kept in an image sidecar). Every other distortion is refused,
+    since astropy would ignore it with a warning and the image would be
+    aligned through a wrong WCS; so is a WCS that tweakwcs' FITS-WCS
+    corrector cannot fit (its own structure check).
+
+    Parameters
+    ----------
+    path : str
+        The file, for messages.
+    header : astropy.io.fits.Header
+    fobj : astropy.io.fits.HDUList or None
+        Where the lookup tables are.
+    where : str
+        The HDU, for messages (``[SCI,1]``).
+    shape : tuple of int
+        (ny, nx) of the chip: the WCS's ``pixel_shape``.
+    """
     import warnings
 
     from astropy.wcs import WCS, FITSFixedWarning
 
+    for key in header:
+        kind = str(header[key]).strip().upper() if key[:-1] in ("CPDIS", "D2IMDIS", "CQDIS") else None
+        if kind is not None and (key.startswith("CQDIS") or kind != "LOOKUP"):
+            raise InputError(
+                f"{path}{where}: unsupported distortion {key} = '{header[key]}'; "
+                "only SIP and lookup tables (CPDISj, D2IMDISj = 'LOOKUP') can be aligned"
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            w = WCS(header, hdul)
+            w = WCS(header, fobj)
     except Exception as exc:
         raise InputError(f"{path}{where}: invalid FITS WCS ({type(exc).__name__}: {exc})") from None
     if not w.has_celestial or w.naxis != 2 or not w.is_celestial:
@@ -541,12 +584,44 @@ def _fits_wcs(path, header, hdul, where):
             f"{path}{where}: unsupported projection (CTYPE = {list(w.wcs.ctype)}); "
             "only TAN and TAN-SIP celestial WCSs can be aligned"
         )
-    if any(getattr(w, a) is not None for a in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
-        raise InputError(
-            f"{path}{where}: lookup-table distortions (CPDISj/D2IMj) are not supported; "
-            "only TAN and TAN-SIP celestial WCSs can be aligned"
-        )
+    w.pixel_shape = (int(shape[1]), int(shape[0]))
+    from tweakwcs.correctors import FITSWCSCorrector
+
+    try:
+        FITSWCSCorrector(w)  # checks that it can fit through every distortion
+    except ValueError as exc:
+        raise InputError(f"{path}{where}: its WCS cannot be aligned ({exc})") from None
     return w
+
+
+def lookup_table_blob(path, hdul):
+    """The lookup-table extensions of a FITS file as the bytes of a small FITS file.
+
+    The image sidecar keeps them so that the gather steps, which never open
+    the images, rebuild each chip's WCS *with* its tables
+    (`read_image_sidecar`). The extensions are copied unchanged (header and
+    array), so the rebuilt WCS is the one the per-image job used; they are
+    small (an ACS/WFC file's six: ~70 kB). Keeping the file's path and HDU
+    numbers instead would make the gather steps read every input again, and
+    depend on it still being there, unchanged, on a host that can see it.
+
+    Returns
+    -------
+    bytes or None
+        None when the file has no such extension.
+    """
+    from astropy.io import fits
+
+    tables = [h for h in hdul if h.name in LOOKUP_TABLE_EXTNAMES]
+    if not tables:
+        return None
+    try:
+        out = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(h.data, h.header.copy()) for h in tables])
+        buf = io.BytesIO()
+        out.writeto(buf, output_verify="exception")
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read its lookup-table extensions ({type(exc).__name__}: {exc})") from None
+    return buf.getvalue()
 
 
 def _is_celestial_image(hdu):
@@ -599,7 +674,8 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
     2-D image HDU with a celestial WCS, and every HDU sharing its EXTNAME,
     so the two ``SCI`` chips of an HST WFC3/UVIS or ACS/WFC file are read
     together and aligned as one group). Each chip's WCS must be TAN or
-    TAN-SIP.
+    TAN-SIP; lookup-table distortions (``D2IMDISj``, ``CPDISj``) are read
+    from the file's ``D2IMARR``/``WCSDVARR`` extensions (`_fits_wcs`).
 
     Parameters
     ----------
@@ -642,8 +718,7 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
             shape = tuple(int(hdu.header[k]) for k in ("NAXIS2", "NAXIS1"))
             if min(shape) < 1:
                 raise InputError(f"{path}{where}: empty image")
-            wcs = _fits_wcs(path, hdu.header, hdul, where)
-            wcs.pixel_shape = (shape[1], shape[0])
+            wcs = _fits_wcs(path, hdu.header, hdul, where, shape)
             chip = FitsChip(hdu=i, extname=extname, extver=extver, shape=shape, wcs=wcs, header=hdu.header.tostring())
             if with_data:
                 chip.data = np.array(_load_array(path, hdu, extname), dtype=np.float32)
@@ -666,12 +741,14 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
             "tweakreg_catalog": None,
             "date": _fits_date(phdr, hdul[chips[0].hdu].header),
         }
+        tables = lookup_table_blob(path, hdul)
     finally:
         if close:
             hdul.close()
     c0 = chips[0]
     return ImageData(
-        path=path, kind="fits", data=c0.data, dq=c0.dq, wcs=c0.wcs, wcsinfo={}, meta=meta, shape=c0.shape, chips=chips
+        path=path, kind="fits", data=c0.data, dq=c0.dq, wcs=c0.wcs, wcsinfo={}, meta=meta, shape=c0.shape, chips=chips,
+        lookup_tables=tables,
     )
 
 
@@ -691,15 +768,27 @@ def _fits_dq(path, hdul, dq_ext, extver, shape, dq_bits):
     return bad.astype(np.uint32)
 
 
-def _fits_sidecar_wcs(source, chip):
-    """Rebuild a chip's WCS from the header kept in an image sidecar."""
+def _fits_sidecar_wcs(source, chip, tables):
+    """Rebuild a chip's WCS from the header (and lookup tables) kept in an image sidecar."""
     from astropy.io import fits as afits
 
     hdr = afits.Header.fromstring(chip["header"])
     where = f"[{chip['extname']},{chip['extver']}]"
-    w = _fits_wcs(source, hdr, None, where)
-    w.pixel_shape = (int(chip["shape"][1]), int(chip["shape"][0]))
-    return w
+    return _fits_wcs(source, hdr, tables, where, chip["shape"])
+
+
+def _sidecar_tables(source, doc):
+    """The lookup-table extensions kept in an image sidecar (an HDUList), or None."""
+    import base64
+
+    from astropy.io import fits as afits
+
+    if not doc.get("lookup_tables"):
+        return None
+    try:
+        return afits.HDUList.fromstring(base64.b64decode(doc["lookup_tables"]))
+    except Exception as exc:
+        raise InputError(f"{source}: corrupt lookup tables in its image sidecar ({type(exc).__name__}: {exc})") from None
 
 
 def write_image_sidecar(path, image, asn_group_id=None):
@@ -709,7 +798,8 @@ def write_image_sidecar(path, image, asn_group_id=None):
     file name, shape, observation metadata, date, the association's group id
     (if any) and the image's raw ASDF extension (base64), from which
     `read_image_sidecar` deserializes the GWCS, ``wcsinfo`` and
-    ``meta.group_id``.
+    ``meta.group_id``. A plain FITS image keeps instead its chips' headers
+    and its lookup-table extensions (`lookup_table_blob`, base64).
 
     Parameters
     ----------
@@ -741,6 +831,7 @@ def write_image_sidecar(path, image, asn_group_id=None):
             {"hdu": c.hdu, "extname": c.extname, "extver": c.extver, "shape": [int(n) for n in c.shape], "header": c.header}
             for c in image.chips
         ]
+        doc["lookup_tables"] = base64.b64encode(image.lookup_tables).decode("ascii") if image.lookup_tables else None
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
 
@@ -801,9 +892,10 @@ def _read_fits_image_sidecar(doc, source):
         (str(g).strip() for g in (doc.get("asn_group_id"), doc.get("group_id")) if g is not None and str(g).strip()),
         doc["filename"],
     )
+    tables = _sidecar_tables(source, doc)
     return {
         "kind": "fits",
-        "wcs": [_fits_sidecar_wcs(source, c) for c in chips],
+        "wcs": [_fits_sidecar_wcs(source, c, tables) for c in chips],
         "wcsinfo": {},
         "group_id": gid,
         "filename": doc["filename"],

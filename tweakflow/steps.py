@@ -596,12 +596,36 @@ def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3
         sc = read_sidecar(s)
         if sc["kind"] == "unreadable":
             continue
-        footprints.append(np.asarray(sc["wcs"].footprint(), dtype=float))
+        footprints.extend(sky_footprints(sc))
         if sc.get("date"):
             dates.append(sc["date"])
     tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries)
     log.info("retrieved %d %s sources", len(tab), catalog)
     write_catalog(tab, output)
+
+
+def sky_footprints(sc):
+    """The (N, 2) RA, Dec corner arrays (deg) of an image: one per chip of a plain FITS file.
+
+    A GWCS's corners are those of its bounding box (``footprint``); an
+    astropy WCS's those of its pixel grid, through its full distortion
+    (``calc_footprint``, SIP and lookup tables included).
+    """
+    from .align import wcs_kind
+
+    wcs = sc["wcs"] if isinstance(sc["wcs"], list) else [sc["wcs"]]
+    return [np.asarray(w.calc_footprint() if wcs_kind(w) == "fits" else w.footprint(), dtype=float) for w in wcs]
+
+
+def relative_result(entry):
+    """``status``, ``reason`` and ``wcsname`` of an entry after the relative stage.
+
+    A chip of a plain FITS file has its own status and reason (its sidecar's
+    ``chips``); the WCS name is the file's.
+    """
+    extra = entry["sidecar"]["extra"]
+    own = entry.get("chip") if "status" in (entry.get("chip") or {}) else extra
+    return {"status": own.get("status", "SKIPPED"), "reason": own.get("reason", ""), "wcsname": extra.get("wcsname", "")}
 
 
 def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name, quality=None, matches_out=None):
@@ -617,16 +641,16 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
 
     entries = load_entries(catalogs, sidecars)
     ref = read_reference_catalog(refcat)
-    statuses = [e["sidecar"]["extra"].get("status", "SKIPPED") for e in entries]
+    statuses = [relative_result(e)["status"] for e in entries]
     details = {}
     solutions, rows, combined = absolute_fit(entries, [e["wcs"] for e in entries], statuses, ref, quality=quality, details=details, **absolute)
     solution_of = {i: sol for sol in solutions for i in sol["members"]}
     name = wcs_name(refcat_name)
     final_rows = []
     for e, r in zip(entries, rows):
-        rel = e["sidecar"]["extra"]
-        status, reason = final_status(rel.get("status", "SKIPPED"), rel.get("reason", ""), r["status"], r["reason"])
-        wname = name if r["status"] == "COMPLETE" else rel.get("wcsname", "")
+        rel = relative_result(e)
+        status, reason = final_status(rel["status"], rel["reason"], r["status"], r["reason"])
+        wname = name if r["status"] == "COMPLETE" else rel["wcsname"]
         final_rows.append(dict(r, status=status, reason=reason, wcsname=wname))
         log.info("%s: absolute %s %s", r["image"], r["status"], r["reason"])
     # one corrected WCS at a time: built, written, released

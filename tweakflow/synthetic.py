@@ -39,6 +39,8 @@ __all__ = [
     "load_truth",
     "make_fits_dataset",
     "make_fits_chip_wcs",
+    "make_lookup_tables",
+    "lookup_table_hdus",
     "rotate_fits_wcs",
     "pointing_error_rotation",
 ]
@@ -723,8 +725,106 @@ def _sip_coeffs(rng, order, amplitude, radius):
     return a, b
 
 
-def make_fits_chip_wcs(shape, crval, pa, pixel_scale, sip=None, matrix="CD"):
-    """A TAN (or TAN-SIP) FITS WCS for one chip.
+def make_lookup_tables(rng, shape, d2im_amplitude=0.3, npol_amplitude=0.15, d2im_block=64, npol_cells=64):
+    """HST-like lookup-table distortions of one chip (`astropy.wcs.DistortionLookupTable`).
+
+    D2IM, as ACS/WFC's: a correction of x only that depends on the column,
+    constant over blocks of ``d2im_block`` columns and jumping from block to
+    block by up to ``d2im_amplitude`` pixels (one table entry per column:
+    astropy interpolates linearly between entries, so each jump is a ramp
+    one pixel wide). NPOL: smooth x and y corrections on a coarse grid of
+    ``npol_cells`` cells along x (65 x 33 nodes for a 1024 x 512 chip, as
+    ACS/WFC's 65 x 33 for 4096 x 2048), a few sinusoids of periods a
+    quarter to a whole chip -- not a low-order polynomial, so neither SIP
+    nor the fit can absorb them -- scaled to ``npol_amplitude`` pixels at most.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    shape : tuple of int
+        (ny, nx) of the chip.
+    d2im_amplitude, npol_amplitude : float
+        Largest correction (pixels); 0 leaves that kind out.
+
+    Returns
+    -------
+    dict
+        ``det2im1``, ``det2im2``, ``cpdis1``, ``cpdis2`` (None when absent).
+    """
+    from astropy.wcs import DistortionLookupTable
+
+    ny, nx = shape
+    out = {"det2im1": None, "det2im2": None, "cpdis1": None, "cpdis2": None}
+    if d2im_amplitude:
+        nblock = -(-nx // d2im_block)
+        steps = rng.uniform(-d2im_amplitude / 2, d2im_amplitude / 2, nblock)
+        col = np.repeat(steps - steps.mean(), d2im_block)[:nx]
+        # entry k is pixel k + 1 (1-based), as astropy evaluates the tables
+        out["det2im1"] = DistortionLookupTable(col[np.newaxis, :].astype(np.float32), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0))
+    if npol_amplitude:
+        step = nx / float(npol_cells)
+        nyg, nxg = int(round(ny / step)) + 1, npol_cells + 1
+        crpix, crval = ((nxg + 1) / 2.0, (nyg + 1) / 2.0), ((nx + 1) / 2.0, (ny + 1) / 2.0)
+        gy, gx = np.mgrid[0:nyg, 0:nxg] * step
+        for axis in (1, 2):
+            field = np.zeros((nyg, nxg))
+            for _ in range(3):
+                kx, ky = 2 * np.pi / (max(nx, ny) * rng.uniform(0.25, 1.0, 2))
+                field += np.sin(kx * gx + ky * gy + rng.uniform(0, 2 * np.pi))
+            field *= npol_amplitude / np.max(np.abs(field))
+            out[f"cpdis{axis}"] = DistortionLookupTable(field.astype(np.float32), crpix, crval, (step, step))
+    return out
+
+
+def lookup_table_hdus(wcs, extvers):
+    """The lookup tables of a chip WCS as an HST file carries them.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        With ``det2im1/2`` and/or ``cpdis1/2``.
+    extvers : dict
+        ``{"D2IMARR": n, "WCSDVARR": m}``: the EXTVERs already used in the
+        file (updated): each chip's tables get the next ones, as chip 2 of
+        an ACS/WFC file refers to ``WCSDVARR`` 3 and 4.
+
+    Returns
+    -------
+    cards : list of tuple
+        ``(keyword, value, comment)`` for the chip header: ``D2IMDISj``,
+        ``D2IMj.*``, ``CPDISj``, ``DPj.*`` (record-valued) and the errors
+        ``D2IMERRj``/``CPERRj`` (largest correction), as astropy's
+        ``WCS.to_fits`` writes them but with the file's EXTVERs.
+    hdus : list of astropy.io.fits.ImageHDU
+        The ``D2IMARR``/``WCSDVARR`` extensions to append to the file.
+    """
+    hl = wcs.to_fits(relax=True)
+    renum = {}
+    hdus = []
+    for hdu in hl[1:]:
+        extvers[hdu.name] = extvers.get(hdu.name, 0) + 1
+        renum[(hdu.name, hdu.ver)] = extvers[hdu.name]
+        hdu.ver = extvers[hdu.name]
+        hdus.append(hdu)
+    cards = []
+    for c in hl[0].header.cards:
+        key = c.keyword
+        if not key.startswith(("D2IMDIS", "D2IM", "CPDIS", "DP")):
+            continue
+        value = c.value
+        if key.endswith(".EXTVER"):
+            value = renum[("D2IMARR" if key.startswith("D2IM") else "WCSDVARR", int(value))]
+        cards.append((key, value, c.comment))
+    for kind, err in (("det2im", "D2IMERR"), ("cpdis", "CPERR")):
+        for j in (1, 2):
+            table = getattr(wcs, f"{kind}{j}")
+            if table is not None:
+                cards.append((f"{err}{j}", float(np.max(np.abs(table.data))), "Maximum error of the lookup table (pixels)"))
+    return cards, hdus
+
+
+def make_fits_chip_wcs(shape, crval, pa, pixel_scale, sip=None, matrix="CD", tables=None):
+    """A TAN (or TAN-SIP) FITS WCS for one chip, optionally with lookup tables.
 
     Parameters
     ----------
@@ -740,6 +840,9 @@ def make_fits_chip_wcs(shape, crval, pa, pixel_scale, sip=None, matrix="CD"):
         SIP ``(A, B)`` forward matrices; None: plain TAN.
     matrix : str
         ``"CD"`` or ``"PC"`` (PC + CDELT) in the header.
+    tables : dict or None
+        Lookup-table distortions (`make_lookup_tables`): ``det2im1``,
+        ``det2im2``, ``cpdis1``, ``cpdis2``.
 
     Returns
     -------
@@ -764,6 +867,8 @@ def make_fits_chip_wcs(shape, crval, pa, pixel_scale, sip=None, matrix="CD"):
     w.wcs.radesys = "ICRS"
     if sip is not None:
         w.sip = Sip(sip[0], sip[1], None, None, w.wcs.crpix)
+    for name, table in (tables or {}).items():
+        setattr(w, name, table)
     w.wcs.set()
     w.pixel_shape = (nx, ny)
     return w
@@ -808,6 +913,9 @@ def make_fits_dataset(
     refcat_noise=5.0,
     refcat_maglim=21.5,
     date="2025-01-10T05:00:00",
+    lookup_tables=False,
+    d2im_amplitude=0.3,
+    npol_amplitude=0.15,
 ):
     """Write plain FITS-WCS images with known true WCSs into ``outdir``.
 
@@ -817,13 +925,22 @@ def make_fits_dataset(
     ``n_multi`` HST-like two-chip files (``mc{i}_flt.fits``) hold
     ``SCI``/``ERR``/``DQ`` extensions for chips 1 and 2 (TAN-SIP, CD
     matrix), the chips stacked along y with a gap, hot pixels flagged in DQ.
+    With ``lookup_tables`` every TAN-SIP chip also has HST-like lookup-table
+    distortions (`make_lookup_tables`: D2IM steps up to ``d2im_amplitude``
+    px, NPOL up to ``npol_amplitude`` px), written as ACS/WFC files carry
+    them (`lookup_table_hdus`: ``D2IMARR``/``WCSDVARR`` extensions after the
+    chips, ``D2IMDISj``/``CPDISj``/``D2IMj``/``DPj`` keywords in the chip
+    headers, ``D2IMFILE``/``NPOLFILE`` in the primary header); the truth
+    includes them.
 
     Each file has its own pointing (a dither of a few arcsec and a few
     degrees of roll) and a pointing error: a rigid rotation of the sky
     (roll up to ``rotation_error`` arcsec about the pointing, then a shift
     in ``shift_error`` arcsec) shared by the chips of the file, so the file
     WCSs are exactly the true WCSs with that rotation applied
-    (`rotate_fits_wcs`). Stars are rendered at the true positions. Seeded:
+    (`rotate_fits_wcs`; the tables, in detector pixels, are the same).
+    Stars are rendered at the true positions (the full true WCS inverted
+    iteratively to 1e-9 px, `astropy.wcs.WCS.all_world2pix`). Seeded:
     the same arguments give byte-identical files.
 
     Returns
@@ -875,7 +992,7 @@ def make_fits_dataset(
             layout = [("SCI", 1, chip_shape, (0.0, -dy)), ("SCI", 2, chip_shape, (0.0, dy))]
             matrix = "CD"
             tan_only = False
-        chips_true, chips_file, hdus = [], [], []
+        chips_true, chips_file, hdus, table_hdus, extvers = [], [], [], [], {}
         phdr = fits.Header()
         if kind == "multi":
             phdr["FILENAME"] = (name, "name of file")
@@ -883,6 +1000,10 @@ def make_fits_dataset(
         phdr["DATE-OBS"] = tstart.isot[:10]
         phdr["TIME-OBS"] = tstart.isot[11:]
         phdr["EXPNAME"] = f"exp{k + 1:03d}"
+        with_tables = lookup_tables and not tan_only
+        if with_tables:
+            phdr["D2IMFILE"] = ("synth$d2im_d2i.fits", "detector to image correction table")
+            phdr["NPOLFILE"] = ("synth$npol_npl.fits", "non-polynomial distortion tables")
         for c, (extname, extver, shape, (ox, oy)) in enumerate(layout):
             # chip centre offset (arcsec) along the chip axes, rotated by pa
             t = np.deg2rad(pa)
@@ -890,7 +1011,11 @@ def make_fits_dataset(
             eta = ox * np.sin(t) + oy * np.cos(t)
             crval = _tangent_offset(pra, pdec, xi, eta)
             sip = None if tan_only else _sip_coeffs(np.random.default_rng([seed, 7000 + 10 * k + c]), 3, 1.5, 0.5 * max(shape))
-            true_w = make_fits_chip_wcs(shape, crval, pa + 0.05 * c, pixel_scale, sip=sip, matrix=matrix)
+            tables = None
+            if with_tables:
+                trng = np.random.default_rng([seed, 9000 + 10 * k + c])
+                tables = make_lookup_tables(trng, shape, d2im_amplitude, npol_amplitude)
+            true_w = make_fits_chip_wcs(shape, crval, pa + 0.05 * c, pixel_scale, sip=sip, matrix=matrix, tables=tables)
             file_w = rotate_fits_wcs(true_w, rot)
             # render stars at exact pixel positions of the TRUE wcs
             ny, nx = shape
@@ -907,6 +1032,13 @@ def make_fits_dataset(
             if kind == "multi":
                 hdr["WCSNAME"] = "SYNTH-ORIG"
             hdr["BUNIT"] = "ELECTRONS"
+            if with_tables:
+                cards, chip_tables = lookup_table_hdus(true_w, extvers)
+                hdr["D2IMEXT"] = phdr["D2IMFILE"]
+                hdr["NPOLEXT"] = phdr["NPOLFILE"]
+                for key, value, comment in cards:
+                    hdr[key] = (value, comment)
+                table_hdus.extend(chip_tables)
             if extname == "PRIMARY":
                 arr = np.clip(np.round(data + 1000.0), 0, 65535).astype(np.uint16)
                 ph = fits.PrimaryHDU(arr, header=phdr)
@@ -930,7 +1062,7 @@ def make_fits_dataset(
             chips_file.append((extname, extver))
         path = os.path.join(outdir, name)
         with atomic_output(path) as tmp:
-            fits.HDUList(hdus).writeto(tmp, output_verify="exception")
+            fits.HDUList(hdus + table_hdus).writeto(tmp, output_verify="exception")
         images.append(path)
         truth["images"][name] = chips_true
         truth["chips"][name] = [list(x) for x in chips_file]

@@ -15,9 +15,10 @@ Plain FITS images
     CDELT, as the input had them) and SIP, ``WCSNAME``, and -- the first
     time a file is aligned -- the original WCS kept as the alternate WCS
     ``O`` (``CRVAL1O``, ``WCSNAMEO``, ...), as drizzlepac archives it. The
-    SIP coefficients have no alternate form: they are shared, which is exact
-    because the corrections (tweakwcs' FITS-WCS corrector) only change the
-    linear part of the WCS.
+    SIP coefficients and the lookup tables (``D2IMARR``/``WCSDVARR``
+    extensions and their keywords, left untouched) have no alternate form:
+    they are shared, which is exact because the corrections (tweakwcs'
+    FITS-WCS corrector) only change the linear part of the WCS.
 """
 
 from __future__ import annotations
@@ -356,11 +357,13 @@ def _archive_original_wcs(header, key):
         # CROTAn has no alternate form: keep the rotation as PCi_j
         import warnings
 
+        from astropy.io import fits
         from astropy.wcs import WCS, FITSFixedWarning
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            pc = WCS(header).wcs.get_pc()
+            # the WCS cards only: lookup-table keywords would need the file's tables
+            pc = WCS(fits.Header([c for c in header.cards if _FITS_WCS_KEYS.match(c.keyword)])).wcs.get_pc()
         cards += [(f"PC{i + 1}_{j + 1}{key}", float(pc[i, j]), "") for i in range(2) for j in range(2)]
     header.set(f"WCSNAME{key}", str(header.get("WCSNAME", "ORIGINAL")).strip() or "ORIGINAL", "WCS before alignment")
     for k, v, c in cards:
