@@ -25,6 +25,7 @@ import numpy as np
 from astropy.table import Table
 
 from .align import fit_row, make_corrector, make_matcher
+from .params import check_separation
 
 __all__ = ["ABSOLUTE_PARS", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status"]
 
@@ -271,6 +272,11 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
         when the fit failed, ``SKIPPED`` when the image did not take part.
     combined : astropy.table.Table
         The combined catalog that was matched.
+
+    Raises
+    ------
+    ConfigError
+        If ``abs_separation`` < sqrt(2) x ``abs_tolerance`` (`tweakflow.params.check_separation`).
     """
     if details is not None:
         details["matches"] = None
@@ -279,6 +285,7 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, merge=True, merge_radiu
     if unknown:
         raise TypeError(f"unknown absolute-alignment parameters: {sorted(unknown)}")
     p.update(pars)
+    check_separation(p, "abs_")
 
     with_sources = [i for i, e in enumerate(entries) if len(e["catalog"]) > 0]
     members = [i for i in with_sources if statuses[i] == "COMPLETE"]

@@ -13,6 +13,7 @@ from tweakflow.detection import DEFAULT_DETECTION_PARS
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
 from tweakflow.io import check_fits_signature
+from tweakflow.params import check_separation
 
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 
@@ -71,6 +72,15 @@ if config["inputs"] != "demo":
 # Absolute alignment: on when abs_refcat names a Gaia release or a file.
 ABS_REFCAT = (TW.get("abs_refcat") or "").strip()
 ABSOLUTE = ABS_REFCAT != ""
+
+# separation >= sqrt(2) x tolerance (and the abs_ pair when absolute alignment
+# is on, as the step checks it): refused here rather than by the align jobs
+try:
+    check_separation(TW)
+    if ABSOLUTE:
+        check_separation(TW, "abs_")
+except TweakflowError as exc:
+    raise WorkflowError(f"tweakflow: {exc}")
 DEMO_REFCAT = f"{DEMO_DIR}/refcat.ecsv"
 if (
     ABSOLUTE
