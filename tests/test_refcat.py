@@ -256,6 +256,24 @@ def test_gaia_catalog_for_footprints_end_to_end(server, tmp_path):
     assert back.meta["catalog"] == "GAIADR3"
 
 
+@pytest.mark.parametrize("name", ["GAIAREFCAT", "gaiarefcat", "GaiaDR3"])
+def test_gaiarefcat_and_any_case_are_service_catalogs(server, name):
+    """As the JWST step: GAIAREFCAT (the service's default Gaia) is asked for by name, in any case."""
+    cat = fetch(server, catalog=name)
+    assert server.requests[0]["CAT"] == name.upper() == cat.meta["catalog"]
+    exp = expected_positions(server.stars, EPOCH, name.upper())
+    got = {str(o): (r, d) for o, r, d in zip(cat["objID"], cat["RA"], cat["DEC"])}
+    assert max(ang_sep_arcsec(*got[k], *exp[k]) for k in exp) < 1e-3
+
+
+def test_gaiarefcat_in_the_workflow_plans_a_fetch(tmp_path):
+    """abs_refcat: gaiarefcat is accepted at parse time and fetched as GAIAREFCAT."""
+    from workflow_runner import run_workflow
+
+    proc = run_workflow(tmp_path, {"output_dir": "out", "tweakreg": {"abs_refcat": "gaiarefcat"}}, "-n", timeout=120)
+    assert "out/work/refcat/GAIAREFCAT.ecsv" in proc.stdout and "fetch_refcat" in proc.stdout
+
+
 # ---------------------------------------------------------------------------
 # write_reference_catalog
 # ---------------------------------------------------------------------------

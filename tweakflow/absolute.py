@@ -26,6 +26,7 @@ from astropy.table import Table
 
 from .align import fit_row, make_corrector, make_matcher
 from .params import check_separation
+from .refcat import GAIA_CATALOGS
 
 __all__ = ["ABSOLUTE_PARS", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status"]
 
@@ -44,7 +45,7 @@ ABSOLUTE_PARS = {
 }
 
 #: Reference catalogs retrieved from the astrometric catalog web service.
-SINGLE_GROUP_REFCATS = ("GAIADR1", "GAIADR2", "GAIADR3")
+SINGLE_GROUP_REFCATS = GAIA_CATALOGS
 
 
 def wcs_name(refcat_name):

@@ -1,7 +1,8 @@
 """Absolute reference catalogs: a user's file, or Gaia from the STScI service.
 
-The ``abs_refcat`` step parameter is either the name of a Gaia release
-(``GAIADR1``, ``GAIADR2``, ``GAIADR3``) or the path of a catalog file. This
+The ``abs_refcat`` step parameter is either the name of a Gaia catalog of
+the service (``GAIAREFCAT``, ``GAIADR1``, ``GAIADR2``, ``GAIADR3``, any case)
+or the path of a catalog file. This
 module turns both into an astropy `~astropy.table.Table` with float64 columns
 ``RA`` and ``DEC`` in degrees (plus ``weight`` where a file provides one).
 
@@ -74,13 +75,17 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://gsss.stsci.edu/webservices/vo/CatalogSearch.aspx"
 """The STScI catalog web service used by the JWST pipeline."""
 
-GAIA_CATALOGS = ("GAIADR1", "GAIADR2", "GAIADR3")
-"""Catalog names accepted by `fetch_gaia_catalog`."""
+GAIA_CATALOGS = ("GAIAREFCAT", "GAIADR3", "GAIADR2", "GAIADR1")
+"""Catalog names accepted by `fetch_gaia_catalog` (the JWST step's
+``SINGLE_GROUP_REFCAT``), sent as ``CAT``. ``GAIAREFCAT`` is the service's
+default Gaia catalog, which it resolves itself (Gaia DR3 today: the JWST
+regression test aligns to ``GAIAREFCAT`` and ``GAIADR3`` against the same
+truth files)."""
 
 DEFAULT_MINDET = 5
 """``MINDET`` sent to the service (the value the JWST pipeline sends)."""
 
-CATALOG_EPOCHS = {"GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
+CATALOG_EPOCHS = {"GAIAREFCAT": 2016.0, "GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
 """Reference epoch (decimal year) of each Gaia release's positions."""
 
 _SNIPPET = 300  # characters of a response body quoted in error messages
@@ -661,7 +666,7 @@ def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_UR
         Decimal year (UTC) the positions are wanted at, e.g. from
         `epoch_from_dates`.
     catalog : str, optional
-        ``GAIADR1``, ``GAIADR2`` or ``GAIADR3`` (case-insensitive).
+        One of `GAIA_CATALOGS` (case-insensitive).
     url : str, optional
         Service endpoint (`DEFAULT_URL`); a local or mirror URL for tests.
     timeout : float, optional
