@@ -37,10 +37,31 @@ def test_read_source_catalog_columns_and_formats(tmp_path, names, fmt, ext):
     assert "mag" in cat.colnames
 
 
+@pytest.mark.parametrize("names", [("x", "ycentroid"), ("xcentroid", "y"), ("x_centroid", "y"), ("X", "YCENTROID"), ("Xcentroid", "Y")])
+def test_each_axis_may_be_named_either_way(tmp_path, names):
+    """x/xcentroid and y/ycentroid are chosen per axis, as the JWST step does, and in any case."""
+    path = tmp_path / "cat.ecsv"
+    Table({names[0]: [1.0, 2.5], names[1]: [3.0, 4.5], "flux": [5.0, 6.0]}).write(path)
+    cat = read_source_catalog(str(path))
+    assert list(cat["x"]) == [1.0, 2.5] and list(cat["y"]) == [3.0, 4.5]
+    assert cat.colnames == ["x", "y", "flux"]
+
+
+def test_both_names_of_an_axis_take_the_jwst_choice(tmp_path):
+    """x before xcentroid, a name as written before another case: what the JWST step accepts, it reads alike."""
+    path = tmp_path / "cat.ecsv"
+    Table({"xcentroid": [9.0], "x": [1.0], "X": [7.0], "YCENTROID": [6.0], "ycentroid": [2.0]}).write(path)
+    cat = read_source_catalog(str(path))
+    assert cat["x"][0] == 1.0 and cat["y"][0] == 2.0
+    assert {"xcentroid", "X", "YCENTROID"} <= set(cat.colnames)
+
+
 @pytest.mark.parametrize(
     "table,needle",
     [
-        (Table({"ra": [1.0], "dec": [2.0]}), "needs columns 'x' and 'y'"),
+        (Table({"ra": [1.0], "dec": [2.0]}), "needs a column 'x' or 'xcentroid' \\(any case\\) for x"),
+        (Table({"x": [1.0], "dec": [2.0]}), "needs a column 'y' or 'ycentroid' \\(any case\\) for y"),
+        (Table({"Xcentroid": [1.0], "XCENTROID": [1.0], "y": [2.0]}), "columns \\['Xcentroid', 'XCENTROID'\\] are one name in different case"),
         (Table({"x": ["a"], "y": ["b"]}), "not numeric"),
         (Table({"x": [np.nan], "y": [1.0]}), "non-finite"),
     ],

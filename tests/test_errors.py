@@ -429,7 +429,7 @@ def test_run_rule_gives_one_line_and_status_1(data, tmp_path, capsys):
 @pytest.mark.parametrize(
     "row,content,needle",
     [
-        ("K2", "# a catalog\nra dec flux\n1.0 2.0 3.0\n", "needs columns 'x' and 'y'"),
+        ("K2", "# a catalog\nra dec flux\n1.0 2.0 3.0\n", "needs a column 'x' or 'xcentroid' (any case) for x"),
         ("K3", "x y\n1.0 2.0\nabc 4.0\n", "column 'x' of the source catalog is not numeric"),
         ("K3", "x y\n1.0 2.0\nnan 4.0\n", "column 'x' of the source catalog has non-finite values"),
     ],
