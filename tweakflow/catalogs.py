@@ -25,6 +25,8 @@ __all__ = [
     "write_catalog",
     "read_table",
     "catalog_extension",
+    "published_catalog_name",
+    "published_catalog_names",
     "writer_format",
     "parse_catfile",
     "model_catalog_name",
@@ -134,6 +136,58 @@ def catalog_extension(fmt):
     """File extension for an astropy Table writer format (``ascii.ecsv`` -> ``ecsv``)."""
     fmt = str(fmt)
     return fmt.split(".")[-1] if fmt.startswith("ascii.") else fmt
+
+
+def published_catalog_name(filename, fmt):
+    """File name of a ``save_catalogs`` catalog, as the JWST step names it.
+
+    The step writes ``meta.filename`` with ``.fits`` replaced by
+    ``_cat.<catalog_format>``: ``jw..._nrca1_cal.fits`` ->
+    ``jw..._nrca1_cal_cat.ecsv`` (the ``_cal`` suffix is kept, unlike the
+    output images' stem).
+
+    Parameters
+    ----------
+    filename : str
+        The image's ``meta.filename`` (`tweakflow.io.model_filename`).
+    fmt : str
+        ``catalog_format`` (`catalog_extension` gives the extension).
+    """
+    from .io import fits_root
+
+    return f"{fits_root(filename)}_cat.{catalog_extension(fmt)}"
+
+
+def published_catalog_names(images, fmt):
+    """``save_catalogs``' file names of the images, refusing two alike.
+
+    Parameters
+    ----------
+    images : list of dict
+        ``stem``, ``path``, ``filename`` (`tweakflow.inputs.resolve_inputs`).
+    fmt : str
+        ``catalog_format``.
+
+    Returns
+    -------
+    dict
+        ``{published file name: stem}``.
+
+    Raises
+    ------
+    ConfigError
+        When two images have one ``meta.filename`` (possible with
+        ``output_use_model: false``), naming both.
+    """
+    names, paths = {}, {}
+    for it in images:
+        name = published_catalog_name(it["filename"], fmt)
+        if name in names:
+            raise ConfigError(
+                f"tweakreg.save_catalogs: '{paths[name]}' and '{it['path']}' would both publish their catalog as '{name}'"
+            )
+        names[name], paths[name] = it["stem"], it["path"]
+    return names
 
 
 def writer_format(fmt):
