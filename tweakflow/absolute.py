@@ -49,11 +49,15 @@ SINGLE_GROUP_REFCATS = GAIA_CATALOGS
 
 
 def wcs_name(refcat_name):
-    """WCS name recorded after an absolute fit (``FIT-<catalog>`` as the JWST step does)."""
-    import os
+    """WCS name recorded after an absolute fit: ``FIT-LVL3-<abs_refcat>``.
 
-    base = os.path.splitext(os.path.basename(str(refcat_name)))[0]
-    return f"FIT-{base.upper()}"
+    The JWST step names the corrected WCS ``f"FIT-LVL3-{abs_refcat}"``
+    with ``abs_refcat`` as given: ``FIT-LVL3-GAIADR3`` for a Gaia catalog,
+    ``FIT-LVL3-data/my_ref.ecsv`` for a file (its path as given). Surrounding
+    white space, which the step also ignores when reading ``abs_refcat``, is
+    dropped. The one home of the name: every output takes it from here.
+    """
+    return f"FIT-LVL3-{str(refcat_name).strip()}"
 
 
 def final_status(rel_status, rel_reason, abs_status, abs_reason):
