@@ -1,4 +1,4 @@
-"""Rule publish_catalog: save_catalogs' {output_dir}/{stem}_cat.{ext}."""
+"""Rule publish_catalog: save_catalogs' {output_dir}/<meta.filename without .fits>_cat.{ext}."""
 from tweakflow.steps import publish_catalog_step, run_rule
 
 run_rule(

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CATALOG_EPOCH = {"GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
+# GAIAREFCAT: the service's default Gaia catalog, DR3 today
+CATALOG_EPOCH = {"GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0, "GAIAREFCAT": 2016.0}
 COLUMNS = ("objID", "GAIAsourceID", "ra", "dec", "mag", "epoch", "pmra", "pmdec")
 REQUIRED = ("RA", "DEC", "SR", "FORMAT", "CAT")
 

@@ -7,7 +7,7 @@ import pytest
 from astropy.table import Table
 
 from tweakflow import metrics, synthetic
-from tweakflow.absolute import absolute_align, combined_catalog, final_status
+from tweakflow.absolute import absolute_align, combined_catalog, final_status, wcs_name
 from tweakflow.align import make_corrector, relative_align
 from tweakflow.detection import detect_sources
 from tweakflow.grouping import resolve_group_id
@@ -141,3 +141,18 @@ def test_group_not_aligned_relatively_is_aligned_to_the_catalog_alone(aligned):
     # without recovery the group stays as the relative alignment left it
     _, rows_off, _ = absolute_align(entries, wcs2, st2, ref, quality={"recovery": False})
     assert {rows_off[i]["status"] for i in lone} == {"SKIPPED"}
+
+
+@pytest.mark.parametrize(
+    "abs_refcat,expected",
+    [
+        ("GAIADR3", "FIT-LVL3-GAIADR3"),
+        ("GAIAREFCAT", "FIT-LVL3-GAIAREFCAT"),
+        ("gaiadr2", "FIT-LVL3-gaiadr2"),
+        ("data/my_ref.ecsv", "FIT-LVL3-data/my_ref.ecsv"),
+        (" /abs/ref.fits ", "FIT-LVL3-/abs/ref.fits"),
+    ],
+)
+def test_wcs_name_is_the_steps(abs_refcat, expected):
+    """The JWST step names an absolutely aligned WCS f"FIT-LVL3-{abs_refcat}", abs_refcat as given."""
+    assert wcs_name(abs_refcat) == expected

@@ -37,3 +37,26 @@ def test_empty_catalogs_are_skipped(small_dataset):
     assert rows[0]["reason"] == "no sources in catalog"
     assert "only one exposure group" in rows[2]["reason"]
     assert wcs[2] is entries[2]["wcs"]
+
+
+def test_in_memory_is_accepted_and_reaches_no_step():
+    """README: ``in_memory`` is accepted for compatibility and changes nothing (no rule reads it)."""
+    import glob
+    import os
+
+    import yaml
+
+    from tweakflow.absolute import ABSOLUTE_PARS
+    from tweakflow.align import RELATIVE_PARS
+    from tweakflow.detection import DEFAULT_DETECTION_PARS
+    from tweakflow.wcs_update import SIP_PARS
+    from workflow_runner import ROOT
+
+    with open(os.path.join(ROOT, "workflow", "schemas", "config.schema.yaml")) as f:
+        schema = yaml.safe_load(f)
+    assert schema["properties"]["tweakreg"]["properties"]["in_memory"]["default"] is True
+    for pars in (DEFAULT_DETECTION_PARS, RELATIVE_PARS, ABSOLUTE_PARS, SIP_PARS):
+        assert "in_memory" not in pars
+    code = glob.glob(os.path.join(ROOT, "workflow", "rules", "*.smk")) + glob.glob(os.path.join(ROOT, "scripts", "*.py"))
+    code += [os.path.join(ROOT, "Snakefile")]
+    assert code and not any("in_memory" in open(p).read() for p in code)

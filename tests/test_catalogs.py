@@ -13,6 +13,8 @@ from workflow_runner import run_workflow
 from tweakflow.catalogs import (
     catalog_extension,
     parse_catfile,
+    published_catalog_name,
+    published_catalog_names,
     read_source_catalog,
     resolve_custom_catalogs,
     write_catalog,
@@ -37,10 +39,31 @@ def test_read_source_catalog_columns_and_formats(tmp_path, names, fmt, ext):
     assert "mag" in cat.colnames
 
 
+@pytest.mark.parametrize("names", [("x", "ycentroid"), ("xcentroid", "y"), ("x_centroid", "y"), ("X", "YCENTROID"), ("Xcentroid", "Y")])
+def test_each_axis_may_be_named_either_way(tmp_path, names):
+    """x/xcentroid and y/ycentroid are chosen per axis, as the JWST step does, and in any case."""
+    path = tmp_path / "cat.ecsv"
+    Table({names[0]: [1.0, 2.5], names[1]: [3.0, 4.5], "flux": [5.0, 6.0]}).write(path)
+    cat = read_source_catalog(str(path))
+    assert list(cat["x"]) == [1.0, 2.5] and list(cat["y"]) == [3.0, 4.5]
+    assert cat.colnames == ["x", "y", "flux"]
+
+
+def test_both_names_of_an_axis_take_the_jwst_choice(tmp_path):
+    """x before xcentroid, a name as written before another case: what the JWST step accepts, it reads alike."""
+    path = tmp_path / "cat.ecsv"
+    Table({"xcentroid": [9.0], "x": [1.0], "X": [7.0], "YCENTROID": [6.0], "ycentroid": [2.0]}).write(path)
+    cat = read_source_catalog(str(path))
+    assert cat["x"][0] == 1.0 and cat["y"][0] == 2.0
+    assert {"xcentroid", "X", "YCENTROID"} <= set(cat.colnames)
+
+
 @pytest.mark.parametrize(
     "table,needle",
     [
-        (Table({"ra": [1.0], "dec": [2.0]}), "needs columns 'x' and 'y'"),
+        (Table({"ra": [1.0], "dec": [2.0]}), "needs a column 'x' or 'xcentroid' \\(any case\\) for x"),
+        (Table({"x": [1.0], "dec": [2.0]}), "needs a column 'y' or 'ycentroid' \\(any case\\) for y"),
+        (Table({"Xcentroid": [1.0], "XCENTROID": [1.0], "y": [2.0]}), "columns \\['Xcentroid', 'XCENTROID'\\] are one name in different case"),
         (Table({"x": ["a"], "y": ["b"]}), "not numeric"),
         (Table({"x": [np.nan], "y": [1.0]}), "non-finite"),
     ],
@@ -63,6 +86,42 @@ def test_write_catalog_in_any_astropy_format(tmp_path, fmt, ext):
     write_catalog(t, str(path), fmt)
     back = Table.read(path, format=writer_format(fmt))
     assert list(back["x"]) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "filename,fmt,expected",
+    [
+        ("jw01_nrca1_cal.fits", "ecsv", "jw01_nrca1_cal_cat.ecsv"),
+        ("jw01_nrca1_cal.fits", "fits", "jw01_nrca1_cal_cat.fits"),
+        ("ibx01_flc.fits.gz", "ascii.csv", "ibx01_flc_cat.csv"),
+        ("image.fit", "ecsv", "image_cat.ecsv"),
+    ],
+)
+def test_published_catalog_name_is_the_steps(filename, fmt, expected):
+    """The JWST step writes <meta.filename without .fits>_cat.<format>, keeping _cal."""
+    assert published_catalog_name(filename, fmt) == expected
+
+
+def test_published_catalog_names_refuse_two_alike():
+    images = [
+        {"stem": "a", "path": "/d1/a.fits", "filename": "x_cal.fits"},
+        {"stem": "b", "path": "/d2/b.fits", "filename": "x_cal.fits"},
+    ]
+    assert published_catalog_names(images[:1], "ecsv") == {"x_cal_cat.ecsv": "a"}
+    with pytest.raises(ConfigError, match=r"tweakreg.save_catalogs: '/d1/a.fits' and '/d2/b.fits' would both publish their catalog as 'x_cal_cat.ecsv'"):
+        published_catalog_names(images, "ecsv")
+
+
+def test_workflow_publishes_catalogs_under_the_steps_names(tmp_path):
+    """save_catalogs plans {output_dir}/X_cal_cat.<ext> for every X_cal.fits (dry run of the demo)."""
+    from tweakflow.synthetic import SyntheticConfig, exposure_filenames
+
+    config = {"output_dir": "out", "tweakreg": {"save_catalogs": True, "catalog_format": "ascii.csv"}}
+    stdout = run_workflow(tmp_path, config, "-n", timeout=120).stdout
+    planned = set(re.findall(r"output: out/([^/\s,]+_cat\.csv)", stdout))
+    names = exposure_filenames(SyntheticConfig.from_dict({}))
+    assert names and all(n.endswith("_cal.fits") for n in names)
+    assert planned == {n.replace(".fits", "_cat.csv") for n in names}
 
 
 def test_unknown_catalog_format_names_the_key():
@@ -272,10 +331,11 @@ def test_workflow_custom_catalogs_and_published_catalogs(tmp_path, small_dataset
     summary = Table.read(out / "tweakreg_summary.ecsv")
     assert set(summary["status"]) == {"COMPLETE"}
     assert "custom catalog" in (out / "logs" / "detect_sources" / f"{stems[0]}.log").read_text()
-    # save_catalogs publishes the detected catalogs only (ignored for user catalogs)
-    assert not (out / f"{stems[0]}_cat.fits").exists()
-    for stem in stems[1:]:
-        pub = Table.read(out / f"{stem}_cat.fits")
+    # save_catalogs publishes the detected catalogs only (ignored for user catalogs),
+    # named as the step names them: X_cal.fits -> X_cal_cat.fits
+    assert not (out / names[0].replace(".fits", "_cat.fits")).exists()
+    for name in names[1:]:
+        pub = Table.read(out / name.replace(".fits", "_cat.fits"))
         assert len(pub) > 20 and {"x", "y", "flux"} <= set(pub.colnames)
 
     # editing the user catalog re-runs that image's detection and what follows

@@ -290,6 +290,36 @@ def test_edge_cases_give_empty_catalog_and_reason(data, dq, expect, finder):
     assert expect in reason
 
 
+def _random_stars(n=60, size=400, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(10, size - 10, n), rng.uniform(10, size - 10, n), rng.uniform(500, 5000, n)
+
+
+@pytest.mark.parametrize("finder", ["iraf", "segmentation"])
+def test_noise_free_image_finds_its_stars(finder):
+    """Zero background RMS everywhere: threshold zero, every star found (as the JWST step finds them)."""
+    xs, ys, fs = _random_stars()
+    img = star_image((400, 400), xs, ys, fs, noise=0.0) + 10.0
+    cat, reason = detect_sources(img, starfinder=finder)
+    assert reason is None
+    d, _ = cKDTree(np.c_[xs, ys]).query(np.c_[cat["x"], cat["y"]])
+    assert np.sum(d < 0.5) >= 58 and np.mean(d < 0.5) > 0.95
+
+
+@pytest.mark.parametrize("finder", ["iraf", "segmentation"])
+def test_constant_unflagged_region_keeps_the_other_sources(finder):
+    """Mesh boxes of zero RMS in a noisy image: the stars elsewhere are found, none in the region."""
+    xs, ys, fs = _random_stars()
+    img = star_image((400, 400), xs, ys, fs, noise=1.0)
+    img[:250, :250] = 3.0  # constant, not flagged in any DQ
+    cat, reason = detect_sources(img, starfinder=finder, bkg_boxsize=50)
+    assert reason is None
+    outside = ~((xs < 250) & (ys < 250))
+    d, _ = cKDTree(np.c_[cat["x"], cat["y"]]).query(np.c_[xs, ys][outside])
+    assert np.mean(d < 0.5) > 0.95
+    assert not np.any((cat["x"] < 245) & (cat["y"] < 245))
+
+
 def test_mostly_masked_image_uses_one_background_box(caplog):
     """No mesh box has enough good pixels: the whole image is one box (as the JWST step does)."""
     img = star_image((300, 300), [145.0, 75.0], [155.0, 225.0], [5000.0, 5000.0], seed=2)

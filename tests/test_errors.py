@@ -137,6 +137,33 @@ def test_config_error_stops_before_any_job(tmp_path):
     _dry_run_fails(tmp_path, {"tweakreg": {"serchrad": 3.0}}, "serchrad")
 
 
+@pytest.mark.parametrize(
+    "tweakreg,needle",
+    [
+        ({"separation": 0.9, "tolerance": 0.7}, "tweakreg.separation (0.9) must be at least sqrt(2) x tweakreg.tolerance (0.7)"),
+        ({"abs_refcat": "GAIADR3", "abs_separation": 1.0, "abs_tolerance": 1.0}, "tweakreg.abs_separation (1) must be at least sqrt(2) x tweakreg.abs_tolerance (1)"),
+    ],
+)
+def test_separation_below_sqrt2_tolerance_stops_before_any_job(tmp_path, tweakreg, needle):
+    """C4: the spec's separation >= sqrt(2) x tolerance, refused at parse time in one line."""
+    out = _dry_run_fails(tmp_path, {"tweakreg": tweakreg}, needle)
+    assert "Traceback" not in out
+
+
+def test_separation_rule_is_the_library_rule_too():
+    """C4: relative_align and absolute_fit refuse what the workflow refuses; sqrt(2) x tolerance is allowed."""
+    from tweakflow.absolute import absolute_fit
+    from tweakflow.align import relative_align
+    from tweakflow.params import check_separation
+
+    with pytest.raises(ConfigError, match=r"tweakreg\.separation \(0\.9\)"):
+        relative_align([], separation=0.9, tolerance=0.7)
+    with pytest.raises(ConfigError, match=r"tweakreg\.abs_separation \(0\.5\)"):
+        absolute_fit([], [], [], Table(), abs_separation=0.5)
+    check_separation({"separation": 2**0.5 * 0.5, "tolerance": 0.5})
+    check_separation({"abs_separation": 1.0, "abs_tolerance": 0.7}, "abs_")
+
+
 # ---------------------------------------------------------------------------
 # I: the list of inputs (parse time)
 # ---------------------------------------------------------------------------
@@ -402,7 +429,7 @@ def test_run_rule_gives_one_line_and_status_1(data, tmp_path, capsys):
 @pytest.mark.parametrize(
     "row,content,needle",
     [
-        ("K2", "# a catalog\nra dec flux\n1.0 2.0 3.0\n", "needs columns 'x' and 'y'"),
+        ("K2", "# a catalog\nra dec flux\n1.0 2.0 3.0\n", "needs a column 'x' or 'xcentroid' (any case) for x"),
         ("K3", "x y\n1.0 2.0\nabc 4.0\n", "column 'x' of the source catalog is not numeric"),
         ("K3", "x y\n1.0 2.0\nnan 4.0\n", "column 'x' of the source catalog has non-finite values"),
     ],

@@ -14,9 +14,10 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from refcat_server import CatalogServer, Star
+from refcat_server import CatalogServer, stars_from_refcat
 from workflow_runner import run_workflow, sha256
 from tweakflow import metrics, synthetic
+from tweakflow.absolute import wcs_name
 from tweakflow.io import read_image, read_sidecar
 from tweakflow.refcat import epoch_from_dates
 
@@ -125,7 +126,7 @@ def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
             assert _max_error_mas(r[3], w, r[1]) < 1e-3
     for p in ds["images"]:
         stem = os.path.basename(p)[: -len(".fits")]
-        _check_product_is_input_copy(p, os.path.join(out, stem + "_tweakreg.fits"), "FIT-REFCAT")
+        _check_product_is_input_copy(p, os.path.join(out, stem + "_tweakreg.fits"), wcs_name(ds["refcat"]))
     summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
     assert len(summary) == 6 and set(summary["status"]) == {"COMPLETE"} and set(summary["abs_status"]) == {"COMPLETE"}
     # the reference group has no relative fit of its own
@@ -133,15 +134,10 @@ def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
     print("relative RMS mas:", np.round(rel, 2), "absolute max mas:", np.round(ab, 2))
 
 
-def _gaia_stars(dataset, pm_ra=20.0, pm_dec=-15.0):
+def _gaia_stars(dataset):
     """The dataset's stars at Gaia DR3's epoch, with a common proper motion (epoch must be applied)."""
-    ref = Table.read(dataset["refcat"])
     date = read_image(dataset["images"][-1], with_data=False).meta["date"]
-    dt = epoch_from_dates([date]) - 2016.0
-    return [
-        Star(f"S{i}", 10**15 + i, float(ra - pm_ra * dt / 3.6e6 / np.cos(np.deg2rad(dec))), float(dec - pm_dec * dt / 3.6e6), 18.0, pm_ra, pm_dec)
-        for i, (ra, dec) in enumerate(zip(ref["RA"], ref["DEC"]))
-    ]
+    return stars_from_refcat(dataset["refcat"], epoch_from_dates([date]))
 
 
 def test_tables_to_gaia_from_local_service(tmp_path, fits_lut_dataset):
@@ -161,7 +157,7 @@ def test_tables_to_gaia_from_local_service(tmp_path, fits_lut_dataset):
     ab = np.array([_max_error_mas(r[3], r[4], r[1]) for r in rows])
     assert np.all(ab < 10.0), ab
     for r in rows:
-        assert r[5]["WCSNAME"] == "FIT-GAIADR3" and r[3].det2im1 is not None and r[3].cpdis2 is not None
+        assert r[5]["WCSNAME"] == "FIT-LVL3-GAIADR3" and r[3].det2im1 is not None and r[3].cpdis2 is not None
     summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
     assert list(summary["image"]) == [f"mc{i}_flt.fits[SCI,{k}]" for i in (1, 2) for k in (1, 2)]
     assert set(summary["abs_status"]) == {"COMPLETE"}

@@ -256,6 +256,24 @@ def test_gaia_catalog_for_footprints_end_to_end(server, tmp_path):
     assert back.meta["catalog"] == "GAIADR3"
 
 
+@pytest.mark.parametrize("name", ["GAIAREFCAT", "gaiarefcat", "GaiaDR3"])
+def test_gaiarefcat_and_any_case_are_service_catalogs(server, name):
+    """As the JWST step: GAIAREFCAT (the service's default Gaia) is asked for by name, in any case."""
+    cat = fetch(server, catalog=name)
+    assert server.requests[0]["CAT"] == name.upper() == cat.meta["catalog"]
+    exp = expected_positions(server.stars, EPOCH, name.upper())
+    got = {str(o): (r, d) for o, r, d in zip(cat["objID"], cat["RA"], cat["DEC"])}
+    assert max(ang_sep_arcsec(*got[k], *exp[k]) for k in exp) < 1e-3
+
+
+def test_gaiarefcat_in_the_workflow_plans_a_fetch(tmp_path):
+    """abs_refcat: gaiarefcat is accepted at parse time and fetched as GAIAREFCAT."""
+    from workflow_runner import run_workflow
+
+    proc = run_workflow(tmp_path, {"output_dir": "out", "tweakreg": {"abs_refcat": "gaiarefcat"}}, "-n", timeout=120)
+    assert "out/work/refcat/GAIAREFCAT.ecsv" in proc.stdout and "fetch_refcat" in proc.stdout
+
+
 # ---------------------------------------------------------------------------
 # write_reference_catalog
 # ---------------------------------------------------------------------------
@@ -323,6 +341,50 @@ def test_read_sky_centroid_skycoord(tmp_path):
     np.testing.assert_allclose(t["RA"], [10.0, 359.5])
     np.testing.assert_allclose(t["DEC"], [20.0, -1.0])
     assert "sky_centroid" not in t.colnames and "flux" in t.colnames
+
+
+@pytest.mark.parametrize("names", [("Ra", "Dec"), ("rA", "DEC"), ("SKY_CENTROID",), ("Sky_Centroid",)])
+def test_position_columns_match_in_any_case(tmp_path, names):
+    """As the JWST step (stcal _parse_sky_centroid): RA/DEC and sky_centroid in any case."""
+    path = tmp_path / "ref.ecsv"
+    ra, dec = [10.0, 359.5], [20.0, -1.0]
+    cols = {names[0]: SkyCoord(ra * u.deg, dec * u.deg)} if len(names) == 1 else {names[0]: ra, names[1]: dec}
+    Table({**cols, "flux": [1.0, 2.0]}).write(path)
+    t = read_reference_catalog(path)
+    np.testing.assert_allclose(t["RA"], ra)
+    np.testing.assert_allclose(t["DEC"], dec)
+    assert t.colnames == ["RA", "DEC", "flux"]
+
+
+def _sky(ra, dec):
+    return SkyCoord(np.asarray(ra) * u.deg, np.asarray(dec) * u.deg)
+
+
+@pytest.mark.parametrize("columns, needles", [
+    ({"RA": [1.0], "ra": [1.0], "DEC": [2.0]}, ["'RA', 'ra'", "different case"]),
+    ({"Dec": [2.0], "DEC": [2.0], "RA": [1.0]}, ["'Dec', 'DEC'", "different case"]),
+    ({"sky_centroid": _sky([1.0], [2.0]), "SKY_CENTROID": _sky([1.0], [2.0])}, ["'sky_centroid', 'SKY_CENTROID'"]),
+    ({"RA": [1.0, 5.0], "DEC": [2.0, 6.0], "sky_centroid": _sky([1.0, 5.0], [2.0, 6.001])}, ["'RA'/'DEC' and 'sky_centroid'", "3.6 arcsec, row 2"]),
+])
+def test_ambiguous_position_columns_are_refused(tmp_path, columns, needles):
+    """Duplicated position columns: one line naming the file and the columns."""
+    path = tmp_path / "ref.ecsv"
+    Table(columns).write(path)
+    with pytest.raises(RefcatError) as err:
+        read_reference_catalog(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    for needle in needles:
+        assert needle in msg
+
+
+def test_radec_and_matching_sky_centroid_use_radec(tmp_path):
+    """RA/DEC and a sky_centroid giving the same positions: accepted, as the JWST step accepts them."""
+    path = tmp_path / "ref.ecsv"
+    Table({"ra": [1.0, 5.0], "dec": [2.0, 6.0], "sky_centroid": _sky([1.0, 5.0], [2.0, 6.0]), "mag": [3, 4]}).write(path)
+    t = read_reference_catalog(path)
+    np.testing.assert_allclose(t["DEC"], [2.0, 6.0])
+    assert t.colnames == ["RA", "DEC", "mag"]
 
 
 def test_read_sky_centroid_strings(tmp_path):

@@ -15,7 +15,7 @@ from tweakflow.refcat import epoch_from_dates
 pytestmark = pytest.mark.slow
 
 
-def _errors(outdir, dataset):
+def _errors(outdir, dataset, wcs_name=None):
     from stdatamodels.jwst.datamodels import ImageModel
 
     truth, _ = synthetic.load_truth(dataset["truth"])
@@ -24,6 +24,7 @@ def _errors(outdir, dataset):
         n = os.path.basename(p)
         with ImageModel(os.path.join(outdir, n.replace("_cal.fits", "_tweakreg.fits"))) as m:
             assert m.meta.cal_step.tweakreg == "COMPLETE"
+            assert wcs_name is None or m.meta.wcs.name == wcs_name
             ws.append(m.meta.wcs)
             shapes.append(m.data.shape)
         tl.append(truth[n])
@@ -35,7 +36,8 @@ def test_user_refcat(tmp_path, small_dataset):
     config = {"inputs": small_dataset["images"], "output_dir": "out",
               "tweakreg": {"abs_refcat": small_dataset["refcat"], "save_abs_catalog": True}}
     run_workflow(tmp_path, config)
-    ab, rel = _errors(str(tmp_path / "out"), small_dataset)
+    # the JWST step's name: FIT-LVL3-<abs_refcat as given>
+    ab, rel = _errors(str(tmp_path / "out"), small_dataset, wcs_name=f"FIT-LVL3-{small_dataset['refcat']}")
     assert np.all(ab < 5.0), ab
     assert np.all(rel < 1.0), rel
     summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
@@ -66,7 +68,7 @@ def test_gaia_from_local_service(tmp_path, small_dataset):
         q = server.requests[0]
         assert q["CAT"] == "GAIADR3" and abs(float(q["EPOCH"]) - 2026.2) < 0.1
         assert (tmp_path / "out" / "work" / "refcat" / "GAIADR3.ecsv").exists()
-        ab, rel = _errors(str(tmp_path / "out"), small_dataset)
+        ab, rel = _errors(str(tmp_path / "out"), small_dataset, wcs_name="FIT-LVL3-GAIADR3")
         assert np.all(ab < 5.0), ab
         # re-running with another abs_* value re-uses the cached catalog
         run_workflow(tmp_path, {**config, "tweakreg": {"abs_refcat": "GAIADR3", "abs_nclip": 2}})

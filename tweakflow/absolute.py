@@ -25,6 +25,8 @@ import numpy as np
 from astropy.table import Table
 
 from .align import det_to_world, fit_row, make_corrector, make_matcher, tangent_plane_scale
+from .params import check_separation
+from .refcat import GAIA_CATALOGS
 
 __all__ = ["ABSOLUTE_PARS", "GRADES", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status", "refine_fit", "linear_fit"]
 
@@ -43,15 +45,19 @@ ABSOLUTE_PARS = {
 }
 
 #: Reference catalogs retrieved from the astrometric catalog web service.
-SINGLE_GROUP_REFCATS = ("GAIADR1", "GAIADR2", "GAIADR3")
+SINGLE_GROUP_REFCATS = GAIA_CATALOGS
 
 
 def wcs_name(refcat_name):
-    """WCS name recorded after an absolute fit (``FIT-<catalog>`` as the JWST step does)."""
-    import os
+    """WCS name recorded after an absolute fit: ``FIT-LVL3-<abs_refcat>``.
 
-    base = os.path.splitext(os.path.basename(str(refcat_name)))[0]
-    return f"FIT-{base.upper()}"
+    The JWST step names the corrected WCS ``f"FIT-LVL3-{abs_refcat}"``
+    with ``abs_refcat`` as given: ``FIT-LVL3-GAIADR3`` for a Gaia catalog,
+    ``FIT-LVL3-data/my_ref.ecsv`` for a file (its path as given). Surrounding
+    white space, which the step also ignores when reading ``abs_refcat``, is
+    dropped. The one home of the name: every output takes it from here.
+    """
+    return f"FIT-LVL3-{str(refcat_name).strip()}"
 
 
 def final_status(rel_status, rel_reason, abs_status, abs_reason):
@@ -358,6 +364,11 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
         ``fit_error_mas`` and ``chance_log10p``.
     combined : astropy.table.Table
         The set's combined catalog.
+
+    Raises
+    ------
+    ConfigError
+        If ``abs_separation`` < sqrt(2) x ``abs_tolerance`` (`tweakflow.params.check_separation`).
     """
     from .quality import gate_limits, resolve_quality
 
@@ -366,6 +377,7 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
     if unknown:
         raise TypeError(f"unknown absolute-alignment parameters: {sorted(unknown)}")
     p.update(pars)
+    check_separation(p, "abs_")
     q = resolve_quality(quality)
     limits = gate_limits(q, p["abs_tolerance"])
     opts = {"merge": merge, "merge_radius": merge_radius, "weight_by_count": weight_by_count, "refine": refine and (q["refine"] or not q["enabled"])}

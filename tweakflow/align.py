@@ -1043,7 +1043,13 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
         Per entry, a solution row (`fit_row`, plus the `QUALITY_COLUMNS`);
         ``status`` is ``COMPLETE`` for an aligned image or the alignment
         reference, and ``SKIPPED`` (with ``reason``) otherwise.
+
+    Raises
+    ------
+    ConfigError
+        If ``separation`` < sqrt(2) x ``tolerance`` (`tweakflow.params.check_separation`).
     """
+    from .params import check_separation
     from .quality import gate_limits, resolve_quality
 
     p = dict(RELATIVE_PARS)
@@ -1051,6 +1057,7 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
     if unknown:
         raise TypeError(f"unknown relative-alignment parameters: {sorted(unknown)}")
     p.update(pars)
+    check_separation(p)
     q = resolve_quality(quality)
     limits = gate_limits(q, p["tolerance"])
     if details is not None:

@@ -1,7 +1,8 @@
 """Source catalogs: user catalogs, custom-catalog resolution, writing catalogs.
 
-A source catalog has 0-indexed pixel columns ``x``/``y`` (or
-``xcentroid``/``ycentroid``, renamed on reading) and optionally ``weight``.
+A source catalog has 0-indexed pixel columns ``x``/``y`` (each axis may be
+named ``x``/``xcentroid``/``x_centroid`` in a user catalog, in any case;
+renamed on reading) and optionally ``weight``.
 
 With ``use_custom_catalogs``, the catalog of each image is chosen as the
 JWST tweakreg step chooses it (`resolve_custom_catalogs`): a ``catfile``
@@ -24,13 +25,18 @@ __all__ = [
     "write_catalog",
     "read_table",
     "catalog_extension",
+    "published_catalog_name",
+    "published_catalog_names",
     "writer_format",
     "parse_catfile",
     "model_catalog_name",
     "resolve_custom_catalogs",
 ]
 
-_ALIASES = (("x", "y"), ("xcentroid", "ycentroid"), ("x_centroid", "y_centroid"))
+#: Names of each pixel axis in a user catalog, in the JWST step's order of
+#: preference (jwst ``_rename_catalog_columns``: ``x`` if present, else
+#: ``xcentroid``, else ``x_centroid``, each axis on its own).
+_AXIS_NAMES = {"x": ("x", "xcentroid", "x_centroid"), "y": ("y", "ycentroid", "y_centroid")}
 
 
 def read_source_catalog(path):
@@ -50,8 +56,9 @@ def read_source_catalog(path):
     Raises
     ------
     InputError
-        If the file is missing or unreadable, has no x/y columns, or has
-        non-numeric or non-finite coordinates.
+        If the file is missing or unreadable, has no (or ambiguous) x/y
+        columns (`_axis_column`), or has non-numeric or non-finite
+        coordinates.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -63,20 +70,11 @@ def read_source_catalog(path):
             tab = Table.read(path, format="ascii")
         except Exception as exc:
             raise InputError(f"{path}: cannot read source catalog ({type(exc).__name__}: {exc})") from None
-    for xn, yn in _ALIASES:
-        if xn in tab.colnames and yn in tab.colnames:
-            break
-    else:
-        raise InputError(
-            f"{path}: source catalog needs columns 'x' and 'y' (or 'xcentroid' and 'ycentroid'); "
-            f"it has {tab.colnames}"
-        )
     out = Table(tab, copy=True)
-    if (xn, yn) != ("x", "y"):
-        for old, new in ((xn, "x"), (yn, "y")):
-            if new in out.colnames:
-                out.remove_column(new)
-            out.rename_column(old, new)
+    for axis in ("x", "y"):
+        name = _axis_column(path, tab.colnames, axis)
+        if name != axis:
+            out.rename_column(name, axis)
     for col in ("x", "y") + (("weight",) if "weight" in out.colnames else ()):
         try:
             vals = np.asarray(out[col], dtype=float)
@@ -88,6 +86,36 @@ def read_source_catalog(path):
             raise InputError(f"{path}: column '{col}' of the source catalog has non-finite values")
         out[col] = vals
     return out
+
+
+def _axis_column(path, colnames, axis):
+    """The column of a user catalog that holds pixel axis ``axis`` (``"x"`` or ``"y"``).
+
+    The first of `_AXIS_NAMES` present, as the JWST step takes it; when none
+    is present as written, the first present in another case (``X``,
+    ``XCENTROID``...), which the step would refuse. Two columns that are
+    one name in different case, with none as written, are ambiguous.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the columns, when there is no such column or it
+        is ambiguous.
+    """
+    names = _AXIS_NAMES[axis]
+    for name in names:
+        if name in colnames:
+            return name
+    for name in names:
+        found = [c for c in colnames if c.lower() == name]
+        if len(found) > 1:
+            raise InputError(f"{path}: source catalog columns {found} are one name in different case; keep one")
+        if found:
+            return found[0]
+    raise InputError(
+        f"{path}: source catalog needs a column {' or '.join(repr(n) for n in names[:2])} (any case) "
+        f"for {axis}; it has {colnames}"
+    )
 
 
 def read_table(path):
@@ -108,6 +136,58 @@ def catalog_extension(fmt):
     """File extension for an astropy Table writer format (``ascii.ecsv`` -> ``ecsv``)."""
     fmt = str(fmt)
     return fmt.split(".")[-1] if fmt.startswith("ascii.") else fmt
+
+
+def published_catalog_name(filename, fmt):
+    """File name of a ``save_catalogs`` catalog, as the JWST step names it.
+
+    The step writes ``meta.filename`` with ``.fits`` replaced by
+    ``_cat.<catalog_format>``: ``jw..._nrca1_cal.fits`` ->
+    ``jw..._nrca1_cal_cat.ecsv`` (the ``_cal`` suffix is kept, unlike the
+    output images' stem).
+
+    Parameters
+    ----------
+    filename : str
+        The image's ``meta.filename`` (`tweakflow.io.model_filename`).
+    fmt : str
+        ``catalog_format`` (`catalog_extension` gives the extension).
+    """
+    from .io import fits_root
+
+    return f"{fits_root(filename)}_cat.{catalog_extension(fmt)}"
+
+
+def published_catalog_names(images, fmt):
+    """``save_catalogs``' file names of the images, refusing two alike.
+
+    Parameters
+    ----------
+    images : list of dict
+        ``stem``, ``path``, ``filename`` (`tweakflow.inputs.resolve_inputs`).
+    fmt : str
+        ``catalog_format``.
+
+    Returns
+    -------
+    dict
+        ``{published file name: stem}``.
+
+    Raises
+    ------
+    ConfigError
+        When two images have one ``meta.filename`` (possible with
+        ``output_use_model: false``), naming both.
+    """
+    names, paths = {}, {}
+    for it in images:
+        name = published_catalog_name(it["filename"], fmt)
+        if name in names:
+            raise ConfigError(
+                f"tweakreg.save_catalogs: '{paths[name]}' and '{it['path']}' would both publish their catalog as '{name}'"
+            )
+        names[name], paths[name] = it["stem"], it["path"]
+    return names
 
 
 def writer_format(fmt):

@@ -58,6 +58,7 @@ __all__ = [
     "bad_pixel_mask",
     "estimate_background",
     "find_local_peaks",
+    "fill_zero_rms",
     "min_separation_pixels",
 ]
 
@@ -206,6 +207,37 @@ def estimate_background(data, mask, box_size):
     if step > 1:
         maps = [np.repeat(np.repeat(m, step, axis=0), step, axis=1)[:ny, :nx] for m in maps]
     return maps[0], maps[1]
+
+
+def fill_zero_rms(rms):
+    """The background-RMS map, made one value when part of it is zero or undefined.
+
+    A mesh box of a constant, unflagged region (or of a noise-free image)
+    has zero RMS, and the spline interpolation of the mesh rings around it
+    (values slightly below and above zero), so that per-pixel thresholds
+    there would be zero or tiny and find plateaus as sources. The JWST step
+    thresholds the whole image at one value, the median of
+    ``snr_threshold`` x RMS; in this case the map becomes that one value,
+    the median of its positive values (zero for a noise-free image: every
+    positive peak is a source, as in the step).
+
+    Parameters
+    ----------
+    rms : numpy.ndarray
+        Background-RMS map (`estimate_background`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``rms`` itself when all its values are positive and finite, else a
+        map of one value >= 0.
+    """
+    positive = np.isfinite(rms) & (rms > 0)
+    if positive.all():
+        return rms
+    level = np.median(rms[positive]) if positive.any() else 0.0
+    log.info("background RMS zero or undefined in %.1f%% of the image: one threshold from RMS %.3g", 100 * (1 - positive.mean()), level)
+    return np.full_like(rms, level)
 
 
 def find_local_peaks(convolved, threshold, radius, mask=None):
@@ -485,8 +517,7 @@ def detect_sources(data, dq=None, bounding_box=None, **pars):
         bkg, rms = estimate_background(data, mask, p["bkg_boxsize"])
     except ValueError as exc:
         return empty_catalog(), f"background estimation failed: {exc}"
-    if not np.all(np.isfinite(rms)) or not np.all(rms > 0):
-        return empty_catalog(), "background RMS is zero or undefined"
+    rms = fill_zero_rms(rms)
 
     segmentation = p["starfinder"] == "segmentation"
     conv, data_sub = _smooth_and_fill(data - bkg, mask, p["kernel_fwhm"], smoothed=segmentation)

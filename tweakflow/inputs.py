@@ -90,7 +90,9 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
     Returns
     -------
     list of dict
-        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog`` per image.
+        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog`` and
+        ``filename`` (``meta.filename``, which names published catalogs)
+        per image.
     """
     if inputs == "demo":
         from .synthetic import SyntheticConfig, exposure_filenames
@@ -115,7 +117,8 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
         raise ConfigError("inputs: no images to align")
     seen = {}
     for it in items:
-        it["stem"] = output_stem(model_filename(it["path"]) if output_use_model else it["path"])
+        it["filename"] = model_filename(it["path"])
+        it["stem"] = output_stem(it["filename"] if output_use_model else it["path"])
         if it["stem"] in seen:
             raise ConfigError(
                 f"inputs: '{seen[it['stem']]}' and '{it['path']}' would both be written as "

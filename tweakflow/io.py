@@ -48,6 +48,7 @@ __all__ = [
     "write_sidecar",
     "read_sidecar",
     "output_stem",
+    "fits_root",
     "model_filename",
     "check_fits_signature",
     "FITS_DEFAULTS",
@@ -109,16 +110,21 @@ class ImageData:
     lookup_tables: bytes | None = None
 
 
+def fits_root(path):
+    """The base name without its FITS extension (``.fits``, ``.fits.gz``, ``.fit``, ``.fts``)."""
+    base = os.path.basename(os.fspath(path))
+    for ext in (".fits.gz", ".fits", ".fit", ".fts"):
+        if base.lower().endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
 def output_stem(path):
     """Stem used to name a product: the base name without ``.fits`` and ``_cal``.
 
     ``jw..._nrca1_cal.fits`` -> ``jw..._nrca1``; ``image.fits`` -> ``image``.
     """
-    base = os.path.basename(os.fspath(path))
-    for ext in (".fits.gz", ".fits", ".fit", ".fts"):
-        if base.lower().endswith(ext):
-            base = base[: -len(ext)]
-            break
+    base = fits_root(path)
     if base.endswith("_cal"):
         base = base[:-4]
     return base

@@ -1,7 +1,8 @@
 """Absolute reference catalogs: a user's file, or Gaia from the STScI service.
 
-The ``abs_refcat`` step parameter is either the name of a Gaia release
-(``GAIADR1``, ``GAIADR2``, ``GAIADR3``) or the path of a catalog file. This
+The ``abs_refcat`` step parameter is either the name of a Gaia catalog of
+the service (``GAIAREFCAT``, ``GAIADR1``, ``GAIADR2``, ``GAIADR3``, any case)
+or the path of a catalog file. This
 module turns both into an astropy `~astropy.table.Table` with float64 columns
 ``RA`` and ``DEC`` in degrees (plus ``weight`` where a file provides one).
 
@@ -74,13 +75,17 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://gsss.stsci.edu/webservices/vo/CatalogSearch.aspx"
 """The STScI catalog web service used by the JWST pipeline."""
 
-GAIA_CATALOGS = ("GAIADR1", "GAIADR2", "GAIADR3")
-"""Catalog names accepted by `fetch_gaia_catalog`."""
+GAIA_CATALOGS = ("GAIAREFCAT", "GAIADR3", "GAIADR2", "GAIADR1")
+"""Catalog names accepted by `fetch_gaia_catalog` (the JWST step's
+``SINGLE_GROUP_REFCAT``), sent as ``CAT``. ``GAIAREFCAT`` is the service's
+default Gaia catalog, which it resolves itself (Gaia DR3 today: the JWST
+regression test aligns to ``GAIAREFCAT`` and ``GAIADR3`` against the same
+truth files)."""
 
 DEFAULT_MINDET = 5
 """``MINDET`` sent to the service (the value the JWST pipeline sends)."""
 
-CATALOG_EPOCHS = {"GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
+CATALOG_EPOCHS = {"GAIAREFCAT": 2016.0, "GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
 """Reference epoch (decimal year) of each Gaia release's positions."""
 
 _SNIPPET = 300  # characters of a response body quoted in error messages
@@ -102,10 +107,12 @@ def read_reference_catalog(path):
         HDF5 or Parquet are identified from the file; other text files
         (``.csv``, ``.txt``, ``.cat`` ...) are read with astropy's ASCII
         format guessing. Positions come from ``RA`` and ``DEC`` columns in
-        degrees (lower-case ``ra``/``dec`` are accepted too) or, failing
-        those, from a ``sky_centroid`` column holding a `SkyCoord` or strings
-        `SkyCoord` can parse. A column with an angular unit is converted to
-        degrees. An optional ``weight`` column is kept.
+        degrees or, failing those, from a ``sky_centroid`` column holding a
+        `SkyCoord` or strings `SkyCoord` can parse; names in any case, as the
+        JWST step matches them (two columns differing only in case are
+        refused, and so are ``RA``/``DEC`` and ``sky_centroid`` columns that
+        disagree). A column with an angular unit is converted to degrees. An
+        optional ``weight`` column is kept.
 
     Returns
     -------
@@ -118,8 +125,9 @@ def read_reference_catalog(path):
     Raises
     ------
     RefcatError
-        If the file is missing or unreadable, lacks position columns, holds
-        non-numeric or out-of-range values, or has no usable row.
+        If the file is missing or unreadable, lacks position columns or has
+        ambiguous ones, holds non-numeric or out-of-range values, or has no
+        usable row.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -206,23 +214,60 @@ def _looks_binary(path):
 
 
 def _positions_from_table(path, table):
-    """Return (ra_deg, dec_deg, names_of_columns_used) as float64 arrays."""
-    names = table.colnames
-    for ra_name, dec_name in (("RA", "DEC"), ("ra", "dec")):
-        if ra_name in names or dec_name in names:
-            if ra_name not in names or dec_name not in names:
-                have, missing = (ra_name, dec_name) if ra_name in names else (dec_name, ra_name)
-                raise RefcatError(f"reference catalog {path!r}: has a {have!r} column but "
-                                  f"no {missing!r} column")
-            ra = _angle_column(path, table, ra_name)
-            dec = _angle_column(path, table, dec_name)
-            return ra, dec, [ra_name, dec_name]
-    if "sky_centroid" in names:
-        ra, dec = _sky_centroid(path, table["sky_centroid"])
-        return ra, dec, ["sky_centroid"]
-    raise RefcatError(
-        f"reference catalog {path!r}: needs 'RA' and 'DEC' columns (degrees) or a "
-        f"'sky_centroid' column; found columns {names}")
+    """Return (ra_deg, dec_deg, names_of_columns_used) as float64 arrays.
+
+    Column names are matched regardless of case, as the JWST step matches
+    them (stcal ``_parse_sky_centroid``): ``RA`` and ``DEC`` (``ra``,
+    ``Ra``...), else ``sky_centroid``. Two columns that differ only in case
+    are refused, as the step refuses them. With both ``RA``/``DEC`` and
+    ``sky_centroid`` the step uses ``RA``/``DEC``; here too, but only when
+    the two agree (`_check_same_positions`): otherwise the file is refused.
+    """
+    ra_name, dec_name, sky_name = (_column_any_case(path, table, n) for n in ("RA", "DEC", "sky_centroid"))
+    if ra_name is None and dec_name is None:
+        if sky_name is None:
+            raise RefcatError(
+                f"reference catalog {path!r}: needs 'RA' and 'DEC' columns (degrees) or a "
+                f"'sky_centroid' column (any case); found columns {table.colnames}")
+        ra, dec = _sky_centroid(path, table[sky_name])
+        return ra, dec, [sky_name]
+    if ra_name is None or dec_name is None:
+        have, missing = (ra_name, "DEC") if dec_name is None else (dec_name, "RA")
+        raise RefcatError(f"reference catalog {path!r}: has a {have!r} column but "
+                          f"no {missing!r} column (any case)")
+    ra = _angle_column(path, table, ra_name)
+    dec = _angle_column(path, table, dec_name)
+    if sky_name is None:
+        return ra, dec, [ra_name, dec_name]
+    _check_same_positions(path, (ra, dec), _sky_centroid(path, table[sky_name]), (ra_name, dec_name, sky_name))
+    return ra, dec, [ra_name, dec_name, sky_name]
+
+
+def _column_any_case(path, table, name):
+    """The column of ``table`` called ``name`` in any case, or None; two such columns are refused."""
+    found = [c for c in table.colnames if c.lower() == name.lower()]
+    if len(found) > 1:
+        raise RefcatError(f"reference catalog {path!r}: columns {found} are one column name in "
+                          "different case (names are matched regardless of case); keep one")
+    return found[0] if found else None
+
+
+def _check_same_positions(path, radec, sky, names, tol_mas=1.0):
+    """Refuse RA/DEC and sky_centroid columns that give different positions.
+
+    The JWST step takes ``RA``/``DEC`` and ignores ``sky_centroid`` (with a
+    warning); when the two disagree, which one the user meant is unknown.
+    """
+    both = np.isfinite(radec[0]) & np.isfinite(radec[1]) & np.isfinite(sky[0]) & np.isfinite(sky[1])
+    a = _unit_vectors(radec[0][both], radec[1][both])
+    b = _unit_vectors(sky[0][both], sky[1][both])
+    sep_mas = np.degrees(2 * np.arcsin(np.clip(np.linalg.norm(a - b, axis=-1) / 2, 0, 1))) * 3.6e6
+    if sep_mas.size and sep_mas.max() > tol_mas:
+        i = int(np.flatnonzero(both)[np.argmax(sep_mas)])
+        raise RefcatError(
+            f"reference catalog {path!r}: columns {names[0]!r}/{names[1]!r} and {names[2]!r} give "
+            f"different positions (up to {sep_mas.max() / 1000:.3g} arcsec, row {i + 1}); keep one")
+    log.info("reference catalog %s: positions from %r/%r (%r gives the same)", path, *names)
 
 
 def _numeric_column(path, table, name):
@@ -661,7 +706,7 @@ def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_UR
         Decimal year (UTC) the positions are wanted at, e.g. from
         `epoch_from_dates`.
     catalog : str, optional
-        ``GAIADR1``, ``GAIADR2`` or ``GAIADR3`` (case-insensitive).
+        One of `GAIA_CATALOGS` (case-insensitive).
     url : str, optional
         Service endpoint (`DEFAULT_URL`); a local or mirror URL for tests.
     timeout : float, optional

@@ -250,7 +250,7 @@ def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
     catalog : str
         The workflow's catalog of the image (ECSV).
     output : str
-        ``{output_dir}/{stem}_cat.{ext}``.
+        ``{output_dir}/<meta.filename without .fits>_cat.{ext}`` (`tweakflow.catalogs.published_catalog_name`).
     catalog_format : str
         ``ecsv`` or any astropy Table writer format.
     """

@@ -62,7 +62,7 @@ SIP_PARS = {
 MAX_SIP_DEGREE = 6
 
 #: ``WCSNAME`` of a plain FITS image after relative alignment only (an
-#: absolute fit names it after the reference catalog, ``FIT-<CATALOG>``).
+#: absolute fit names it as `tweakflow.absolute.wcs_name` does, ``FIT-LVL3-<abs_refcat>``).
 RELATIVE_WCSNAME = "FIT-REL"
 
 #: Alternate-WCS key under which the original FITS WCS is kept.
@@ -209,7 +209,7 @@ def s_region(wcs, bounding_box=None):
 def output_wcs_name(extra, kind):
     """The WCS name an output records.
 
-    The absolute stage's ``wcsname`` (``FIT-<CATALOG>``) when the absolute
+    The absolute stage's ``wcsname`` (``FIT-LVL3-<abs_refcat>``) when the absolute
     fit was applied. Otherwise JWST products keep their GWCS name (the JWST
     step only names absolute fits; None is returned) and plain FITS images
     get `RELATIVE_WCSNAME`.

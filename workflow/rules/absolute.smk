@@ -9,7 +9,7 @@ if ABSOLUTE:
         output:
             f"{WORK}/refcat/{{catalog}}.ecsv",
         wildcard_constraints:
-            catalog="GAIADR[123]",
+            catalog="|".join(SINGLE_GROUP_REFCATS),
         params:
             url=config["refcat"]["url"],
             timeout=config["refcat"]["timeout"],

@@ -1,6 +1,7 @@
 # Input resolution, parameter blocks and input functions shared by the rules.
 
 import os
+import re
 import runpy
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from tweakflow.detection import DEFAULT_DETECTION_PARS
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
 from tweakflow.io import check_fits_signature
+from tweakflow.params import check_separation
 
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 
@@ -71,6 +73,15 @@ if config["inputs"] != "demo":
 # Absolute alignment: on when abs_refcat names a Gaia release or a file.
 ABS_REFCAT = (TW.get("abs_refcat") or "").strip()
 ABSOLUTE = ABS_REFCAT != ""
+
+# separation >= sqrt(2) x tolerance (and the abs_ pair when absolute alignment
+# is on, as the step checks it): refused here rather than by the align jobs
+try:
+    check_separation(TW)
+    if ABSOLUTE:
+        check_separation(TW, "abs_")
+except TweakflowError as exc:
+    raise WorkflowError(f"tweakflow: {exc}")
 DEMO_REFCAT = f"{DEMO_DIR}/refcat.ecsv"
 if (
     ABSOLUTE
@@ -108,14 +119,17 @@ if TW.get("use_custom_catalogs"):
         logger.warning(f"tweakflow: {_n}")
     CUSTOM_CATALOGS = {stem: cat for stem, cat in _cats.items() if cat}
 
-# save_catalogs: {output_dir}/{stem}_cat.{ext} in catalog_format, written by
-# publish_catalog from the cached catalog (a format change re-runs only that).
-from tweakflow.catalogs import catalog_extension, writer_format
+# save_catalogs: {output_dir}/<meta.filename without .fits>_cat.{ext} in
+# catalog_format, as the step names them (X_cal.fits -> X_cal_cat.ecsv), written
+# by publish_catalog from the cached catalog (a format change re-runs only that).
+from tweakflow.catalogs import catalog_extension, published_catalog_names, writer_format
 
 CATALOG_EXT = catalog_extension(TW["catalog_format"])
+PUBLISHED = {}  # published catalog file name -> stem, for the images that detect sources
 if TW.get("save_catalogs"):
     try:
         writer_format(TW["catalog_format"])
+        PUBLISHED = published_catalog_names([it for it in IMAGES if it["stem"] not in CUSTOM_CATALOGS], TW["catalog_format"])
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: {exc}")
 
@@ -137,7 +151,12 @@ def image_detection_params(wildcards):
 def published_catalogs():
     """save_catalogs' outputs: one per image that detects sources (the step
     ignores save_catalogs for images with a user catalog)."""
-    return [f"{OUT}/{stem}_cat.{CATALOG_EXT}" for stem in STEMS if stem not in CUSTOM_CATALOGS]
+    return [f"{OUT}/{name}" for name in PUBLISHED]
+
+
+def catalog_to_publish(wildcards):
+    """publish_catalog's input: the cached catalog of the image it is named after."""
+    return f"{WORK}/catalogs/{PUBLISHED[wildcards.catalog]}_cat.ecsv"
 
 # --- end of custom source catalogs and published catalogs -------------------
 

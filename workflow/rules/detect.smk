@@ -30,13 +30,15 @@ rule detect_sources:
 
 rule publish_catalog:
     input:
-        catalog=f"{WORK}/catalogs/{{stem}}_cat.ecsv",
+        catalog=catalog_to_publish,
     output:
-        f"{OUT}/{{stem}}_cat.{CATALOG_EXT}",
+        f"{OUT}/{{catalog}}",
+    wildcard_constraints:
+        catalog=r"[^/]+_cat\." + re.escape(CATALOG_EXT),
     params:
         catalog_format=TW["catalog_format"],
     log:
-        f"{LOGS}/publish_catalog/{{stem}}.log",
+        f"{LOGS}/publish_catalog/{{catalog}}.log",
     group:
         "detect"
     resources:
