@@ -15,43 +15,13 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from refcat_server import CatalogServer, stars_from_refcat
-from workflow_runner import run_workflow, sha256
+from workflow_runner import CallableWCS, check_fits_product_is_input_copy, fits_sci_hdus, max_sky_distance_mas, run_workflow, sha256, without_lookup_tables
 from tweakflow import metrics, synthetic
 from tweakflow.absolute import wcs_name
 from tweakflow.io import read_image, read_sidecar
 from tweakflow.refcat import epoch_from_dates
 
 pytestmark = pytest.mark.slow
-
-
-class _Evaluate:
-    """An astropy WCS called like a GWCS, for `tweakflow.metrics`."""
-
-    def __init__(self, wcs):
-        self.wcs = wcs
-
-    def __call__(self, x, y, with_bounding_box=False):
-        return self.wcs.all_pix2world(x, y, 0)
-
-
-def _max_error_mas(w, tw, shape, n=16):
-    """Largest sky distance (mas) between two WCSs over an n x n pixel grid."""
-    ny, nx = shape
-    y, x = np.mgrid[0 : ny - 1 : complex(n), 0 : nx - 1 : complex(n)]
-    r1, d1 = w.all_pix2world(x.ravel(), y.ravel(), 0)
-    r2, d2 = tw.all_pix2world(x.ravel(), y.ravel(), 0)
-    return 3.6e6 * float(np.max(np.hypot((r1 - r2) * np.cos(np.deg2rad(d2)), d1 - d2)))
-
-
-def _without_tables(w):
-    w = w.deepcopy()
-    w.det2im1 = w.det2im2 = w.cpdis1 = w.cpdis2 = None
-    w.wcs.set()
-    return w
-
-
-def _sci_hdus(hdul):
-    return [i for i, h in enumerate(hdul) if h.is_image and h.header.get("NAXIS") == 2 and h.name in ("PRIMARY", "SCI")]
 
 
 def _outputs(dataset, out):
@@ -62,27 +32,9 @@ def _outputs(dataset, out):
         name = os.path.basename(src)
         prod = os.path.join(out, name[: -len(".fits")] + "_tweakreg.fits")
         with fits.open(src) as a, fits.open(prod) as b:
-            for k, (i, tw) in enumerate(zip(_sci_hdus(a), truth[name])):
+            for k, (i, tw) in enumerate(zip(fits_sci_hdus(a), truth[name])):
                 rows.append((f"{name}[{k + 1}]", a[i].data.shape, WCS(a[i].header, fobj=a), WCS(b[i].header, fobj=b), tw, b[i].header))
     return rows
-
-
-def _check_product_is_input_copy(src, prod, wcsname):
-    """Every HDU, array and non-WCS keyword carried over; tables intact; 'O' is the input WCS."""
-    with fits.open(src, do_not_scale_image_data=True) as a, fits.open(prod, do_not_scale_image_data=True) as b:
-        b.verify("exception")
-        assert [(h.name, h.ver) for h in a] == [(h.name, h.ver) for h in b]
-        for ha, hb in zip(a, b):
-            if ha.data is not None:
-                assert ha.data.dtype == hb.data.dtype and np.array_equal(ha.data, hb.data)
-            for k in ha.header:
-                if not k.startswith(("CRVAL", "CD", "PC", "LATPOLE", "WCSNAME")):
-                    assert hb.header[k] == ha.header[k], (prod, ha.name, k)
-        for i in _sci_hdus(a):
-            hdr = b[i].header
-            assert hdr["WCSNAME"] == wcsname and hdr["WCSNAMEO"] == a[i].header.get("WCSNAME", "ORIGINAL")
-            wo = WCS(hdr, fobj=b, key="O")
-            assert _max_error_mas(wo, WCS(a[i].header, fobj=a), a[i].data.shape) < 1e-6
 
 
 def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
@@ -107,26 +59,26 @@ def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
     for name in sorted({r[0].split("[")[0] for r in rows}):
         rel_wcs.extend(read_sidecar(os.path.join(out, "work", "relative", name[: -len(".fits")] + "_wcs.asdf"))["wcs"])
     shapes = [r[1] for r in rows]
-    rel = metrics.relative_errors([_Evaluate(w) for w in rel_wcs], [_Evaluate(r[4]) for r in rows], shapes)
-    rel_in = metrics.relative_errors([_Evaluate(r[2]) for r in rows], [_Evaluate(r[4]) for r in rows], shapes)
+    rel = metrics.relative_errors([CallableWCS(w) for w in rel_wcs], [CallableWCS(r[4]) for r in rows], shapes)
+    rel_in = metrics.relative_errors([CallableWCS(r[2]) for r in rows], [CallableWCS(r[4]) for r in rows], shapes)
     assert np.all(rel_in > 100), rel_in
     assert np.all(rel < 5.0), rel
 
     # the outputs (absolute): every chip, largest error over the chip, through its tables
-    ab = np.array([_max_error_mas(r[3], r[4], r[1]) for r in rows])
+    ab = np.array([max_sky_distance_mas(r[3], r[4], r[1]) for r in rows])
     assert np.all(ab < 10.0), dict(zip([r[0] for r in rows], ab))
     # control: the same outputs read without their tables are far off
     lut = [r for r in rows if r[4].cpdis1 is not None]
-    assert min(_max_error_mas(_without_tables(r[3]), r[4], r[1]) for r in lut) > 20.0
+    assert min(max_sky_distance_mas(without_lookup_tables(r[3]), r[4], r[1]) for r in lut) > 20.0
     # the output WCS (tables included) is the corrected solution of the absolute stage
     for name in sorted({r[0].split("[")[0] for r in rows}):
         sc = read_sidecar(os.path.join(out, "work", "absolute", name[: -len(".fits")] + "_wcs.asdf"))
         for w, r in zip(sc["wcs"], [r for r in rows if r[0].startswith(name + "[")]):
             assert (w.cpdis1 is None) == (r[3].cpdis1 is None)
-            assert _max_error_mas(r[3], w, r[1]) < 1e-3
+            assert max_sky_distance_mas(r[3], w, r[1]) < 1e-3
     for p in ds["images"]:
         stem = os.path.basename(p)[: -len(".fits")]
-        _check_product_is_input_copy(p, os.path.join(out, stem + "_tweakreg.fits"), wcs_name(ds["refcat"]))
+        check_fits_product_is_input_copy(p, os.path.join(out, stem + "_tweakreg.fits"), wcs_name(ds["refcat"]))
     summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
     assert len(summary) == 6 and set(summary["status"]) == {"COMPLETE"} and set(summary["abs_status"]) == {"COMPLETE"}
     # the reference group has no relative fit of its own
@@ -154,7 +106,7 @@ def test_tables_to_gaia_from_local_service(tmp_path, fits_lut_dataset):
     assert {p: sha256(p) for p in two_chip} == before
     rows = [r for r in _outputs({**ds, "images": two_chip}, str(tmp_path / "out")) if "_flt" in r[0]]
     assert len(rows) == 4
-    ab = np.array([_max_error_mas(r[3], r[4], r[1]) for r in rows])
+    ab = np.array([max_sky_distance_mas(r[3], r[4], r[1]) for r in rows])
     assert np.all(ab < 10.0), ab
     for r in rows:
         assert r[5]["WCSNAME"] == "FIT-LVL3-GAIADR3" and r[3].det2im1 is not None and r[3].cpdis2 is not None
@@ -177,14 +129,14 @@ def test_ignoring_the_tables_would_be_worse(fits_lut_dataset):
         for chip, tw in zip(im.chips, truth[name]):
             cat, _ = detect_sources(chip.data, chip.dq)
             entries.append({"name": f"{name}[{chip.extver}]", "wcs": chip.wcs, "wcsinfo": {}, "catalog": cat, "group_id": name, "shape": chip.shape})
-            true_wcs.append(_Evaluate(tw))
+            true_wcs.append(CallableWCS(tw))
     shapes = [e["shape"] for e in entries]
     errors = {}
     for label, strip in (("tables", False), ("ignored", True)):
-        run = [dict(e, wcs=_without_tables(e["wcs"]) if strip else e["wcs"]) for e in entries]
+        run = [dict(e, wcs=without_lookup_tables(e["wcs"]) if strip else e["wcs"]) for e in entries]
         wcs, rows = relative_align(run)
         assert {r["status"] for r in rows} == {"COMPLETE"}, [(r["image"], r["status"], r["reason"]) for r in rows]
-        errors[label] = metrics.relative_errors([_Evaluate(w) for w in wcs], true_wcs, shapes)
+        errors[label] = metrics.relative_errors([CallableWCS(w) for w in wcs], true_wcs, shapes)
     print("relative RMS mas with tables:", np.round(errors["tables"], 2), "tables ignored:", np.round(errors["ignored"], 2))
     lut = [e["wcs"].cpdis1 is not None for e in entries]
     assert np.all(errors["tables"] < 2.0)

@@ -20,7 +20,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from refcat_server import CatalogServer, stars_from_refcat
-from workflow_runner import run_workflow
+from workflow_runner import CallableWCS, fits_sci_hdus, run_workflow
 from tweakflow import metrics, synthetic
 from tweakflow.refcat import epoch_from_dates
 
@@ -68,16 +68,6 @@ def datasets(tmp_path_factory, small_dataset):
     return get
 
 
-class _Evaluate:
-    """An astropy WCS called like a GWCS, for `tweakflow.metrics`."""
-
-    def __init__(self, wcs):
-        self.wcs = wcs
-
-    def __call__(self, x, y, with_bounding_box=False):
-        return self.wcs.all_pix2world(x, y, 0)
-
-
 def _products(kind, dataset, outdir):
     """Per aligned unit (image or chip), in summary order: name -> (output WCS, true WCS, shape)."""
     truth, _ = synthetic.load_truth(dataset["truth"])
@@ -92,10 +82,10 @@ def _products(kind, dataset, outdir):
                 out[name] = (m.meta.wcs, truth[name], m.data.shape)
             continue
         with fits.open(prod) as hdul:
-            sci = [h for h in hdul if h.is_image and h.header.get("NAXIS") == 2 and h.name in ("PRIMARY", "SCI")]
+            sci = [hdul[i] for i in fits_sci_hdus(hdul)]
             for k, (h, tw) in enumerate(zip(sci, truth[name])):
                 label = name if len(sci) == 1 else f"{name}[SCI,{h.ver}]"
-                out[label] = (_Evaluate(WCS(h.header, fobj=hdul)), _Evaluate(tw), h.data.shape)
+                out[label] = (CallableWCS(WCS(h.header, fobj=hdul)), CallableWCS(tw), h.data.shape)
     return out
 
 
