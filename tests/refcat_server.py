@@ -212,3 +212,12 @@ def stars_from_refcat(path, obs_epoch, pm_ra=20.0, pm_dec=-15.0, catalog="GAIADR
         dec0 = dec - pm_dec * dt / 3.6e6
         stars.append(Star(f"S{i}", 10**15 + i, float(ra0), float(dec0), 18.0, pm_ra, pm_dec))
     return stars
+
+
+def stars_from_dataset(dataset, **kw):
+    """`stars_from_refcat` of a synthetic dataset, at the mean epoch of its images (what the workflow asks for)."""
+    from tweakflow.io import read_image
+    from tweakflow.refcat import epoch_from_dates
+
+    dates = [read_image(p, with_data=False, with_wcs=False).meta["date"] for p in dataset["images"]]
+    return stars_from_refcat(dataset["refcat"], epoch_from_dates(dates), **kw)

@@ -14,12 +14,11 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from refcat_server import CatalogServer, stars_from_refcat
+from refcat_server import CatalogServer, stars_from_dataset
 from workflow_runner import CallableWCS, check_fits_product_is_input_copy, fits_sci_hdus, max_sky_distance_mas, run_workflow, sha256, without_lookup_tables
 from tweakflow import metrics, synthetic
 from tweakflow.absolute import wcs_name
 from tweakflow.io import read_image, read_sidecar
-from tweakflow.refcat import epoch_from_dates
 
 pytestmark = pytest.mark.slow
 
@@ -86,18 +85,12 @@ def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
     print("relative RMS mas:", np.round(rel, 2), "absolute max mas:", np.round(ab, 2))
 
 
-def _gaia_stars(dataset):
-    """The dataset's stars at Gaia DR3's epoch, with a common proper motion (epoch must be applied)."""
-    date = read_image(dataset["images"][-1], with_data=False).meta["date"]
-    return stars_from_refcat(dataset["refcat"], epoch_from_dates([date]))
-
-
 def test_tables_to_gaia_from_local_service(tmp_path, fits_lut_dataset):
     """abs_refcat: GAIADR3 through the loopback catalog service: every chip < 10 mas from the truth."""
     ds = fits_lut_dataset
     two_chip = [p for p in ds["images"] if "_flt" in p]
     before = {p: sha256(p) for p in two_chip}
-    with CatalogServer(stars=_gaia_stars(ds)) as server:
+    with CatalogServer(stars=stars_from_dataset(ds)) as server:
         config = {"inputs": two_chip, "output_dir": "out", "fits": {"dq_ext": "DQ"},
                   "tweakreg": {"abs_refcat": "GAIADR3"}, "refcat": {"url": server.url, "retries": 1}}
         run_workflow(tmp_path, config)
@@ -141,3 +134,25 @@ def test_ignoring_the_tables_would_be_worse(fits_lut_dataset):
     lut = [e["wcs"].cpdis1 is not None for e in entries]
     assert np.all(errors["tables"] < 2.0)
     assert np.all(errors["ignored"][lut] > 5.0) and np.all(errors["ignored"][lut] > 4 * errors["tables"][lut])
+
+
+def test_catalog_of_another_field_is_rejected_for_fits_inputs(tmp_path, fits_lut_dataset):
+    """FITS chips (pixel tangent plane): a random catalog is rejected, the relative alignment is kept."""
+    ds = fits_lut_dataset
+    two_chip = [p for p in ds["images"] if "_flt" in p]
+    ref = Table.read(ds["refcat"])
+    rng = np.random.default_rng(8)
+    n = 4 * len(ref)
+    wrong = Table({"RA": rng.uniform(ref["RA"].min(), ref["RA"].max(), n), "DEC": rng.uniform(ref["DEC"].min(), ref["DEC"].max(), n)})
+    wrong.write(tmp_path / "wrong.ecsv")
+    config = {"inputs": two_chip, "output_dir": "out", "fits": {"dq_ext": "DQ"},
+              "tweakreg": {"abs_refcat": str(tmp_path / "wrong.ecsv"), "fitgeometry": "rscale"}}
+    run_workflow(tmp_path, config)
+    summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
+    assert set(summary["abs_status"]) == {"FAILED"} and set(summary["status"]) == {"COMPLETE"}
+    assert set(summary["abs_grade"]) <= {4, 5}
+    rows = _outputs({**ds, "images": two_chip}, str(tmp_path / "out"))
+    for r in rows:
+        assert r[5]["WCSNAME"] == "FIT-REL"
+    rel = metrics.relative_errors([CallableWCS(r[3]) for r in rows], [CallableWCS(r[4]) for r in rows], [r[1] for r in rows])
+    assert np.all(rel < 5.0), rel

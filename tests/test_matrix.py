@@ -19,10 +19,9 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from refcat_server import CatalogServer, stars_from_refcat
+from refcat_server import CatalogServer, stars_from_dataset
 from workflow_runner import CallableWCS, fits_sci_hdus, run_workflow
 from tweakflow import metrics, synthetic
-from tweakflow.refcat import epoch_from_dates
 
 pytestmark = pytest.mark.slow
 
@@ -109,10 +108,7 @@ def _run(tmp_path, kind, alignment, finder, geometry, dataset, server=None):
 def test_matrix(tmp_path, datasets, kind, alignment, finder, geometry):
     dataset = datasets(kind)
     if alignment == "gaia":
-        from tweakflow.io import read_image
-
-        date = read_image(dataset["images"][0], with_data=False, with_wcs=False).meta["date"]
-        with CatalogServer(stars=stars_from_refcat(dataset["refcat"], epoch_from_dates([date]))) as server:
+        with CatalogServer(stars=stars_from_dataset(dataset)) as server:
             outdir = _run(tmp_path, kind, alignment, finder, geometry, dataset, server)
     else:
         outdir = _run(tmp_path, kind, alignment, finder, geometry, dataset)

@@ -8,9 +8,8 @@ import pytest
 from astropy.table import Table
 
 from workflow_runner import run_workflow
-from refcat_server import CatalogServer, stars_from_refcat
+from refcat_server import CatalogServer, stars_from_dataset
 from tweakflow import metrics, synthetic
-from tweakflow.refcat import epoch_from_dates
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +50,8 @@ def test_user_refcat(tmp_path, small_dataset):
     assert "detect_sources" not in out and "rule align:" not in out
 
 
-def _gaia_stars(dataset):
-    """The dataset's reference stars at Gaia DR3's epoch (see `refcat_server.stars_from_refcat`)."""
-    from tweakflow.io import read_image
-
-    date = read_image(dataset["images"][0], with_data=False, with_wcs=False).meta["date"]
-    return stars_from_refcat(dataset["refcat"], epoch_from_dates([date]))
-
-
 def test_gaia_from_local_service(tmp_path, small_dataset):
-    with CatalogServer(stars=_gaia_stars(small_dataset)) as server:
+    with CatalogServer(stars=stars_from_dataset(small_dataset)) as server:
         config = {"inputs": small_dataset["images"], "output_dir": "out",
                   "tweakreg": {"abs_refcat": "GAIADR3"}, "refcat": {"url": server.url, "retries": 1}}
         run_workflow(tmp_path, config)

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 from astropy.table import Table
 
-from .align import det_to_world, fit_row, make_corrector, make_matcher, tangent_plane_scale
+from .align import det_to_world, fit_row, footprint_world, inside_any, make_corrector, make_matcher, tangent_plane_scale, to_tangent_plane
 from .params import check_separation
 from .refcat import GAIA_CATALOGS
 
@@ -73,11 +73,6 @@ def final_status(rel_status, rel_reason, abs_status, abs_reason):
     return rel_status, rel_reason
 
 
-def _tangent_xy(tpwcs, ra, dec):
-    x, y = tpwcs.world_to_tanp(np.asarray(ra, float), np.asarray(dec, float))
-    return np.asarray(x, float), np.asarray(y, float)
-
-
 def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1, tp_scale=1.0):
     """The set's catalog on the sky, with repeated detections merged.
 
@@ -114,7 +109,7 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1,
         if len(cat) == 0:
             continue
         ra, dec = det_to_world(w, np.asarray(cat["x"], float), np.asarray(cat["y"], float), with_bounding_box=False)
-        tx, ty = _tangent_xy(ref_tpwcs, ra, dec)
+        tx, ty = to_tangent_plane(ref_tpwcs, (ra, dec)).T
         good = np.isfinite(tx) & np.isfinite(ty)
         xs.append(tx[good])
         ys.append(ty[good])
@@ -436,12 +431,12 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
         len(combined), int(np.sum(combined["n_det"])) if len(combined) else 0, len(members),
     )
     ref = Table(refcat, copy=True)
-    rtx, rty = _tangent_xy(ref_tpwcs, ref["RA"], ref["DEC"])
+    rtx, rty = to_tangent_plane(ref_tpwcs, (np.asarray(ref["RA"], float), np.asarray(ref["DEC"], float))).T
     ref["TPx"], ref["TPy"] = rtx, rty
     ref = ref[np.isfinite(rtx) & np.isfinite(rty)]
-    corners = np.vstack([_footprint_tp(ref_tpwcs, wcs_list[i], entries[i]) for i in members])
+    polygons = [to_tangent_plane(ref_tpwcs, footprint_world(wcs_list[i], entries[i]["shape"])) for i in members]
     setup = {
-        "ref": ref, "combined": combined, "corners": corners, "p": p, "opts": opts, "tps": tps,
+        "ref": ref, "combined": combined, "polygons": polygons, "p": p, "opts": opts, "tps": tps,
         "tp_pscale": ref_tpwcs.tanp_center_pixel_scale, "tp_units": ref_tpwcs.units,
     }
 
@@ -510,17 +505,6 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
     return {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": ref_tpwcs, "members": list(members)}, combined
 
 
-def _footprint_tp(tpwcs, wcs, entry):
-    """Corners of an image's footprint in the fit's tangent plane (arcsec)."""
-    from .align import det_to_world
-
-    ny, nx = entry["shape"][-2:]
-    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
-    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    ra, dec = det_to_world(wcs, x, y)
-    return np.column_stack(_tangent_xy(tpwcs, ra, dec))
-
-
 def _absolute_attempt(setup, att):
     """Match and fit the combined catalog to the reference with one attempt's settings.
 
@@ -531,7 +515,7 @@ def _absolute_attempt(setup, att):
         ``fit_info`` (tweakwcs-like), ``stats`` (for the quality gates),
         ``ref_xy`` and ``im_xy`` (all positions, arcsec).
     """
-    from .align import _significance
+    from .quality import fit_significance
 
     ref, combined, p, opts, tps = setup["ref"], setup["combined"], setup["p"], setup["opts"], setup["tps"]
     out = {"ok": False, "reason": "", "att": att}
@@ -577,7 +561,7 @@ def _absolute_attempt(setup, att):
     fitted = fit["shift"] + all_im @ np.asarray(fit["matrix"]).T
     res_mas = 1000.0 * tps * (all_ref[ref_idx] - fitted[im_idx])
     n_used = int(np.count_nonzero(used))
-    n_ref_in = int(np.count_nonzero(_inside_hull(all_ref, setup["corners"])))
+    n_ref_in = int(np.count_nonzero(inside_any(all_ref[:, 0], all_ref[:, 1], setup["polygons"])))
     n_possible = min(len(combined), n_ref_in)
     stats = {
         "n_matches": len(ref_idx),
@@ -587,7 +571,10 @@ def _absolute_attempt(setup, att):
         "shift_arcsec": tps * float(np.hypot(*fit["shift"])),
         "rotation_deg": float(fit["<rot>"]),
         "fitgeom": att["fitgeometry"],
-        **_significance(all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["corners"], len(combined), att, {"tolerance": p["abs_tolerance"]}, tps),
+        **fit_significance(
+            all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["polygons"], len(combined),
+            att["fitgeometry"], att["searchrad"], p["abs_tolerance"], tps,
+        ),
     }
     fit_info = {
         "status": "SUCCESS",
@@ -607,12 +594,3 @@ def _absolute_attempt(setup, att):
     out.update(ok=True, fit=fit, fit_info=fit_info, stats=stats, ref_xy=all_ref, im_xy=all_im)
     return out
 
-
-def _inside_hull(points, corners):
-    """Points inside the convex hull of ``corners`` (the fitted images' footprints)."""
-    from scipy.spatial import Delaunay
-
-    pts = np.asarray(points, float)
-    if len(corners) < 3 or len(pts) == 0:
-        return np.zeros(len(pts), bool)
-    return Delaunay(np.asarray(corners, float)).find_simplex(pts) >= 0

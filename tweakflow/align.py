@@ -23,6 +23,10 @@ __all__ = [
     "wcs_kind",
     "tangent_plane_scale",
     "make_matcher",
+    "det_to_world",
+    "footprint_world",
+    "to_tangent_plane",
+    "inside_any",
     "relative_align",
     "fit_row",
     "rows_to_table",
@@ -296,7 +300,7 @@ def _in_polygon(px, py, poly):
     return inside
 
 
-def _in_any(px, py, polys):
+def inside_any(px, py, polys):
     inside = np.zeros(np.shape(px), dtype=bool)
     for poly in polys:
         inside |= _in_polygon(px, py, poly)
@@ -319,7 +323,7 @@ def det_to_world(wcs, x, y, with_bounding_box=True):
     return np.asarray(ra, float), np.asarray(dec, float)
 
 
-def _footprint_world(wcs, shape):
+def footprint_world(wcs, shape):
     """RA, DEC (deg) of the detector corners through ``wcs``."""
     ny, nx = (int(v) for v in shape[-2:])
     x = np.array([0.0, nx - 1.0, nx - 1.0, 0.0])
@@ -327,7 +331,8 @@ def _footprint_world(wcs, shape):
     return det_to_world(wcs, x, y)
 
 
-def _to_tp(tpwcs, radec):
+def to_tangent_plane(tpwcs, radec):
+    """(N, 2) positions in the tangent plane of a tweakwcs corrector of ``radec`` = (RA, DEC) in deg."""
     x, y = tpwcs.world_to_tanp(*radec)
     return np.c_[np.asarray(x, float), np.asarray(y, float)]
 
@@ -458,6 +463,8 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     """
     from copy import deepcopy
 
+    from .quality import fit_significance
+
     correctors, gcat = _fresh_group(entries, idx)
     ref_tpwcs = deepcopy(correctors[0])
     refcat = reference.refcat()
@@ -497,7 +504,7 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
 
     # overlap: the group's sources inside the reference images' footprints,
     # the reference sources inside each image's (corrected) footprint
-    ref_polys = [_to_tp(ref_tpwcs, fp) for fp in reference.footprints.values()]
+    ref_polys = [to_tangent_plane(ref_tpwcs, fp) for fp in reference.footprints.values()]
     ref_valid = np.isfinite(ref_tp).all(axis=1)
     image_stats, corners = [], []
     n_img_in_total = 0
@@ -505,9 +512,9 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         mine = src_img == k
         pair_k = src_img[minp] == k
         used_k = pair_k & used
-        fp = _footprint_world(corr.wcs, entries[i]["shape"])
-        poly = _to_tp(ref_tpwcs, fp)
-        n_img_in = int(np.count_nonzero(_in_any(fitted_all[mine, 0], fitted_all[mine, 1], ref_polys)))
+        fp = footprint_world(corr.wcs, entries[i]["shape"])
+        poly = to_tangent_plane(ref_tpwcs, fp)
+        n_img_in = int(np.count_nonzero(inside_any(fitted_all[mine, 0], fitted_all[mine, 1], ref_polys)))
         n_ref_in = int(np.count_nonzero(_in_polygon(ref_tp[ref_valid, 0], ref_tp[ref_valid, 1], poly)))
         n_possible = min(n_img_in, n_ref_in)
         n_img_in_total += n_img_in
@@ -533,7 +540,10 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         "shift_arcsec": tps * float(np.hypot(*shift)),
         "rotation_deg": float(fi["<rot>"]),
         "fitgeom": att["fitgeometry"],
-        **_significance(im_tp[minp[used]], fitted_all[minp[used]], res[used], ref_tp[ref_valid], np.vstack(corners), n_img_in_total, att, p, tps),
+        **fit_significance(
+            im_tp[minp[used]], fitted_all[minp[used]], res[used], ref_tp[ref_valid], corners, n_img_in_total,
+            att["fitgeometry"], att["searchrad"], p["tolerance"], tps,
+        ),
     }
     matched_mask = np.zeros(len(cat), bool)
     matched_mask[minp] = True
@@ -567,28 +577,6 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         ],
     )
     return out
-
-
-def _significance(im_xy, fitted_xy, residuals_mas, ref_xy, corners, n_trials, att, p, tps):
-    """``fit_error_mas`` and ``chance_log10p`` of a fit (`tweakflow.quality`).
-
-    Positions are in the tangent plane's units (``tps`` arcsec each); the
-    reference density is measured around the used sources, within five
-    matching tolerances.
-    """
-    from scipy.spatial import cKDTree
-
-    from .quality import chance_log10p, fit_uncertainty
-
-    if len(im_xy) == 0:
-        return {"fit_error_mas": math.inf, "chance_log10p": 0.0}
-    fit_error = fit_uncertainty(im_xy, residuals_mas, att["fitgeometry"], corners)
-    r_big = 5.0 * float(p["tolerance"]) / tps
-    counts = cKDTree(ref_xy).query_ball_point(fitted_xy, r_big, return_length=True) if len(ref_xy) else np.zeros(len(fitted_xy))
-    density = max(float(np.mean(counts)) - 1.0, 0.0) / (math.pi * r_big**2)
-    radius = float(np.max(np.hypot(*np.asarray(residuals_mas, float).T))) / (1000.0 * tps)
-    log10p = chance_log10p(len(im_xy), n_trials, density, radius, float(att["searchrad"]) / tps, att["fitgeometry"])
-    return {"fit_error_mas": fit_error, "chance_log10p": log10p}
 
 
 def _attempt_records(res, entries, gid, pass_no, number, passed, reason, tps):
@@ -790,7 +778,7 @@ def _group_order(entries, groups, p, excluded, dynamic):
                 fps, src = [], []
                 for i in groups[k]:
                     e = entries[i]
-                    fps.append(np.column_stack(_footprint_world(e["wcs"], e["shape"])))
+                    fps.append(np.column_stack(footprint_world(e["wcs"], e["shape"])))
                     if len(e["catalog"]):
                         ra, dec = det_to_world(e["wcs"], np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float))
                         src.append(np.column_stack([ra, dec]))
@@ -850,7 +838,7 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
         e = entries[i]
         x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
         ra, dec = det_to_world(e["wcs"], x, y)
-        reference.add(ra, dec, i, _footprint_world(e["wcs"], e["shape"]), x=x, y=y)
+        reference.add(ra, dec, i, footprint_world(e["wcs"], e["shape"]), x=x, y=y)
     for i in ref_idx:
         e = entries[i]
         if i in excluded:
@@ -883,7 +871,7 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
                     e = entries[i]
                     x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
                     ra, dec = det_to_world(e["wcs"], x, y)
-                    reference.add(ra, dec, i, _footprint_world(e["wcs"], e["shape"]), x=x, y=y)
+                    reference.add(ra, dec, i, footprint_world(e["wcs"], e["shape"]), x=x, y=y)
             continue
         matches[tuple(best["idx"])] = (_match_record(best), True, None)
         for i in out["failed"]:
@@ -967,11 +955,11 @@ def _bad_reference_images(entries, result, limits, groups):
             continue
         e = entries[i]
         tp = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
-        poly = _to_tp(tp, ref.footprints[i])
+        poly = to_tangent_plane(tp, ref.footprints[i])
         agree = disagree = 0
         for j in others:
-            pts = _to_tp(tp, radec[j])
-            if np.count_nonzero(_in_any(pts[:, 0], pts[:, 1], [poly])) < nmin:
+            pts = to_tangent_plane(tp, radec[j])
+            if np.count_nonzero(inside_any(pts[:, 0], pts[:, 1], [poly])) < nmin:
                 continue
             if rows[j]["status"] == "COMPLETE":
                 agree += 1
@@ -983,9 +971,9 @@ def _bad_reference_images(entries, result, limits, groups):
         if not aligned:
             continue
         mine = np.asarray(tab["_img"]) == i
-        pts = _to_tp(tp, (np.asarray(tab["RA"])[mine], np.asarray(tab["DEC"])[mine]))
-        polys = [_to_tp(tp, result["footprints"][j]) for j in aligned]
-        inside = _in_any(pts[:, 0], pts[:, 1], polys)
+        pts = to_tangent_plane(tp, (np.asarray(tab["RA"])[mine], np.asarray(tab["DEC"])[mine]))
+        polys = [to_tangent_plane(tp, result["footprints"][j]) for j in aligned]
+        inside = inside_any(pts[:, 0], pts[:, 1], polys)
         n_in = int(np.count_nonzero(inside))
         n_used = int(np.count_nonzero(inside & (np.asarray(tab["_used"])[mine] > 0)))
         if n_in >= nmin and n_used / n_in < limits["min_match_fraction"]:

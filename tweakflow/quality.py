@@ -49,6 +49,7 @@ __all__ = [
     "attempt_label",
     "fit_uncertainty",
     "chance_log10p",
+    "fit_significance",
     "consistent_rms_limit",
     "N_PARAMS",
 ]
@@ -135,7 +136,8 @@ def gate_limits(quality, tolerance):
     -------
     dict
         ``max_rms_mas``, ``min_matches``, ``min_match_fraction``,
-        ``max_shift_arcsec`` and ``max_rotation_deg`` (``inf`` for no limit).
+        ``max_shift_arcsec``, ``max_rotation_deg``, ``matches_per_parameter``,
+        ``max_fit_error_mas`` and ``max_chance_log10p`` (``inf`` for no limit).
     """
     rms = quality["max_rms_mas"]
 
@@ -179,7 +181,7 @@ def check_fit(stats, limits):
         One message per failed gate (empty: the fit passes).
     """
     fails = []
-    n_min = max(limits["min_matches"], math.ceil(limits.get("matches_per_parameter", 0) * N_PARAMS.get(stats.get("fitgeom"), 0)))
+    n_min = max(limits["min_matches"], math.ceil(limits["matches_per_parameter"] * N_PARAMS.get(stats.get("fitgeom"), 0)))
     if stats["n_used"] < n_min:
         why = f"min_matches {limits['min_matches']}" if n_min == limits["min_matches"] else f"{n_min} needed for a {stats['fitgeom']} fit"
         fails.append(f"{stats['n_used']} sources used in the fit < {why}")
@@ -192,10 +194,10 @@ def check_fit(stats, limits):
     elif frac < limits["min_match_fraction"]:
         fails.append(f"match fraction {frac:.2f} < min_match_fraction {limits['min_match_fraction']:.2f}")
     err = float(stats.get("fit_error_mas", 0.0))
-    if not err <= limits.get("max_fit_error_mas", math.inf):
+    if not err <= limits["max_fit_error_mas"]:
         fails.append(f"fit poorly constrained: {err:.1f} mas predicted error on the images > max_fit_error_mas {limits['max_fit_error_mas']:g}")
     lp = float(stats.get("chance_log10p", -math.inf))
-    if not lp <= limits.get("max_chance_log10p", math.inf):
+    if not lp <= limits["max_chance_log10p"]:
         fails.append(f"matches no better than chance: probability 10^{lp:.1f} > 10^{limits['max_chance_log10p']:g}")
     if float(stats["shift_arcsec"]) > limits["max_shift_arcsec"]:
         fails.append(f"shift {stats['shift_arcsec']:.3f} arcsec > max_shift_arcsec {limits['max_shift_arcsec']:g}")
@@ -307,6 +309,42 @@ def chance_log10p(n_pairs, n_trials, density, radius, searchrad, fitgeom):
     tail = float(poisson.logsf(int(n_pairs) - 1, lam)) / math.log(10.0)
     looks = 2.0 * math.log10(max(float(searchrad) / radius, 1.0)) + (N_PARAMS.get(fitgeom, 2) - 2)
     return min(tail + looks, 0.0)
+
+
+def fit_significance(im_xy, fitted_xy, residuals_mas, ref_xy, polygons, n_trials, fitgeom, searchrad, tolerance, tp_scale):
+    """``fit_error_mas`` and ``chance_log10p`` of a fit, for `check_fit`.
+
+    Parameters
+    ----------
+    im_xy, fitted_xy : (N, 2) array
+        The used sources before and after the fit (tangent-plane units).
+    residuals_mas : (N, 2) array
+        Their residuals (mas).
+    ref_xy : (M, 2) array
+        Every source of the other catalog (tangent-plane units); its
+        density is measured around the used sources, within five matching
+        tolerances.
+    polygons : list of (K, 2) array
+        Footprints of the images the fit is applied to (tangent-plane units).
+    n_trials : int
+        Sources that could have been paired (`chance_log10p`).
+    fitgeom : str
+    searchrad, tolerance : float
+        Offset search radius and matching tolerance (arcsec).
+    tp_scale : float
+        Arcsec per tangent-plane unit.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(im_xy) == 0:
+        return {"fit_error_mas": math.inf, "chance_log10p": 0.0}
+    fit_error = fit_uncertainty(im_xy, residuals_mas, fitgeom, np.vstack(polygons))
+    r_big = 5.0 * float(tolerance) / tp_scale
+    counts = cKDTree(ref_xy).query_ball_point(fitted_xy, r_big, return_length=True) if len(ref_xy) else np.zeros(len(fitted_xy))
+    density = max(float(np.mean(counts)) - 1.0, 0.0) / (math.pi * r_big**2)
+    radius = float(np.max(np.hypot(*np.asarray(residuals_mas, float).T))) / (1000.0 * tp_scale)
+    log10p = chance_log10p(len(im_xy), n_trials, density, radius, float(searchrad) / tp_scale, fitgeom)
+    return {"fit_error_mas": fit_error, "chance_log10p": log10p}
 
 
 def consistent_rms_limit(rms_values, ratio):
