@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -267,6 +268,15 @@ def _load_array(path, hdu, name):
     return arr
 
 
+#: Held around every ASDF read and write of this module. Jobs run as threads
+#: of one Snakemake process, and asdf sets up its converters on first use in
+#: a way that is not thread-safe: two jobs reading their first GWCS side by
+#: side (align and fetch_refcat, say) could get an unconverted tree and fail
+#: with "not a JWST GWCS" (reproduced: 2 runs in 12 with 8 threads).
+#: Sidecars are small, so holding the lock costs little.
+ASDF_LOCK = threading.RLock()
+
+
 def asdf_open_bytes(path, raw):
     """Open the bytes of an ASDF file lazily (its arrays are never loaded).
 
@@ -304,11 +314,12 @@ def read_jwst_meta(path, hdul=None):
     close = hdul is None
     hdul = hdul if hdul is not None else _open_fits(path)
     try:
-        af = _read_asdf_tree(path, hdul)
-        try:
-            return _tree_meta(path, af.tree)
-        finally:
-            af.close()
+        with ASDF_LOCK:
+            af = _read_asdf_tree(path, hdul)
+            try:
+                return _tree_meta(path, af.tree)
+            finally:
+                af.close()
     finally:
         if close:
             hdul.close()
@@ -864,11 +875,12 @@ def read_image_sidecar(path):
     source = doc.get("source") or path
     if doc.get("kind") == "fits":
         return _read_fits_image_sidecar(doc, source)
-    af = asdf_open_bytes(source, base64.b64decode(doc["asdf"]))
-    try:
-        wcs, wcsinfo, meta = _tree_meta(source, af.tree)
-    finally:
-        af.close()
+    with ASDF_LOCK:
+        af = asdf_open_bytes(source, base64.b64decode(doc["asdf"]))
+        try:
+            wcs, wcsinfo, meta = _tree_meta(source, af.tree)
+        finally:
+            af.close()
     gid = resolve_group_id(meta["observation"] or doc.get("observation"), meta.get("group_id"), doc.get("asn_group_id"), fallback=doc["filename"])
     return {
         "kind": doc["kind"],
@@ -1017,7 +1029,7 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
     }
     if chips is not None:
         tree["chips"] = [dict(c) for c in chips]
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, ASDF_LOCK:
         asdf.AsdfFile(tree).write_to(tmp)
 
 
@@ -1035,7 +1047,7 @@ def read_sidecar(path):
         return read_image_sidecar(path)
 
     try:
-        with asdf.open(path, lazy_load=False, memmap=False) as af:
+        with ASDF_LOCK, asdf.open(path, lazy_load=False, memmap=False) as af:
             tree = {k: af.tree[k] for k in ("kind", "wcs", "wcsinfo", "group_id", "filename", "shape", "date", "source")}
             tree["extra"] = dict(af.tree.get("extra", {}))
             if "chips" in af.tree:
