@@ -226,7 +226,7 @@ def run(args):
     import jwst
     from jwst.tweakreg.tweakreg_catalog import make_tweakreg_catalog
 
-    from tweakflow.detection import DEFAULT_DETECTION_PARS
+    from tweakflow.params import DEFAULT_DETECTION_PARS
     from tweakflow.io import read_image
     from tweakflow.synthetic import PIXEL_SCALE
 

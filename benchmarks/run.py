@@ -131,7 +131,7 @@ def bench_e2e(work, cores, skip_jwst):
     # per-job overhead of detect_sources: job wall time minus in-process compute
     bench = sorted(glob.glob(os.path.join(tw, "out", "benchmarks", "detect_sources", "*.tsv")))
     job_s = float(np.median([float(open(b).read().splitlines()[-1].split("\t")[0]) for b in bench]))
-    from tweakflow.detection import DEFAULT_DETECTION_PARS
+    from tweakflow.params import DEFAULT_DETECTION_PARS
     from tweakflow.steps import detect_step
 
     img = os.path.join(data, names[0])
@@ -143,7 +143,7 @@ def bench_e2e(work, cores, skip_jwst):
     compute_s = (time.perf_counter() - t) / 3
     # the same job as a Python process of its own (what a `script:` job costs)
     code = (
-        "from tweakflow.detection import DEFAULT_DETECTION_PARS\n"
+        "from tweakflow.params import DEFAULT_DETECTION_PARS\n"
         "from tweakflow.steps import detect_step\n"
         f"detect_step(*{args!r}, detection=dict(DEFAULT_DETECTION_PARS))\n"
     )
@@ -227,8 +227,8 @@ def gather_memory(work, n_images):
     script = (
         "import sys, json, resource\n"
         "from tweakflow.steps import align_step, absolute_step\n"
-        "from tweakflow.align import RELATIVE_PARS\n"
-        "from tweakflow.absolute import ABSOLUTE_PARS\n"
+        "from tweakflow.params import RELATIVE_PARS\n"
+        "from tweakflow.params import ABSOLUTE_PARS\n"
         "step, cats, sides, out, refcat = json.load(open(sys.argv[1]))\n"
         "wcs = [out + f'/{i}_wcs.asdf' for i in range(len(cats))]\n"
         "if step == 'absolute':\n"

@@ -1,5 +1,5 @@
 """Rule qa_plots: per-image residual plots, footprints and overview (PNG)."""
-from tweakflow.qa import qa_plots_step
+from tweakflow.steps import qa_plots_step
 from tweakflow.steps import run_rule
 
 run_rule(

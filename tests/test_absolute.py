@@ -7,8 +7,10 @@ import pytest
 from astropy.table import Table
 
 from tweakflow import metrics, synthetic
-from tweakflow.absolute import absolute_align, combined_catalog, final_status, wcs_name
-from tweakflow.align import make_corrector, relative_align
+from tweakflow.absolute import absolute_align, combined_catalog, wcs_name
+from tweakflow.results import final_status
+from tweakflow.align import relative_align
+from tweakflow.fitting import make_corrector
 from tweakflow.detection import detect_sources
 from tweakflow.grouping import resolve_group_id
 from tweakflow.io import read_image
@@ -160,7 +162,7 @@ def test_wcs_name_is_the_steps(abs_refcat, expected):
 
 def test_refinement_repeats_until_the_false_pairs_are_gone():
     """False pairs outside the true pairs' area bias a general fit; one round keeps some, refine_fit drops all."""
-    from tweakflow.absolute import linear_fit, refine_fit
+    from tweakflow.fitting import linear_fit, refine_fit
 
     rng = np.random.default_rng(3)
     true_shift = np.array([0.075, -0.02])

@@ -46,10 +46,10 @@ def test_in_memory_is_accepted_and_reaches_no_step():
 
     import yaml
 
-    from tweakflow.absolute import ABSOLUTE_PARS
-    from tweakflow.align import RELATIVE_PARS
-    from tweakflow.detection import DEFAULT_DETECTION_PARS
-    from tweakflow.wcs_update import SIP_PARS
+    from tweakflow.params import ABSOLUTE_PARS
+    from tweakflow.params import RELATIVE_PARS
+    from tweakflow.params import DEFAULT_DETECTION_PARS
+    from tweakflow.params import SIP_PARS
     from workflow_runner import ROOT
 
     with open(os.path.join(ROOT, "workflow", "schemas", "config.schema.yaml")) as f:

@@ -308,7 +308,7 @@ def test_member_outside_allowed_when_asked(data, tmp_path):
 
 
 def _detect(image, tmp_path, **kw):
-    from tweakflow.detection import DEFAULT_DETECTION_PARS
+    from tweakflow.params import DEFAULT_DETECTION_PARS
     from tweakflow.steps import detect_step
 
     stem = os.path.basename(image).replace("_cal.fits", "")
@@ -406,7 +406,7 @@ def test_failed_job_end_to_end(data, tmp_path):
 
 def test_run_rule_gives_one_line_and_status_1(data, tmp_path, capsys):
     """How every job reports a TweakflowError: one line on stderr and in the log, exit status 1."""
-    from tweakflow.detection import DEFAULT_DETECTION_PARS
+    from tweakflow.params import DEFAULT_DETECTION_PARS
     from tweakflow.steps import detect_step, run_rule
 
     log = tmp_path / "job.log"

@@ -101,7 +101,7 @@ def test_fits_image_sidecar_round_trip(fits_dataset, tmp_path):
 
 
 def test_jwst_and_fits_images_cannot_be_mixed(small_dataset, fits_dataset):
-    from tweakflow.align import tangent_plane_scale
+    from tweakflow.geometry import tangent_plane_scale
     from tweakflow.io import read_jwst_meta
 
     gw, _, _ = read_jwst_meta(small_dataset["images"][0])

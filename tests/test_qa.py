@@ -8,8 +8,9 @@ import pytest
 from astropy.table import Table
 
 from workflow_runner import SMALL, run_workflow
-from tweakflow import qa
-from tweakflow.align import relative_align, rows_to_table
+from tweakflow import qa, results
+from tweakflow.align import relative_align
+from tweakflow.results import rows_to_table
 from tweakflow.detection import detect_sources
 from tweakflow.grouping import resolve_group_id
 from tweakflow.io import read_image
@@ -78,8 +79,8 @@ def test_match_table_residuals_before_and_after():
     im = (ref - shift) @ np.linalg.inv(matrix).T  # ref = shift + matrix @ im exactly
     order = rng.permutation(50)
     fit_info = {"matched_ref_idx": order, "matched_input_idx": order, "fitmask": np.arange(50) % 7 != 0, "matrix": matrix, "shift": shift}
-    tab = qa.match_table(fit_info, ref, im, image="combined", x=np.arange(50.0), stage="absolute", tp_scale=2.0, pair_columns={"k": order})
-    assert len(tab) == 50 and tab.colnames[: len(qa.MATCH_COLUMNS)] == [c for c, _ in qa.MATCH_COLUMNS]
+    tab = results.match_table(fit_info, ref, im, image="combined", x=np.arange(50.0), stage="absolute", tp_scale=2.0, pair_columns={"k": order})
+    assert len(tab) == 50 and tab.colnames[: len(results.MATCH_COLUMNS)] == [c for c, _ in results.MATCH_COLUMNS]
     assert set(tab["image"]) == {"combined"} and set(tab["stage"]) == {"absolute"}
     assert np.allclose(tab["dx_before"], 2000.0 * (im[order, 0] - ref[order, 0]))
     assert np.allclose(tab["dy_before"], 2000.0 * (im[order, 1] - ref[order, 1]))
@@ -88,7 +89,7 @@ def test_match_table_residuals_before_and_after():
     assert np.array_equal(tab["x"], order.astype(float)) and np.all(np.isnan(tab["y"]))
     assert list(tab["used"]) == list(np.arange(50) % 7 != 0) and np.all(tab["accepted"])
     assert str(tab["dx_after"].unit) == "mas" and np.array_equal(tab["k"], order)
-    assert len(qa.empty_match_table()) == 0
+    assert len(results.empty_match_table()) == 0
 
 
 def test_relative_matches_reproduce_the_fit(aligned):
@@ -124,7 +125,7 @@ def test_plots_are_written(aligned, tmp_path):
     qa.plot_footprints(str(tmp_path / "fp.png"), fps)
     qa.plot_overview(str(tmp_path / "ov.png"), sol, m)
     # the absolute fit's matches: one table for the combined catalog
-    tab = qa.match_table(
+    tab = results.match_table(
         {"matched_ref_idx": np.arange(20), "matched_input_idx": np.arange(20), "fitmask": np.ones(20, bool), "matrix": np.eye(2), "shift": np.array([0.1, 0.0])},
         np.random.default_rng(1).uniform(-40, 40, (20, 2)),
         np.random.default_rng(2).uniform(-40, 40, (20, 2)),
@@ -132,7 +133,7 @@ def test_plots_are_written(aligned, tmp_path):
         stage="absolute",
     )
     qa.plot_absolute(str(tmp_path / "abs.png"), tab, sol[2])
-    qa.plot_absolute(str(tmp_path / "abs_empty.png"), qa.empty_match_table())
+    qa.plot_absolute(str(tmp_path / "abs_empty.png"), results.empty_match_table())
     for name in ("fp.png", "ov.png", "abs.png", "abs_empty.png"):
         h, w = _png_shape(tmp_path / name)[:2]
         assert h > 400 and w > 800, name
@@ -197,7 +198,7 @@ def test_plots_are_thread_safe_and_reuse_a_figure(aligned, tmp_path):
     assert (step / "ov.png").read_bytes() == (tmp_path / "alone" / "ov.png").read_bytes()
     assert _png_shape(step / "fp.png")[0] > 800 and not list(step.rglob(".tmp-*"))
     # no pyplot (its current figure and figure manager are global state)
-    code = "import sys; from tweakflow import qa; qa.plot_absolute(sys.argv[1], qa.empty_match_table()); assert 'matplotlib.pyplot' not in sys.modules"
+    code = "import sys; from tweakflow import qa, results; qa.plot_absolute(sys.argv[1], results.empty_match_table()); assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "abs.png")], check=True)
     assert _png_shape(tmp_path / "abs.png")[1] > 1500
 

@@ -24,28 +24,15 @@ import logging
 import numpy as np
 from astropy.table import Table
 
-from .align import det_to_world, fit_row, footprint_world, inside_any, make_corrector, make_matcher, tangent_plane_scale, to_tangent_plane
-from .params import check_separation
-from .refcat import GAIA_CATALOGS
+from .fitting import entry_corrector, fit_info_of, linear_fit, make_matcher, refine_fit
+from .geometry import det_to_world, footprint_world, inside_any, tangent_plane_scale, to_tangent_plane
+from .params import ABSOLUTE_PARS, check_separation, resolve_block
+from .quality import attempt_label, check_fit, fit_significance, gate_limits, recovery_plan, resolve_quality
+from .results import GRADES, fit_row, match_table
 
-__all__ = ["ABSOLUTE_PARS", "GRADES", "combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "SINGLE_GROUP_REFCATS", "wcs_name", "final_status", "refine_fit", "linear_fit"]
+__all__ = ["combined_catalog", "absolute_align", "absolute_fit", "apply_absolute", "wcs_name"]
 
 log = logging.getLogger(__name__)
-
-#: Absolute-alignment parameters of the tweakreg step and their defaults.
-ABSOLUTE_PARS = {
-    "abs_minobj": 15,
-    "abs_searchrad": 6.0,
-    "abs_use2dhist": True,
-    "abs_separation": 1.0,
-    "abs_tolerance": 0.7,
-    "abs_fitgeometry": "rshift",
-    "abs_nclip": 3,
-    "abs_sigma": 3.0,
-}
-
-#: Reference catalogs retrieved from the astrometric catalog web service.
-SINGLE_GROUP_REFCATS = GAIA_CATALOGS
 
 
 def wcs_name(refcat_name):
@@ -58,19 +45,6 @@ def wcs_name(refcat_name):
     dropped. The one home of the name: every output takes it from here.
     """
     return f"FIT-LVL3-{str(refcat_name).strip()}"
-
-
-def final_status(rel_status, rel_reason, abs_status, abs_reason):
-    """Status and reason of an image after both stages.
-
-    ``COMPLETE`` when the absolute solution was applied; otherwise the image
-    keeps its relative result, and a failed absolute fit is said so.
-    """
-    if abs_status == "COMPLETE":
-        return "COMPLETE", abs_reason
-    if abs_status == "FAILED":
-        return rel_status, f"absolute alignment failed ({abs_reason}); relative alignment kept"
-    return rel_status, rel_reason
 
 
 def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1, tp_scale=1.0):
@@ -91,7 +65,7 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1,
     merge_radius : float
         Sources of *different* images closer than this (arcsec) are one star.
     tp_scale : float
-        Arcsec per tangent-plane unit (`tweakflow.align.tangent_plane_scale`:
+        Arcsec per tangent-plane unit (`tweakflow.geometry.tangent_plane_scale`:
         1 for JWST, the pixel scale for FITS chips).
 
     Returns
@@ -143,113 +117,6 @@ def combined_catalog(entries, wcs_list, ref_tpwcs, merge=True, merge_radius=0.1,
     return Table({"RA": np.asarray(ra, float), "DEC": np.asarray(dec, float), "TPx": mtx, "TPy": mty, "n_det": ndet.astype(int)})
 
 
-def refine_matches(ref_xy, im_xy, matrix, shift, radius):
-    """Mutual nearest neighbours within ``radius`` after applying a first fit.
-
-    ``xyxymatch`` pairs sources within ``tolerance`` (0.7 arcsec by
-    default) of each other. When the reference catalog holds a star that the
-    image catalog lacks (it fell in a gap, off an edge, or was rejected by
-    the star finder), that star can pair with a fainter neighbour a few
-    tenths of an arcsecond away; a handful of such pairs, which sigma
-    clipping does not fully remove, bias the fit by milliarcseconds. Once a
-    first fit has put both catalogs in one frame to a few mas, pairs are
-    re-made as mutual nearest neighbours within a tight ``radius``.
-
-    Returns
-    -------
-    ref_idx, im_idx : numpy.ndarray
-    """
-    from scipy.spatial import cKDTree
-
-    fitted = np.asarray(shift) + np.asarray(im_xy) @ np.asarray(matrix).T
-    d_im, j_ref = cKDTree(ref_xy).query(fitted, distance_upper_bound=radius)
-    d_ref, j_im = cKDTree(fitted).query(ref_xy, distance_upper_bound=radius)
-    im_idx = np.flatnonzero(np.isfinite(d_im))
-    ref_idx = j_ref[im_idx]
-    mutual = j_im[ref_idx] == im_idx
-    return ref_idx[mutual], im_idx[mutual]
-
-
-def refine_radius(residuals, floor, ceiling):
-    """Pairing radius after a first fit: five robust standard deviations.
-
-    ``residuals`` are the (N, 2) reference - fitted positions of the pairs
-    used in the fit; the radius is clipped to [``floor``, ``ceiling``].
-    """
-    sigma = 1.4826 * np.median(np.hypot(*np.asarray(residuals, float).T)) / 1.1774  # per-axis robust sigma
-    return float(np.clip(5.0 * np.hypot(sigma, sigma), floor, ceiling))
-
-
-def linear_fit(refxy, imxy, wref, wim, fitgeom, nclip, sigma):
-    """tweakwcs ``iter_linear_fit`` of ``ref = shift + matrix @ im``, shift for the origin."""
-    from tweakwcs.linearfit import iter_linear_fit
-
-    fit = iter_linear_fit(refxy, imxy, wref, wim, fitgeom=fitgeom, nclip=nclip, sigma=sigma, center=None)
-    # shift for rotations about the tangent-plane origin (as tweakwcs does)
-    shift = fit["shift_ld"] + fit["center_ld"] - np.dot(fit["center_ld"], fit["matrix_ld"].T)
-    fit["shift"] = np.asarray(shift, dtype=np.double)
-    return fit
-
-
-def refine_fit(ref_xy, im_xy, fit, pairs, fitter, floor, ceiling, minobj, max_iter=5):
-    """Re-pair and refit until the pairs no longer change (see `refine_matches`).
-
-    Each round computes the pairing radius from the residuals of the pairs
-    the current fit used (`refine_radius`), re-pairs all sources as mutual
-    nearest neighbours within it on that fit, and fits again. One round is
-    not enough: a false pair far from the others (high leverage, most of all
-    with ``general``) pulls the first fit towards itself, which spreads the
-    residuals of the true pairs and widens the radius enough to keep it;
-    once a round drops it, the next fit is unbiased and the radius shrinks
-    to the true noise.
-
-    Parameters
-    ----------
-    ref_xy, im_xy : numpy.ndarray
-        (N, 2) and (M, 2) positions of every source of both catalogs in the
-        fit's frame (NaN rows are ignored).
-    fit : dict
-        First fit (`linear_fit` keys ``matrix``, ``shift``, ``fitmask``).
-    pairs : tuple of numpy.ndarray
-        ``(ref_idx, im_idx)`` of the first fit's pairs.
-    fitter : callable
-        ``fitter(ref_idx, im_idx)`` -> fit dict (`linear_fit` of those pairs).
-    floor, ceiling : float
-        Bounds of the pairing radius (frame units).
-    minobj : int
-        Fewer pairs than this end the refinement with the last fit.
-
-    Returns
-    -------
-    fit, ref_idx, im_idx, radius
-        The refined fit and its pairs, and the last pairing radius (the
-        first fit, its pairs and ``nan`` when no round succeeded).
-    """
-    ref_xy, im_xy = np.asarray(ref_xy, float), np.asarray(im_xy, float)
-    ok_ref = np.flatnonzero(np.isfinite(ref_xy).all(axis=1))
-    ok_im = np.flatnonzero(np.isfinite(im_xy).all(axis=1))
-    ri, ii = (np.asarray(a, int) for a in pairs)
-    radius = float("nan")
-    for _ in range(max_iter):
-        used = np.asarray(fit["fitmask"], bool)
-        res = ref_xy[ri[used]] - (fit["shift"] + im_xy[ii[used]] @ np.asarray(fit["matrix"]).T)
-        rad = refine_radius(res, floor, ceiling)
-        r2, i2 = refine_matches(ref_xy[ok_ref], im_xy[ok_im], fit["matrix"], fit["shift"], rad)
-        r2, i2 = ok_ref[r2], ok_im[i2]
-        if len(r2) < int(minobj):
-            break
-        if len(r2) == len(ri) and np.array_equal(r2, ri) and np.array_equal(i2, ii):
-            radius = rad
-            break
-        try:
-            new = fitter(r2, i2)
-        except Exception as exc:  # a degenerate refit: keep the last good one
-            log.info("refined fit failed (%s: %s); keeping the previous fit", type(exc).__name__, exc)
-            break
-        fit, ri, ii, radius = new, r2, i2, rad
-    return fit, ri, ii, radius
-
-
 def absolute_align(entries, wcs_list, statuses, refcat, **kwargs):
     """Fit the relatively aligned set to a reference catalog; apply the solutions.
 
@@ -284,19 +151,9 @@ def apply_absolute(entry, wcs, solution):
         From `absolute_fit`: ``matrix`` and ``shift`` in the tangent plane
         of ``ref_tpwcs``.
     """
-    corr = make_corrector(wcs, entry["wcsinfo"], entry["catalog"], entry["name"], entry["group_id"])
+    corr = entry_corrector(entry, wcs)
     corr.set_correction(matrix=solution["matrix"], shift=solution["shift"], ref_tpwcs=solution["ref_tpwcs"])
     return corr.wcs
-
-
-#: Grades of an absolute fit (summary column ``abs_grade``).
-GRADES = {
-    1: "the configured fit passed every quality gate",
-    2: "a recovery attempt passed every quality gate",
-    3: "not aligned relatively: aligned to the reference catalog on its own",
-    4: "every fit was rejected by the quality gates: relative alignment kept",
-    5: "no fit could be made: relative alignment kept",
-}
 
 
 def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=True, merge_radius=0.1, weight_by_count=False, refine=True, details=None, **pars):
@@ -308,11 +165,8 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
     freedom), and a fit is accepted only if it passes the quality gates
     with ``abs_tolerance``; otherwise the relative alignment is kept and
     the reason given. Groups that could not be aligned relatively are then
-    fitted to the reference catalog one by one, with the same gates.
-
-    The solutions are applied to each image by `apply_absolute` (one at a
-    time, so that a caller writing each result keeps one corrected WCS in
-    memory, not one per image).
+    fitted to the reference catalog one by one, with the same gates. The
+    solutions are applied to each image by `apply_absolute`.
 
     Parameters
     ----------
@@ -336,26 +190,25 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
     weight_by_count : bool
         Weight merged sources by their number of detections.
     refine : bool
-        Re-pair and refit until the pairs are stable (`refine_fit`).
+        Re-pair and refit until the pairs are stable (`tweakflow.fitting.refine_fit`).
     details : dict or None
         If given, receives ``matches``: the matched pairs of the set's
         chosen (or configured) fit with their residuals before and after
-        (`tweakflow.qa.match_table`), or None when no fit was made, and
-        ``attempts``: one dict per attempt.
+        (`tweakflow.results.match_table`), or None when no fit was made,
+        and ``attempts``: one dict per attempt.
     **pars
         ``abs_*`` parameters (`ABSOLUTE_PARS`).
 
     Returns
     -------
     solutions : list of dict
-        ``matrix``, ``shift``, ``ref_tpwcs`` (the tangent plane they are
-        in) and ``members`` (indices of the images it applies to); the set's
-        solution first, then one per group aligned on its own.
+        ``matrix``, ``shift``, ``ref_tpwcs`` (their tangent plane) and
+        ``members`` (indices of the images it applies to); the set's first.
     rows : list of dict
         Per image, a solution row with ``stage="absolute"``: ``COMPLETE``
         when a solution was applied, ``FAILED`` (with reason) when the fit
         was rejected or failed, ``SKIPPED`` when the image did not take part;
-        ``grade`` (`GRADES`), ``attempt``, ``n_attempts``, ``recovery``,
+        ``grade`` (`tweakflow.results.GRADES`), ``attempt``, ``n_attempts``, ``recovery``,
         ``fit_error_mas`` and ``chance_log10p``.
     combined : astropy.table.Table
         The set's combined catalog.
@@ -363,22 +216,46 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
     Raises
     ------
     ConfigError
-        If ``abs_separation`` < sqrt(2) x ``abs_tolerance`` (`tweakflow.params.check_separation`).
+        For an unknown parameter, or ``abs_separation`` < sqrt(2) x
+        ``abs_tolerance`` (`tweakflow.params.check_separation`).
     """
-    from .quality import gate_limits, resolve_quality
-
-    p = dict(ABSOLUTE_PARS)
-    unknown = set(pars) - set(p)
-    if unknown:
-        raise TypeError(f"unknown absolute-alignment parameters: {sorted(unknown)}")
-    p.update(pars)
+    p = resolve_block("tweakreg", ABSOLUTE_PARS, pars)
     check_separation(p, "abs_")
     q = resolve_quality(quality)
     limits = gate_limits(q, p["abs_tolerance"])
     opts = {"merge": merge, "merge_radius": merge_radius, "weight_by_count": weight_by_count, "refine": refine and (q["refine"] or not q["enabled"])}
     if details is not None:
         details.update(matches=None, attempts=[])
+    members, loners, rows = _partition(entries, statuses)
+    solutions, combined = [], Table()
+    if members:
+        sol, combined = _fit_members(entries, wcs_list, members, refcat, (p, q, limits, opts), rows, details, grade_ok=None)
+        solutions += [sol] if sol else []
+    if q["enabled"] and q["recovery"]:
+        for gid, idx in loners.items():
+            sol = _fit_loner(entries, wcs_list, gid, idx, refcat, (p, q, limits, opts), rows, details)
+            solutions += [sol] if sol else []
+    return solutions, rows, combined
 
+
+def _fit_loner(entries, wcs_list, gid, idx, refcat, config, rows, details):
+    """A group not aligned relatively, fitted to the reference catalog on its own (grade 3)."""
+    sol, _ = _fit_members(entries, wcs_list, idx, refcat, config, rows, details, grade_ok=3)
+    if sol:
+        log.info("group %s, not aligned relatively, aligned to the reference catalog on its own", gid)
+        return sol
+    for i in idx:  # the relative reason stays the one reported
+        rows[i] = dict(rows[i], status="SKIPPED", reason=f"not aligned relatively; on its own: {rows[i]['reason']}")
+    return None
+
+
+def _partition(entries, statuses):
+    """The set (relatively aligned images with sources), the other groups
+    with sources (group id -> indices), and a ``SKIPPED`` row per image.
+
+    When no image could be aligned relatively because there was a single
+    group, every image with sources forms the set.
+    """
     with_sources = [i for i, e in enumerate(entries) if len(e["catalog"]) > 0]
     members = [i for i in with_sources if statuses[i] == "COMPLETE"]
     loners = {}
@@ -391,35 +268,13 @@ def absolute_fit(entries, wcs_list, statuses, refcat, *, quality=None, merge=Tru
     for i, e in enumerate(entries):
         why = "no sources in catalog" if i not in with_sources else "not aligned relatively: excluded from the absolute fit"
         rows.append(dict(fit_row(e["name"], e["group_id"], "absolute", "SKIPPED", why, n_sources=len(e["catalog"])), grade=0))
-
-    solutions, combined = [], Table()
-    if members:
-        sol, combined = _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, details, grade_ok=None)
-        solutions += [sol] if sol else []
-    if q["enabled"] and q["recovery"]:
-        for gid, idx in loners.items():
-            sol, _ = _fit_members(entries, wcs_list, idx, refcat, p, q, limits, opts, rows, details, grade_ok=3)
-            if sol:
-                log.info("group %s, not aligned relatively, aligned to the reference catalog on its own", gid)
-                solutions.append(sol)
-            else:
-                for i in idx:  # the relative reason stays the one reported
-                    rows[i] = dict(rows[i], status="SKIPPED", reason=f"not aligned relatively; on its own: {rows[i]['reason']}")
-    return solutions, rows, combined
+    return members, loners, rows
 
 
-def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, details, grade_ok):
-    """Gated fit of the images ``members`` as one set; fills their ``rows``.
-
-    Returns
-    -------
-    solution : dict or None
-    combined : astropy.table.Table
-    """
-    from .quality import attempt_label, check_fit, recovery_plan
-
-    ref_e = entries[members[0]]
-    ref_tpwcs = make_corrector(wcs_list[members[0]], ref_e["wcsinfo"], ref_e["catalog"], ref_e["name"], ref_e["group_id"])
+def _fit_setup(entries, wcs_list, members, refcat, p, opts):
+    """The set's combined catalog and the reference catalog in the tangent
+    plane of the set's first image, with what each attempt needs."""
+    ref_tpwcs = entry_corrector(entries[members[0]], wcs_list[members[0]])
     # arcsec per unit of that plane: radii in, statistics out stay in arcsec
     tps = tangent_plane_scale([wcs_list[i] for i in members])
     combined = combined_catalog(
@@ -435,54 +290,92 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
     ref["TPx"], ref["TPy"] = rtx, rty
     ref = ref[np.isfinite(rtx) & np.isfinite(rty)]
     polygons = [to_tangent_plane(ref_tpwcs, footprint_world(wcs_list[i], entries[i]["shape"])) for i in members]
-    setup = {
-        "ref": ref, "combined": combined, "polygons": polygons, "p": p, "opts": opts, "tps": tps,
+    return {
+        "ref": ref, "combined": combined, "polygons": polygons, "p": p, "opts": opts, "tps": tps, "ref_tpwcs": ref_tpwcs,
         "tp_pscale": ref_tpwcs.tanp_center_pixel_scale, "tp_units": ref_tpwcs.units,
     }
 
-    plan = recovery_plan(p["abs_searchrad"], p["abs_use2dhist"], p["abs_fitgeometry"], q)
-    first, chosen, number, attempts = None, None, 0, []
-    for tier in plan:
+
+def _attempts(setup, q, limits):
+    """Attempts of the recovery chain until a tier has one that passes.
+
+    Returns
+    -------
+    chosen : dict or None
+        The passing attempt with the most used pairs (then the lowest RMS).
+    attempts : list of dict
+        Every attempt made, with ``number``, ``passed`` and ``why``.
+    """
+    p = setup["p"]
+    attempts = []
+    for tier in recovery_plan(p["abs_searchrad"], p["abs_use2dhist"], p["abs_fitgeometry"], q):
         passing = []
         for att in tier:
-            number += 1
             res = _absolute_attempt(setup, att)
             fails = [] if not res["ok"] or not q["enabled"] else check_fit(res["stats"], limits)
-            res.update(number=number, passed=res["ok"] and not fails, why=res["reason"] if not res["ok"] else "; ".join(fails))
-            first = first or res
+            res.update(number=len(attempts) + 1, passed=res["ok"] and not fails, why=res["reason"] if not res["ok"] else "; ".join(fails))
             attempts.append(res)
             if res["passed"]:
                 passing.append(res)
         if passing:
-            chosen = max(passing, key=lambda r: (r["stats"]["n_used"], -r["stats"]["rms_mas"]))
-            break
+            return max(passing, key=lambda r: (r["stats"]["n_used"], -r["stats"]["rms_mas"])), attempts
         if not (q["enabled"] and q["recovery"]):
             break
+    return None, attempts
+
+
+def _fit_members(entries, wcs_list, members, refcat, config, rows, details, grade_ok):
+    """Gated fit of the images ``members`` as one set; fills their ``rows``.
+
+    ``config`` is ``(p, q, limits, opts)``; ``grade_ok`` the grade of a
+    passing fit (None: 1 for the configured fit, 2 for a recovery attempt).
+
+    Returns
+    -------
+    solution : dict or None
+    combined : astropy.table.Table
+    """
+    p, q, limits, opts = config
+    setup = _fit_setup(entries, wcs_list, members, refcat, p, opts)
+    chosen, attempts = _attempts(setup, q, limits)
     if details is not None:
         details["attempts"].extend({"members": list(members), "number": r["number"], "label": attempt_label(r["att"]), "passed": r["passed"], "reason": r["why"], **r.get("stats", {})} for r in attempts)
-        shown = chosen or first
+        shown = chosen or attempts[0]
         if grade_ok is None and shown["ok"]:
-            from .qa import match_table
-
             details["matches"] = match_table(
-                shown["fit_info"], shown["ref_xy"], shown["im_xy"], image="combined", stage="absolute", tp_scale=tps, accepted=chosen is not None
+                shown["fit_info"], shown["ref_xy"], shown["im_xy"], image="combined", stage="absolute", tp_scale=setup["tps"], accepted=chosen is not None
             )
-
     if chosen is None:
-        made = any(r["ok"] for r in attempts)
-        if not q["enabled"] or number == 1:
-            reason = first["why"] if made else first["reason"]
-        else:
-            reason = f"no fit passed the quality gates in {number} attempts (configured fit: {first['why']})"
-        reason = ("quality gate: " + reason) if made and q["enabled"] and number == 1 else reason
-        log.warning("absolute alignment of %d image(s) failed: %s", len(members), reason)
-        for i in members:
-            rows[i] = dict(
-                fit_row(entries[i]["name"], entries[i]["group_id"], "absolute", "FAILED", reason, n_sources=len(entries[i]["catalog"])),
-                grade=4 if made else 5, attempt=0, n_attempts=number,
-            )
-        return None, combined
+        _failed_rows(entries, members, attempts, q, rows)
+        return None, setup["combined"]
+    _complete_rows(entries, members, chosen, len(attempts), setup["tps"], grade_ok, rows)
+    combined = setup["combined"]
+    if grade_ok is None:
+        combined["matched"] = np.zeros(len(combined), dtype=bool)
+        combined["matched"][chosen["fit_info"]["matched_input_idx"]] = True
+    fit = chosen["fit"]
+    return {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": setup["ref_tpwcs"], "members": list(members)}, combined
 
+
+def _failed_rows(entries, members, attempts, q, rows):
+    """``FAILED`` rows of a set no attempt passed for (grade 4: rejected, 5: no fit)."""
+    first, number = attempts[0], len(attempts)
+    made = any(r["ok"] for r in attempts)
+    if not q["enabled"] or number == 1:
+        reason = first["why"] if made else first["reason"]
+    else:
+        reason = f"no fit passed the quality gates in {number} attempts (configured fit: {first['why']})"
+    reason = ("quality gate: " + reason) if made and q["enabled"] and number == 1 else reason
+    log.warning("absolute alignment of %d image(s) failed: %s", len(members), reason)
+    for i in members:
+        rows[i] = dict(
+            fit_row(entries[i]["name"], entries[i]["group_id"], "absolute", "FAILED", reason, n_sources=len(entries[i]["catalog"])),
+            grade=4 if made else 5, attempt=0, n_attempts=number,
+        )
+
+
+def _complete_rows(entries, members, chosen, number, tps, grade_ok, rows):
+    """``COMPLETE`` rows of a set whose fit passed, with its grade and statistics."""
     fit, st = chosen["fit"], chosen["stats"]
     log.info(
         "absolute fit (%s, attempt %d of %d): %d matches, %d used, shift (%.4f, %.4f) arcsec, rot %.3g deg, scale %.8f, rms %.2f mas, "
@@ -499,10 +392,24 @@ def _fit_members(entries, wcs_list, members, refcat, p, q, limits, opts, rows, d
             grade=grade, attempt=chosen["number"], n_attempts=number, recovery=recovery,
             match_fraction=st["match_fraction"], fit_error_mas=st["fit_error_mas"], chance_log10p=st["chance_log10p"],
         )
-    if grade_ok is None:
-        combined["matched"] = np.zeros(len(combined), dtype=bool)
-        combined["matched"][chosen["fit_info"]["matched_input_idx"]] = True
-    return {"matrix": fit["matrix"], "shift": fit["shift"], "ref_tpwcs": ref_tpwcs, "members": list(members)}, combined
+
+
+def _match_to_reference(setup, att):
+    """``xyxymatch`` of the combined catalog to the reference: (ref_idx, im_idx) or a reason."""
+    ref, combined, p, tps = setup["ref"], setup["combined"], setup["p"], setup["tps"]
+    minobj = int(p["abs_minobj"])
+    if len(combined) < minobj:
+        return f"combined catalog has {len(combined)} sources, fewer than abs_minobj={minobj}"
+    if len(ref) < minobj:
+        return f"reference catalog has {len(ref)} usable sources, fewer than abs_minobj={minobj}"
+    matcher = make_matcher(att["searchrad"] / tps, p["abs_separation"] / tps, att["use2dhist"], p["abs_tolerance"] / tps)
+    try:
+        ref_idx, im_idx = matcher(ref, combined, tp_pscale=setup["tp_pscale"], tp_units=setup["tp_units"])
+    except Exception as exc:
+        return f"matching failed: {type(exc).__name__}: {exc}"
+    if len(ref_idx) < minobj:
+        return f"not enough matches ({len(ref_idx)}) with the reference catalog; abs_minobj={minobj}"
+    return ref_idx, im_idx
 
 
 def _absolute_attempt(setup, att):
@@ -515,28 +422,13 @@ def _absolute_attempt(setup, att):
         ``fit_info`` (tweakwcs-like), ``stats`` (for the quality gates),
         ``ref_xy`` and ``im_xy`` (all positions, arcsec).
     """
-    from .quality import fit_significance
-
     ref, combined, p, opts, tps = setup["ref"], setup["combined"], setup["p"], setup["opts"], setup["tps"]
     out = {"ok": False, "reason": "", "att": att}
-    minobj = int(p["abs_minobj"])
-    if len(combined) < minobj:
-        out["reason"] = f"combined catalog has {len(combined)} sources, fewer than abs_minobj={minobj}"
+    matched = _match_to_reference(setup, att)
+    if isinstance(matched, str):
+        out["reason"] = matched
         return out
-    if len(ref) < minobj:
-        out["reason"] = f"reference catalog has {len(ref)} usable sources, fewer than abs_minobj={minobj}"
-        return out
-    matcher = make_matcher(att["searchrad"] / tps, p["abs_separation"] / tps, att["use2dhist"], p["abs_tolerance"] / tps)
-    try:
-        ref_idx, im_idx = matcher(ref, combined, tp_pscale=setup["tp_pscale"], tp_units=setup["tp_units"])
-    except Exception as exc:
-        out["reason"] = f"matching failed: {type(exc).__name__}: {exc}"
-        return out
-    nmatch = len(ref_idx)
-    if nmatch < minobj:
-        out["reason"] = f"not enough matches ({nmatch}) with the reference catalog; abs_minobj={minobj}"
-        return out
-
+    ref_idx, im_idx = matched
     all_ref = np.c_[ref["TPx"], ref["TPy"]]
     all_im = np.c_[combined["TPx"], combined["TPy"]]
     all_wref = np.asarray(ref["weight"], float) if "weight" in ref.colnames else None
@@ -552,18 +444,27 @@ def _absolute_attempt(setup, att):
     try:
         fit = fit_pairs(ref_idx, im_idx)
         if opts["refine"]:
-            fit, ref_idx, im_idx, radius = refine_fit(all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02 / tps, p["abs_tolerance"] / tps, minobj)
+            nmatch = len(ref_idx)
+            fit, ref_idx, im_idx, radius = refine_fit(all_ref, all_im, fit, (ref_idx, im_idx), fit_pairs, 0.02 / tps, p["abs_tolerance"] / tps, int(p["abs_minobj"]))
             log.info("refined matching within %.1f mas: %d pairs (xyxymatch: %d)", 1000 * radius * tps, len(ref_idx), nmatch)
     except Exception as exc:
         out["reason"] = f"fit failed: {type(exc).__name__}: {exc}"
         return out
+    stats = _fit_stats(setup, att, fit, ref_idx, im_idx, all_ref, all_im)
+    out.update(ok=True, fit=fit, fit_info=fit_info_of(fit, ref_idx, im_idx, att["fitgeometry"]), stats=stats, ref_xy=all_ref, im_xy=all_im)
+    return out
+
+
+def _fit_stats(setup, att, fit, ref_idx, im_idx, all_ref, all_im):
+    """The absolute fit's statistics for the quality gates."""
+    p, tps = setup["p"], setup["tps"]
     used = np.asarray(fit["fitmask"], bool)
     fitted = fit["shift"] + all_im @ np.asarray(fit["matrix"]).T
     res_mas = 1000.0 * tps * (all_ref[ref_idx] - fitted[im_idx])
     n_used = int(np.count_nonzero(used))
     n_ref_in = int(np.count_nonzero(inside_any(all_ref[:, 0], all_ref[:, 1], setup["polygons"])))
-    n_possible = min(len(combined), n_ref_in)
-    stats = {
+    n_possible = min(len(setup["combined"]), n_ref_in)
+    return {
         "n_matches": len(ref_idx),
         "n_used": n_used,
         "rms_mas": 1000.0 * tps * float(fit["rmse"]),
@@ -572,25 +473,7 @@ def _absolute_attempt(setup, att):
         "rotation_deg": float(fit["<rot>"]),
         "fitgeom": att["fitgeometry"],
         **fit_significance(
-            all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["polygons"], len(combined),
+            all_im[im_idx[used]], fitted[im_idx[used]], res_mas[used], all_ref, setup["polygons"], len(setup["combined"]),
             att["fitgeometry"], att["searchrad"], p["abs_tolerance"], tps,
         ),
     }
-    fit_info = {
-        "status": "SUCCESS",
-        "fitgeom": att["fitgeometry"],
-        "nmatches": len(ref_idx),
-        "fitmask": used,
-        "rmse": fit["rmse"],
-        "mae": fit["mae"],
-        "shift": fit["shift"],
-        "<rot>": fit["<rot>"],
-        "<scale>": fit["<scale>"],
-        "skew": fit["skew"],
-        "matrix": fit["matrix"],
-        "matched_ref_idx": ref_idx,
-        "matched_input_idx": im_idx,
-    }
-    out.update(ok=True, fit=fit, fit_info=fit_info, stats=stats, ref_xy=all_ref, im_xy=all_im)
-    return out
-

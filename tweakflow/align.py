@@ -1,340 +1,51 @@
-"""Group-aware relative alignment of image catalogs with tweakwcs.
+"""Group-aware relative alignment of image catalogs (the JWST step's sequential order).
 
-Every image gets one `tweakwcs.correctors.JWSTWCSCorrector` (one
-`~tweakwcs.correctors.FITSWCSCorrector` per chip of a plain FITS image); images with the
-same group id are fitted together as one (one correction per exposure);
-`tweakwcs.imalign.align_wcs` matches the catalogs in a common tangent plane
-and fits the linear corrections, which it inserts into each GWCS as the
-``v2v3corr`` frame.
+Every image gets one tweakwcs corrector (one per chip of a plain FITS
+image); images with the same group id are fitted together as one (one
+correction per exposure). Groups are aligned one after the other to a
+growing reference catalog, in the order of tweakwcs ``align_wcs``
+(`tweakflow.ordering`); each group's fit goes through the quality gates and
+the recovery chain (`tweakflow.quality`) and is refined
+(`tweakflow.fitting.refine_fit`) before it is judged.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from copy import deepcopy
+from typing import NamedTuple
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import Table, vstack
 
-__all__ = [
-    "RELATIVE_PARS",
-    "make_corrector",
-    "SerializedWCS",
-    "wcs_kind",
-    "tangent_plane_scale",
-    "make_matcher",
-    "det_to_world",
-    "footprint_world",
-    "to_tangent_plane",
-    "inside_any",
-    "relative_align",
-    "fit_row",
-    "rows_to_table",
-    "attempt_table",
-    "SOLUTION_COLUMNS",
-    "QUALITY_COLUMNS",
-    "ATTEMPT_COLUMNS",
-]
+from .fitting import entry_corrector, fit_info_of, linear_fit, make_matcher, refine_fit
+from .geometry import det_to_world, footprint_world, in_polygon, inside_any, tangent_plane_scale, to_tangent_plane
+from .ordering import alignment_order
+from .params import RELATIVE_PARS, check_separation, resolve_block
+from .quality import (
+    attempt_label,
+    check_fit,
+    check_image,
+    consistent_rms_limit,
+    fit_significance,
+    gate_limits,
+    recovery_plan,
+    resolve_quality,
+)
+from .results import (
+    TOO_FEW_MATCHES,
+    SerializedWCS,
+    attempt_table,
+    empty_match_table,
+    fit_row,
+    match_table,
+    with_quality_columns,
+)
+
+__all__ = ["relative_align"]
 
 log = logging.getLogger(__name__)
-
-#: Relative-alignment parameters of the tweakreg step and their defaults.
-RELATIVE_PARS = {
-    "enforce_user_order": False,
-    "expand_refcat": False,
-    "minobj": 15,
-    "searchrad": 2.0,
-    "use2dhist": True,
-    "separation": 1.0,
-    "tolerance": 0.7,
-    "xoffset": 0.0,
-    "yoffset": 0.0,
-    "fitgeometry": "rshift",
-    "nclip": 3,
-    "sigma": 3.0,
-}
-
-#: Columns of a solution table (one row per image and alignment stage).
-SOLUTION_COLUMNS = [
-    ("image", str),
-    ("group_id", str),
-    ("stage", str),
-    ("status", str),
-    ("reason", str),
-    ("fitgeom", str),
-    ("n_sources", int),
-    ("n_matches", int),
-    ("n_used", int),
-    ("rms_mas", float),
-    ("mae_mas", float),
-    ("xshift", float),
-    ("yshift", float),
-    ("rotation", float),
-    ("scale", float),
-    ("skew", float),
-]
-
-
-#: tweakwcs' reason for a fit not made: fewer than ``minobj`` matches.
-TOO_FEW_MATCHES = "not enough matches"
-
-
-class SerializedWCS:
-    """A corrected WCS kept serialized in memory until it is written.
-
-    A corrected GWCS takes ~0.45 MB as Python objects and ~70 KB pickled
-    (1-2 ms each way, the same transforms after the round trip): kept this
-    way, the WCSs of thousands of aligned images do not add up in the
-    gather step's memory.
-    """
-
-    __slots__ = ("_blob",)
-
-    def __init__(self, wcs):
-        import pickle
-
-        self._blob = pickle.dumps(wcs, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def load(self):
-        """The WCS object (a new one at each call)."""
-        import pickle
-
-        return pickle.loads(self._blob)
-
-
-def wcs_kind(wcs):
-    """``"fits"`` for an `astropy.wcs.WCS` (plain FITS image), else ``"jwst"`` (GWCS)."""
-    from astropy.wcs import WCS
-
-    return "fits" if isinstance(wcs, WCS) else "jwst"
-
-
-def tangent_plane_scale(wcs_list):
-    """Arcsec per unit of the tangent plane tweakwcs fits in.
-
-    JWST correctors work in arcsec (1.0); FITS-WCS correctors in the pixels
-    of the reference image: their median pixel scale is returned (exact when
-    the images share a pixel scale, as the images of one dataset do).
-    Matching radii are divided by it and fit results multiplied by it, so
-    parameters and solution tables stay in arcsec for both kinds.
-
-    Raises
-    ------
-    InputError
-        If JWST and plain FITS-WCS images are mixed (their tangent planes
-        have different units: tweakwcs cannot align them together).
-    """
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
-    from .errors import InputError
-
-    kinds = {wcs_kind(w) for w in wcs_list}
-    if len(kinds) > 1:
-        raise InputError("cannot align JWST (GWCS) and plain FITS-WCS images in one run: align them separately")
-    if kinds != {"fits"}:
-        return 1.0
-    return float(np.median([3600.0 * np.mean(proj_plane_pixel_scales(w)) for w in wcs_list]))
-
-
-def make_corrector(wcs, wcsinfo, catalog, name, group_id):
-    """A tweakwcs corrector carrying its catalog, name and group id in ``meta``.
-
-    `JWSTWCSCorrector` for a GWCS, `FITSWCSCorrector` for an
-    `astropy.wcs.WCS` (plain FITS image; ``wcsinfo`` is not used).
-    """
-    from tweakwcs.correctors import FITSWCSCorrector, JWSTWCSCorrector
-
-    meta = {"catalog": catalog, "name": name, "group_id": group_id}
-    if wcs_kind(wcs) == "fits":
-        return FITSWCSCorrector(wcs, meta=meta)
-    return JWSTWCSCorrector(
-        wcs,
-        {k: wcsinfo[k] for k in ("v2_ref", "v3_ref", "roll_ref")},
-        meta=meta,
-    )
-
-
-def make_matcher(searchrad, separation, use2dhist, tolerance, xoffset=0.0, yoffset=0.0):
-    """tweakwcs ``XYXYMatch`` with the step's matching parameters (arcsec)."""
-    from tweakwcs.matchutils import XYXYMatch
-
-    return XYXYMatch(
-        searchrad=float(searchrad),
-        separation=float(separation),
-        use2dhist=bool(use2dhist),
-        tolerance=float(tolerance),
-        xoffset=float(xoffset),
-        yoffset=float(yoffset),
-    )
-
-
-def fit_row(name, group_id, stage, status, reason="", fit_info=None, n_sources=0, tp_scale=1.0):
-    """One solution-table row from a tweakwcs ``fit_info``.
-
-    ``tp_scale`` is the arcsec per tangent-plane unit (`tangent_plane_scale`):
-    RMS, MAE and shifts are reported in arcsec (mas) for every image kind.
-    """
-    row = {
-        "image": name,
-        "group_id": str(group_id),
-        "stage": stage,
-        "status": status,
-        "reason": reason or "",
-        "fitgeom": "",
-        "n_sources": int(n_sources),
-        "n_matches": 0,
-        "n_used": 0,
-        "rms_mas": math.nan,
-        "mae_mas": math.nan,
-        "xshift": 0.0,
-        "yshift": 0.0,
-        "rotation": 0.0,
-        "scale": 1.0,
-        "skew": 0.0,
-    }
-    fi = fit_info or {}
-    if fi.get("status") == "SUCCESS":
-        row.update(
-            fitgeom=str(fi.get("fitgeom", "")),
-            n_matches=int(fi.get("nmatches", 0)),
-            n_used=int(np.count_nonzero(fi.get("fitmask", []))),
-            rms_mas=1000.0 * tp_scale * float(fi["rmse"]),
-            mae_mas=1000.0 * tp_scale * float(fi["mae"]),
-            xshift=tp_scale * float(fi["shift"][0]),
-            yshift=tp_scale * float(fi["shift"][1]),
-            rotation=float(fi["<rot>"]),
-            scale=float(fi["<scale>"]),
-            skew=float(fi["skew"]),
-        )
-    return row
-
-
-def rows_to_table(rows):
-    """Solution rows -> `astropy.table.Table`.
-
-    The `SOLUTION_COLUMNS`, then each of the `QUALITY_COLUMNS` that any row
-    has (rows without it get its default).
-    """
-    cols = {}
-    for name, typ in SOLUTION_COLUMNS:
-        vals = [r[name] for r in rows]
-        cols[name] = np.array(vals, dtype=typ if typ is not str else "U")
-    for name, typ, default in QUALITY_COLUMNS:
-        if any(name in r for r in rows):
-            vals = [r.get(name, default) for r in rows]
-            cols[name] = np.array(vals, dtype=typ if typ is not str else "U")
-    return Table(cols)
-
-
-# ---------------------------------------------------------------------------
-# relative alignment with quality gates and recovery
-# ---------------------------------------------------------------------------
-
-#: Optional per-image columns of a solution table (added by the quality-gated
-#: relative alignment; absent from tables of stages that do not set them).
-QUALITY_COLUMNS = [
-    ("image_n_matches", int, 0),
-    ("image_n_used", int, 0),
-    ("image_rms_mas", float, math.nan),
-    ("match_fraction", float, math.nan),
-    ("fit_error_mas", float, math.nan),
-    ("chance_log10p", float, math.nan),
-    ("attempt", int, 0),
-    ("n_attempts", int, 0),
-    ("recovery", str, ""),
-    ("grade", int, 0),
-]
-
-#: Columns of the table of alignment attempts (one row per image and attempt).
-ATTEMPT_COLUMNS = [
-    ("image", str),
-    ("group_id", str),
-    ("pass_no", int),
-    ("attempt", int),
-    ("searchrad", float),
-    ("use2dhist", bool),
-    ("fitgeom", str),
-    ("n_images", int),
-    ("fit", str),
-    ("passed", bool),
-    ("chosen", bool),
-    ("n_matches", int),
-    ("n_used", int),
-    ("rms_mas", float),
-    ("match_fraction", float),
-    ("fit_error_mas", float),
-    ("chance_log10p", float),
-    ("image_n_used", int),
-    ("image_match_fraction", float),
-    ("xshift", float),
-    ("yshift", float),
-    ("rotation", float),
-    ("scale", float),
-    ("reason", str),
-]
-
-
-def attempt_table(records):
-    """Attempt rows (dicts with the `ATTEMPT_COLUMNS`) -> `astropy.table.Table`."""
-    cols = {}
-    for name, typ in ATTEMPT_COLUMNS:
-        vals = [r[name] for r in records]
-        cols[name] = np.array(vals, dtype=typ if typ is not str else "U") if vals else np.array([], dtype=typ if typ is not str else "U1")
-    return Table(cols)
-
-
-def _in_polygon(px, py, poly):
-    """Points inside a polygon (ray casting); ``poly`` is (N, 2)."""
-    px = np.asarray(px, float)
-    py = np.asarray(py, float)
-    inside = np.zeros(px.shape, dtype=bool)
-    n = len(poly)
-    for k in range(n):
-        x1, y1 = poly[k]
-        x2, y2 = poly[(k + 1) % n]
-        if y1 == y2:
-            continue
-        crosses = (y1 > py) != (y2 > py)
-        xcross = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= crosses & (px < xcross)
-    return inside
-
-
-def inside_any(px, py, polys):
-    inside = np.zeros(np.shape(px), dtype=bool)
-    for poly in polys:
-        inside |= _in_polygon(px, py, poly)
-    return inside & np.isfinite(px) & np.isfinite(py)
-
-
-def det_to_world(wcs, x, y, with_bounding_box=True):
-    """RA, DEC (deg) of 0-based detector positions through a GWCS or an astropy WCS.
-
-    What a tweakwcs corrector's ``det_to_world`` gives for that WCS, without
-    building a corrector (each deep-copies its WCS: ~30 ms for a GWCS). An
-    astropy WCS goes through its full distortion (SIP and lookup tables,
-    ``all_pix2world``); ``with_bounding_box`` applies to a GWCS only (an
-    astropy WCS has no bounding box).
-    """
-    if wcs_kind(wcs) == "fits":
-        ra, dec = wcs.all_pix2world(x, y, 0)
-    else:
-        ra, dec = wcs(x, y, with_bounding_box=with_bounding_box)
-    return np.asarray(ra, float), np.asarray(dec, float)
-
-
-def footprint_world(wcs, shape):
-    """RA, DEC (deg) of the detector corners through ``wcs``."""
-    ny, nx = (int(v) for v in shape[-2:])
-    x = np.array([0.0, nx - 1.0, nx - 1.0, 0.0])
-    y = np.array([0.0, 0.0, ny - 1.0, ny - 1.0])
-    return det_to_world(wcs, x, y)
-
-
-def to_tangent_plane(tpwcs, radec):
-    """(N, 2) positions in the tangent plane of a tweakwcs corrector of ``radec`` = (RA, DEC) in deg."""
-    x, y = tpwcs.world_to_tanp(*radec)
-    return np.c_[np.asarray(x, float), np.asarray(y, float)]
 
 
 class _Reference:
@@ -361,8 +72,6 @@ class _Reference:
         add = Table(
             {"RA": ra[good], "DEC": dec[good], "_img": np.full(good.sum(), img, int), "_x": x[good], "_y": y[good], "_used": np.zeros(good.sum(), int)}
         )
-        from astropy.table import vstack
-
         self.table = vstack([self.table, add]) if len(self.table) else add
         if footprint is not None:
             self.footprints[img] = footprint
@@ -380,14 +89,66 @@ def _fresh_group(entries, idx):
     correctors, imcats = [], []
     for i in idx:
         e = entries[i]
-        c = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+        c = entry_corrector(e)
         correctors.append(c)
         imcats.append(WCSImageCatalog(e["catalog"], c, name=e["name"], group_id=e["group_id"]))
     gcat = WCSGroupCatalog(imcats, name=f"GROUP ID: {entries[idx[0]]['group_id']}")
     return correctors, gcat
 
 
-def _refine_fit(fi, cat, refcat, im_tp, ref_tp, entries, idx, correctors, ref_tpwcs, att, p, tps):
+class _Frame(NamedTuple):
+    """A group's sources and the reference's in the tangent plane of one fit.
+
+    ``src_img`` is, per source of the group catalog, the position in the
+    group of the image it comes from (tweakwcs stacks the members'
+    catalogs in order; every member has sources).
+    """
+
+    cat: Table
+    refcat: Table
+    im_tp: np.ndarray
+    ref_tp: np.ndarray
+    src_img: np.ndarray
+    tps: float
+
+    @classmethod
+    def of(cls, entries, idx, gcat, refcat, tps):
+        cat, ref = gcat.catalog, refcat.catalog
+        src_img = np.repeat(np.arange(len(idx)), [len(entries[i]["catalog"]) for i in idx])
+        im_tp = np.c_[np.asarray(cat["TPx"], float), np.asarray(cat["TPy"], float)]
+        ref_tp = np.c_[np.asarray(ref["TPx"], float), np.asarray(ref["TPy"], float)]
+        return cls(cat, ref, im_tp, ref_tp, src_img, tps)
+
+    def weights(self):
+        """Reference and group weights (None without a ``weight`` column)."""
+        wref = np.asarray(self.refcat["weight"], float) if "weight" in self.refcat.colnames else None
+        wim = np.asarray(self.cat["weight"], float) if "weight" in self.cat.colnames else None
+        return wref, wim
+
+
+def _tweakwcs_fit(gcat, refcat, ref_tpwcs, att, p, tps):
+    """tweakwcs' match and fit of a group catalog: (fit_info, None) or (None, reason)."""
+    matcher = make_matcher(att["searchrad"] / tps, p["separation"] / tps, att["use2dhist"], p["tolerance"] / tps, p["xoffset"] / tps, p["yoffset"] / tps)
+    try:
+        done = gcat.align_to_ref(
+            refcat,
+            ref_tpwcs=ref_tpwcs,
+            match=matcher,
+            minobj=int(p["minobj"]),
+            fitgeom=att["fitgeometry"],
+            nclip=int(p["nclip"]),
+            sigma=(float(p["sigma"]), "rmse"),
+        )
+    except Exception as exc:  # tweakwcs raises ValueError, MatchSourceConfusionError, LinAlgError...
+        return None, f"{type(exc).__name__}: {exc}"
+    fi = gcat[0].fit_info
+    if not done or fi.get("status") != "SUCCESS":
+        status = str(fi.get("status", "FAILED: no fit"))
+        return None, status.split(":", 1)[1].strip() if ":" in status else status
+    return fi, None
+
+
+def _refine_fit(fi, frame, members, ref_tpwcs, att, p):
     """Re-pair a completed fit's sources as mutual nearest neighbours and fit again.
 
     ``xyxymatch`` pairs sources within ``tolerance``; a star of one catalog
@@ -397,56 +158,120 @@ def _refine_fit(fi, cat, refcat, im_tp, ref_tp, entries, idx, correctors, ref_tp
     few mas. Once the first fit has put both catalogs in one frame, pairs
     are re-made as mutual nearest neighbours within five robust standard
     deviations of the residuals (20 mas to ``tolerance``), fitted again
-    with the same geometry and clipping, and the correction applied to
-    fresh correctors (as `tweakflow.absolute` does for the absolute fit).
+    with the same geometry and clipping (`tweakflow.fitting.refine_fit`),
+    and the correction applied to fresh correctors of the ``members``
+    (their entries).
 
     Returns
     -------
-    fit_info : dict
-        ``fi`` with the refined pairs and fit (unchanged when fewer than
-        ``minobj`` pairs survive or the fit fails).
-    correctors : list
-        The correctors of entries ``idx`` with the refined correction
-        (``correctors``, with tweakwcs' correction, when not refined).
+    fit_info : dict or None
+        ``fi`` with the refined pairs and fit, or None when not refined
+        (fewer than ``minobj`` pairs survive or the fit fails).
+    correctors : list or None
+        Correctors of the ``members`` with the refined correction.
     """
-    from .absolute import linear_fit, refine_fit
-
-    wim_all = np.asarray(cat["weight"], float) if "weight" in cat.colnames else None
-    wref_all = np.asarray(refcat["weight"], float) if "weight" in refcat.colnames else None
+    tps = frame.tps
+    wref, wim = frame.weights()
 
     def fitter(ri, ii):
         return linear_fit(
-            ref_tp[ri], im_tp[ii], None if wref_all is None else wref_all[ri], None if wim_all is None else wim_all[ii],
+            frame.ref_tp[ri], frame.im_tp[ii], None if wref is None else wref[ri], None if wim is None else wim[ii],
             att["fitgeometry"], int(p["nclip"]), (float(p["sigma"]), "rmse"),
         )
 
     first = {"matrix": np.asarray(fi["matrix"], float), "shift": np.asarray(fi["shift"], float), "fitmask": np.asarray(fi["fitmask"], bool)}
     pairs = (np.asarray(fi["matched_ref_idx"], int), np.asarray(fi["matched_input_idx"], int))
-    fit, r2, i2, radius = refine_fit(ref_tp, im_tp, first, pairs, fitter, 0.02 / tps, p["tolerance"] / tps, p["minobj"])
+    fit, r2, i2, radius = refine_fit(frame.ref_tp, frame.im_tp, first, pairs, fitter, 0.02 / tps, p["tolerance"] / tps, p["minobj"])
     if fit is first:
-        return fi, correctors
-    fresh = [make_corrector(entries[i]["wcs"], entries[i]["wcsinfo"], entries[i]["catalog"], entries[i]["name"], entries[i]["group_id"]) for i in idx]
+        return None, None
+    fresh = [entry_corrector(e) for e in members]
     for c in fresh:
         c.set_correction(matrix=fit["matrix"], shift=fit["shift"], ref_tpwcs=ref_tpwcs)
-    out = dict(fi)
-    out.update(
-        matrix=fit["matrix"],
-        shift=fit["shift"],
-        fitmask=np.asarray(fit["fitmask"], bool),
-        rmse=fit["rmse"],
-        mae=fit["mae"],
-        **{"<rot>": fit["<rot>"], "<scale>": fit["<scale>"]},
-        rot=fit["rot"],
-        scale=fit["scale"],
-        skew=fit["skew"],
-        proper_rot=fit["proper_rot"],
-        proper=fit["proper"],
-        nmatches=len(r2),
-        matched_ref_idx=r2,
-        matched_input_idx=i2,
-        refined_radius=radius * tps,
-    )
-    return out, fresh
+    return dict(fi, **fit_info_of(fit, r2, i2, fi["fitgeom"]), refined_radius=radius * tps), fresh
+
+
+def _image_stats(entries, idx, correctors, frame, fit, ref_tpwcs, ref_polys):
+    """Per image of a fitted group: matches, used pairs, overlap, RMS, footprint.
+
+    ``fit`` holds the pairs (``mref``, ``minp``, ``used``), the fitted
+    group positions (``fitted``) and the residuals (``res``, mas). Also
+    returns each image's corrected footprint in the tangent plane and the
+    number of group sources inside the reference images' footprints.
+    """
+    ref_valid = np.isfinite(frame.ref_tp).all(axis=1)
+    src_img, minp, used, fitted = frame.src_img, fit["minp"], fit["used"], fit["fitted"]
+    image_stats, corners, n_img_in_total = [], [], 0
+    for k, (i, corr) in enumerate(zip(idx, correctors)):
+        mine = src_img == k
+        pair_k = src_img[minp] == k
+        used_k = pair_k & used
+        fp = footprint_world(corr.wcs, entries[i]["shape"])
+        poly = to_tangent_plane(ref_tpwcs, fp)
+        n_img_in = int(np.count_nonzero(inside_any(fitted[mine, 0], fitted[mine, 1], ref_polys)))
+        n_ref_in = int(np.count_nonzero(in_polygon(frame.ref_tp[ref_valid, 0], frame.ref_tp[ref_valid, 1], poly)))
+        n_possible = min(n_img_in, n_ref_in)
+        n_img_in_total += n_img_in
+        corners.append(poly)
+        n_used_k = int(np.count_nonzero(used_k))
+        rk = fit["res"][used_k]
+        image_stats.append(
+            {
+                "n_matches": int(np.count_nonzero(pair_k)),
+                "n_used": n_used_k,
+                "n_possible": n_possible,
+                "match_fraction": n_used_k / n_possible if n_possible else math.nan,
+                "rms_mas": float(np.sqrt(np.mean(np.sum(rk**2, axis=1)))) if len(rk) else math.nan,
+                "footprint": fp,
+            }
+        )
+    return image_stats, corners, n_img_in_total
+
+
+def _group_stats(fi, fit, frame, image_stats, corners, n_img_in_total, att, p):
+    """The group fit's statistics for the quality gates."""
+    tps, minp, used = frame.tps, fit["minp"], fit["used"]
+    ref_valid = np.isfinite(frame.ref_tp).all(axis=1)
+    n_pos = sum(s["n_possible"] for s in image_stats)
+    return {
+        "n_matches": int(len(minp)),
+        "n_used": int(np.count_nonzero(used)),
+        "rms_mas": 1000.0 * tps * float(fi["rmse"]),
+        "match_fraction": sum(s["n_used"] for s in image_stats) / n_pos if n_pos else math.nan,
+        "shift_arcsec": tps * float(np.hypot(*fit["shift"])),
+        "rotation_deg": float(fi["<rot>"]),
+        "fitgeom": att["fitgeometry"],
+        **fit_significance(
+            frame.im_tp[minp[used]], fit["fitted"][minp[used]], fit["res"][used], frame.ref_tp[ref_valid], corners, n_img_in_total,
+            att["fitgeometry"], att["searchrad"], p["tolerance"], tps,
+        ),
+    }
+
+
+def _pairs_and_unmatched(frame, correctors, n_images, fit):
+    """The matched pairs (for the matches table) and, per image, its unmatched
+    sources on the corrected WCS (RA, DEC, x, y; for the reference catalog)."""
+    cat, ref, src_img, minp, mref = frame.cat, frame.refcat, frame.src_img, fit["minp"], fit["mref"]
+    x, y = np.asarray(cat["x"], float), np.asarray(cat["y"], float)
+    matched = np.zeros(len(cat), bool)
+    matched[minp] = True
+    ra, dec = np.full(len(cat), np.nan), np.full(len(cat), np.nan)
+    for k, corr in enumerate(correctors):
+        sel = src_img == k
+        ra[sel], dec[sel] = corr.det_to_world(x[sel], y[sel])
+    pairs = {
+        "src_img": src_img[minp],
+        "x": x[minp],
+        "y": y[minp],
+        "im_tp": frame.im_tp[minp],
+        "ref_tp": frame.ref_tp[mref],
+        "ref_row": mref,
+        "ref_img": np.asarray(ref["_img"], int)[mref],
+        "ref_x": np.asarray(ref["_x"], float)[mref],
+        "ref_y": np.asarray(ref["_y"], float)[mref],
+        "used": fit["used"],
+    }
+    unmatched = [(ra[sel], dec[sel], x[sel], y[sel]) for sel in ((src_img == k) & ~matched for k in range(n_images))]
+    return pairs, unmatched
 
 
 def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
@@ -461,120 +286,39 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         the tangent plane, for the matches table) and ``unmatched`` (RA/DEC
         of the group's unmatched sources per entry).
     """
-    from copy import deepcopy
-
-    from .quality import fit_significance
-
     correctors, gcat = _fresh_group(entries, idx)
     ref_tpwcs = deepcopy(correctors[0])
     refcat = reference.refcat()
-    matcher = make_matcher(att["searchrad"] / tps, p["separation"] / tps, att["use2dhist"], p["tolerance"] / tps, p["xoffset"] / tps, p["yoffset"] / tps)
     out = {"ok": False, "reason": "", "idx": list(idx), "att": att}
-    try:
-        done = gcat.align_to_ref(
-            refcat,
-            ref_tpwcs=ref_tpwcs,
-            match=matcher,
-            minobj=int(p["minobj"]),
-            fitgeom=att["fitgeometry"],
-            nclip=int(p["nclip"]),
-            sigma=(float(p["sigma"]), "rmse"),
-        )
-    except Exception as exc:  # tweakwcs raises ValueError, MatchSourceConfusionError, LinAlgError...
-        out["reason"] = f"{type(exc).__name__}: {exc}"
+    fi, why = _tweakwcs_fit(gcat, refcat, ref_tpwcs, att, p, tps)
+    if fi is None:
+        out["reason"] = why
         return out
-    fi = gcat[0].fit_info
-    if not done or fi.get("status") != "SUCCESS":
-        status = str(fi.get("status", "FAILED: no fit"))
-        out["reason"] = status.split(":", 1)[1].strip() if ":" in status else status
-        return out
-
-    cat = gcat.catalog
-    src_img = np.asarray(cat["_imcat_idx"], int)
-    im_tp = np.c_[np.asarray(cat["TPx"], float), np.asarray(cat["TPy"], float)]
-    ref_tp = np.c_[np.asarray(refcat.catalog["TPx"], float), np.asarray(refcat.catalog["TPy"], float)]
+    frame = _Frame.of(entries, idx, gcat, refcat, tps)
     if refine:
-        fi, correctors = _refine_fit(fi, cat, refcat.catalog, im_tp, ref_tp, entries, idx, correctors, ref_tpwcs, att, p, tps)
-    mref = np.asarray(fi["matched_ref_idx"], int)
-    minp = np.asarray(fi["matched_input_idx"], int)
-    used = np.asarray(fi["fitmask"], bool)
-    matrix, shift = np.asarray(fi["matrix"], float), np.asarray(fi["shift"], float)
-    fitted_all = shift + im_tp @ matrix.T
-    res = (fitted_all[minp] - ref_tp[mref]) * tps * 1000.0  # mas
-
+        refined, fresh = _refine_fit(fi, frame, [entries[i] for i in idx], ref_tpwcs, att, p)
+        if refined is not None:
+            fi, correctors = refined, fresh
+    mref, minp = np.asarray(fi["matched_ref_idx"], int), np.asarray(fi["matched_input_idx"], int)
+    shift = np.asarray(fi["shift"], float)
+    fitted = shift + frame.im_tp @ np.asarray(fi["matrix"], float).T
+    fit = {
+        "mref": mref, "minp": minp, "used": np.asarray(fi["fitmask"], bool), "shift": shift, "fitted": fitted,
+        "res": (fitted[minp] - frame.ref_tp[mref]) * tps * 1000.0,  # mas
+    }
     # overlap: the group's sources inside the reference images' footprints,
     # the reference sources inside each image's (corrected) footprint
     ref_polys = [to_tangent_plane(ref_tpwcs, fp) for fp in reference.footprints.values()]
-    ref_valid = np.isfinite(ref_tp).all(axis=1)
-    image_stats, corners = [], []
-    n_img_in_total = 0
-    for k, (i, corr) in enumerate(zip(idx, correctors)):
-        mine = src_img == k
-        pair_k = src_img[minp] == k
-        used_k = pair_k & used
-        fp = footprint_world(corr.wcs, entries[i]["shape"])
-        poly = to_tangent_plane(ref_tpwcs, fp)
-        n_img_in = int(np.count_nonzero(inside_any(fitted_all[mine, 0], fitted_all[mine, 1], ref_polys)))
-        n_ref_in = int(np.count_nonzero(_in_polygon(ref_tp[ref_valid, 0], ref_tp[ref_valid, 1], poly)))
-        n_possible = min(n_img_in, n_ref_in)
-        n_img_in_total += n_img_in
-        corners.append(poly)
-        n_used_k = int(np.count_nonzero(used_k))
-        rk = res[used_k]
-        image_stats.append(
-            {
-                "n_matches": int(np.count_nonzero(pair_k)),
-                "n_used": n_used_k,
-                "n_possible": n_possible,
-                "match_fraction": n_used_k / n_possible if n_possible else math.nan,
-                "rms_mas": float(np.sqrt(np.mean(np.sum(rk**2, axis=1)))) if len(rk) else math.nan,
-                "footprint": fp,
-            }
-        )
-    n_pos = sum(s["n_possible"] for s in image_stats)
-    stats = {
-        "n_matches": int(len(minp)),
-        "n_used": int(np.count_nonzero(used)),
-        "rms_mas": 1000.0 * tps * float(fi["rmse"]),
-        "match_fraction": sum(s["n_used"] for s in image_stats) / n_pos if n_pos else math.nan,
-        "shift_arcsec": tps * float(np.hypot(*shift)),
-        "rotation_deg": float(fi["<rot>"]),
-        "fitgeom": att["fitgeometry"],
-        **fit_significance(
-            im_tp[minp[used]], fitted_all[minp[used]], res[used], ref_tp[ref_valid], corners, n_img_in_total,
-            att["fitgeometry"], att["searchrad"], p["tolerance"], tps,
-        ),
-    }
-    matched_mask = np.zeros(len(cat), bool)
-    matched_mask[minp] = True
-    # sky positions of the group's sources on the corrected WCS
-    ra, dec = np.full(len(cat), np.nan), np.full(len(cat), np.nan)
-    for k, corr in enumerate(correctors):
-        sel = src_img == k
-        r, d = corr.det_to_world(np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
-        ra[sel], dec[sel] = r, d
+    image_stats, corners, n_in = _image_stats(entries, idx, correctors, frame, fit, ref_tpwcs, ref_polys)
+    pairs, unmatched = _pairs_and_unmatched(frame, correctors, len(idx), fit)
     out.update(
         ok=True,
         fit_info=fi,
         correctors=correctors,
-        stats=stats,
+        stats=_group_stats(fi, fit, frame, image_stats, corners, n_in, att, p),
         image_stats=image_stats,
-        pairs={
-            "src_img": src_img[minp],
-            "x": np.asarray(cat["x"], float)[minp],
-            "y": np.asarray(cat["y"], float)[minp],
-            "im_tp": im_tp[minp],
-            "ref_tp": ref_tp[mref],
-            "ref_row": mref,
-            "ref_img": np.asarray(refcat.catalog["_img"], int)[mref],
-            "ref_x": np.asarray(refcat.catalog["_x"], float)[mref],
-            "ref_y": np.asarray(refcat.catalog["_y"], float)[mref],
-            "used": used,
-        },
-        unmatched=[
-            (ra[sel], dec[sel], np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
-            for sel in ((src_img == k) & ~matched_mask for k in range(len(idx)))
-        ],
+        pairs=pairs,
+        unmatched=unmatched,
     )
     return out
 
@@ -618,6 +362,87 @@ def _attempt_records(res, entries, gid, pass_no, number, passed, reason, tps):
     return recs
 
 
+def _judge(res, q, limits):
+    """(passed, images failing their own gate {i: reason}, reason text) of an attempt.
+
+    Images are judged first: when some of a group's images contradict
+    the fit (their sources are not used, or fit badly) and others do
+    not, those are the problem, whatever the group's statistics say.
+    """
+    if not res["ok"]:
+        return False, {}, f"tweakwcs: {res['reason']}"
+    if not q["enabled"]:
+        return True, {}, ""
+    bad = {}
+    for i, ist in zip(res["idx"], res["image_stats"]):
+        f = check_image(ist, limits)
+        if f:
+            bad[i] = "; ".join(f)
+    fails = check_fit(res["stats"], limits)
+    if bad and len(bad) < len(res["idx"]):
+        return not fails or q["recovery"], bad, "; ".join(fails)
+    if fails:
+        return False, bad, "; ".join(fails)
+    if bad:
+        return False, bad, "every image fails: " + " | ".join(bad.values())
+    return True, {}, ""
+
+
+class _Attempts:
+    """The attempts made for one group: numbering, records, candidates.
+
+    Too few matches depends on the matching settings only (``minobj`` is
+    fixed), not on the fit geometry: an attempt that differs from one that
+    found too few matches only in its geometry gets that attempt's result
+    again instead of matching the same catalogs a second time.
+    """
+
+    def __init__(self, entries, reference, p, q, limits, tps, pass_no):
+        self.entries, self.reference, self.p, self.q, self.limits, self.tps = entries, reference, p, q, limits, tps
+        self.pass_no = pass_no
+        self.gid = None
+        self.number, self.first, self.first_reason = 0, None, ""
+        self.records, self.candidates = [], []
+        self.rejected_in = {}  # left-out image -> the attempt that found it inconsistent
+        self.too_few = {}  # (members, searchrad, use2dhist) -> result
+
+    def fit(self, members, att):
+        key = (tuple(members), att["searchrad"], att["use2dhist"])
+        if key in self.too_few:
+            return dict(self.too_few[key], att=att)
+        res = _fit_attempt(self.entries, members, self.reference, att, self.p, self.tps, refine=self.q["enabled"] and self.q["refine"])
+        if not res["ok"] and res["reason"] == TOO_FEW_MATCHES:
+            self.too_few[key] = res
+        return res
+
+    def run(self, idx, att, configured):
+        """One attempt's settings on the group ``idx``; with recovery, refitted
+        without the images the fit finds inconsistent until none is left out."""
+        members, left_out = list(idx), {}
+        while True:
+            self.number += 1
+            res = self.fit(members, att)
+            passed, bad, why = _judge(res, self.q, self.limits)
+            self.first = self.first or res
+            if configured:
+                self.first_reason = why or self.first_reason
+            refit = bool(passed and bad and self.q["recovery"])
+            if passed and bad:
+                names = "; ".join(f"{self.entries[i]['name']}: {r}" for i, r in bad.items())
+                why = ("refit without inconsistent image(s): " if refit else "inconsistent image(s) left out: ") + names
+            self.records.extend(_attempt_records(res, self.entries, self.gid, self.pass_no, self.number, passed and not refit, why, self.tps))
+            if not refit:
+                break
+            for i in bad:
+                self.rejected_in[i] = res
+            left_out.update(bad)
+            members = [i for i in members if i not in bad]
+        if passed:
+            left_out.update(bad)
+            res.update(number=self.number, left_out=left_out, n_ok=sum(1 for i in res["idx"] if i not in left_out))
+            self.candidates.append(res)
+
+
 def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
     """Fit one group through the recovery chain; keep the best fit that passes.
 
@@ -630,108 +455,38 @@ def _align_group(entries, idx, reference, p, q, limits, tps, pass_no):
         attempt's number), ``first`` (the configured attempt's result) and
         ``reason`` (why nothing passed).
     """
-    from .quality import attempt_label, check_fit, check_image, recovery_plan
-
-    gid = entries[idx[0]]["group_id"]
-    gates = q["enabled"]
-    plan = recovery_plan(p["searchrad"], p["use2dhist"], p["fitgeometry"], q)
-    records, candidates = [], []
-    rejected_in = {}  # left-out image -> the attempt that found it inconsistent
-    number = 0
-    first = None
-    first_reason = ""
-
-    def evaluate(res):
-        """(passed, images failing their own gate {i: reason}, reason text) of an attempt.
-
-        Images are judged first: when some of a group's images contradict
-        the fit (their sources are not used, or fit badly) and others do
-        not, those are the problem, whatever the group's statistics say.
-        """
-        if not res["ok"]:
-            return False, {}, f"tweakwcs: {res['reason']}"
-        if not gates:
-            return True, {}, ""
-        bad = {}
-        for i, ist in zip(res["idx"], res["image_stats"]):
-            f = check_image(ist, limits)
-            if f:
-                bad[i] = "; ".join(f)
-        fails = check_fit(res["stats"], limits)
-        if bad and len(bad) < len(res["idx"]):
-            return not fails or q["recovery"], bad, "; ".join(fails)
-        if fails:
-            return False, bad, "; ".join(fails)
-        if bad:
-            return False, bad, "every image fails: " + " | ".join(bad.values())
-        return True, {}, ""
-
-    # Too few matches depends on the matching settings only (minobj is fixed),
-    # not on the fit geometry: an attempt that differs from one that found
-    # too few matches only in its geometry gets that attempt's result again
-    # instead of matching the same catalogs a second time.
-    too_few = {}  # (members, searchrad, use2dhist) -> result
-    for ntier, tier in enumerate(plan):
+    tries = _Attempts(entries, reference, p, q, limits, tps, pass_no)
+    tries.gid = entries[idx[0]]["group_id"]
+    for ntier, tier in enumerate(recovery_plan(p["searchrad"], p["use2dhist"], p["fitgeometry"], q)):
         for att in tier:
-            members, left_out = list(idx), {}
-            while True:
-                number += 1
-                key = (tuple(members), att["searchrad"], att["use2dhist"])
-                if key in too_few:
-                    res = dict(too_few[key], att=att)
-                else:
-                    res = _fit_attempt(entries, members, reference, att, p, tps, refine=gates and q["refine"])
-                    if not res["ok"] and res["reason"] == TOO_FEW_MATCHES:
-                        too_few[key] = res
-                passed, bad, why = evaluate(res)
-                if first is None:
-                    first = res
-                if ntier == 0:
-                    first_reason = why or first_reason
-                refit = bool(passed and bad and q["recovery"])
-                if passed and bad:
-                    names = "; ".join(f"{entries[i]['name']}: {r}" for i, r in bad.items())
-                    why = ("refit without inconsistent image(s): " if refit else "inconsistent image(s) left out: ") + names
-                records.extend(_attempt_records(res, entries, gid, pass_no, number, passed and not refit, why, tps))
-                if not refit:
-                    break
-                for i in bad:
-                    rejected_in[i] = res
-                left_out.update(bad)
-                members = [i for i in members if i not in bad]
-            if passed:
-                left_out.update(bad)
-                res["number"] = number
-                res["left_out"] = left_out
-                res["n_ok"] = sum(1 for i in res["idx"] if i not in left_out)
-                candidates.append(res)
-        if candidates or not (gates and q["recovery"]):
+            tries.run(idx, att, configured=ntier == 0)
+        if tries.candidates or not (q["enabled"] and q["recovery"]):
             break
+    return _group_outcome(tries, q)
 
-    out = {"records": records, "n_attempts": number, "first": first, "best": None, "failed": {}, "reason": "", "rejected_in": rejected_in}
-    if candidates:
-        best = max(
-            candidates,
-            key=lambda r: (r["n_ok"], r["stats"]["n_used"], -r["stats"]["rms_mas"]),
-        )
-        out["best"] = best
-        out["number"] = best["number"]
-        out["failed"] = {i: f"catalog inconsistent with its group's fit: {r}" for i, r in best["left_out"].items()}
-        for rec in records:
-            if rec["attempt"] == best["number"]:
-                rec["chosen"] = True
-        out["recovery"] = ""
-        if best["number"] > 1:
-            out["recovery"] = f"attempt {best['number']} of {number}: {attempt_label(best['att'])}"
-            if best["left_out"]:
-                out["recovery"] += f", without {len(best['left_out'])} inconsistent image(s)"
+
+def _group_outcome(tries, q):
+    """`_align_group`'s result from its attempts."""
+    number, records = tries.number, tries.records
+    out = {"records": records, "n_attempts": number, "first": tries.first, "best": None, "failed": {}, "reason": "", "rejected_in": tries.rejected_in}
+    if not tries.candidates:
+        if not q["enabled"]:
+            out["reason"] = tries.first_reason.replace("tweakwcs: ", "", 1)
+        elif number == 1:
+            out["reason"] = f"quality gate: {tries.first_reason}"
+        else:
+            out["reason"] = f"no fit passed the quality gates in {number} attempts (configured fit: {tries.first_reason})"
         return out
-    if not gates:
-        out["reason"] = first_reason.replace("tweakwcs: ", "", 1)
-    elif number == 1:
-        out["reason"] = f"quality gate: {first_reason}"
-    else:
-        out["reason"] = f"no fit passed the quality gates in {number} attempts (configured fit: {first_reason})"
+    best = max(tries.candidates, key=lambda r: (r["n_ok"], r["stats"]["n_used"], -r["stats"]["rms_mas"]))
+    out.update(best=best, number=best["number"], recovery="")
+    out["failed"] = {i: f"catalog inconsistent with its group's fit: {r}" for i, r in best["left_out"].items()}
+    for rec in records:
+        if rec["attempt"] == best["number"]:
+            rec["chosen"] = True
+    if best["number"] > 1:
+        out["recovery"] = f"attempt {best['number']} of {number}: {attempt_label(best['att'])}"
+        if best["left_out"]:
+            out["recovery"] += f", without {len(best['left_out'])} inconsistent image(s)"
     return out
 
 
@@ -771,8 +526,6 @@ def _group_order(entries, groups, p, excluded, dynamic):
                 i, j = j, i
             keys = [keys[i], keys[j]] + [k for n, k in enumerate(keys) if n not in (i, j)]
         else:
-            from .ordering import alignment_order
-
             footprints, sources = [], []
             for k in keys:
                 fps, src = [], []
@@ -815,6 +568,26 @@ def _next_group(reference, remaining, entries, dynamic, first, polygons):
     return remaining.pop(int(np.argmax(areas)))
 
 
+class _Matched(NamedTuple):
+    """A fit shown in the matches table: its record (`_match_record`), whether
+    it was accepted, and the one entry it is shown for (None: all its images)."""
+
+    record: dict
+    accepted: bool
+    only: int | None
+
+
+def _entry_sources(e):
+    """Detector x, y and sky RA, DEC (input WCS) of an entry's catalog."""
+    x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
+    ra, dec = det_to_world(e["wcs"], x, y)
+    return ra, dec, x, y
+
+
+def _skipped_row(e, reason, n_attempts):
+    return dict(fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, n_sources=len(e["catalog"])), attempt=0, n_attempts=n_attempts)
+
+
 def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
     """One sequential pass: the reference group, then every other group.
 
@@ -822,101 +595,87 @@ def _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no):
     -------
     dict
         ``wcs`` and ``rows`` (entry index -> value), ``records`` (attempt
-        rows), ``matches`` (per entry: the accepted or, if none, the
-        configured attempt's matched pairs), ``ref_idx`` (reference entries),
-        ``reference`` (the final `_Reference`).
+        rows), ``matches`` (per group: `_Matched`, the accepted or, if none,
+        the configured attempt), ``ref_idx`` (reference entries),
+        ``reference`` (the final `_Reference`), ``footprints`` (corrected,
+        per aligned entry) and ``pass_no``.
     """
     user_order = bool(p["enforce_user_order"]) or not bool(p["expand_refcat"])
     # strict JWST-step behaviour (no quality gates) chooses each next group as
     # tweakwcs does; otherwise the overlap order is computed up front
     dynamic = not user_order and not q["enabled"]
     ref_idx, rest = _group_order(entries, groups, p, excluded, dynamic)
-    reference = _Reference()
-    rows, wcs, matches, footprints = {}, {}, {}, {}
-    ref_members = [i for i in ref_idx if i not in excluded]
-    for i in ref_members:
-        e = entries[i]
-        x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
-        ra, dec = det_to_world(e["wcs"], x, y)
-        reference.add(ra, dec, i, footprint_world(e["wcs"], e["shape"]), x=x, y=y)
+    result = {"rows": {}, "wcs": {}, "records": [], "matches": {}, "ref_idx": ref_idx, "reference": _Reference(), "footprints": {}, "pass_no": pass_no}
+    reference = result["reference"]
     for i in ref_idx:
         e = entries[i]
         if i in excluded:
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", excluded[i], n_sources=len(e["catalog"]))
-        else:
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "alignment reference", n_sources=len(e["catalog"]))
-        rows[i].update(attempt=0, n_attempts=0)
-    records = []
-    remaining = list(rest)
-    first = True
-    polygons = {}
+            result["rows"][i] = _skipped_row(e, excluded[i], 0)
+            continue
+        ra, dec, x, y = _entry_sources(e)
+        reference.add(ra, dec, i, footprint_world(e["wcs"], e["shape"]), x=x, y=y)
+        result["rows"][i] = dict(fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "alignment reference", n_sources=len(e["catalog"])), attempt=0, n_attempts=0)
+    remaining, first, polygons = list(rest), True, {}
     while remaining:
         g = _next_group(reference, remaining, entries, dynamic, first, polygons)
         first = False
         out = _align_group(entries, g, reference, p, q, limits, tps, pass_no)
-        records.extend(out["records"])
-        best = out["best"]
-        if best is None:
-            for i in g:
-                e = entries[i]
-                rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", out["reason"], n_sources=len(e["catalog"]))
-                rows[i].update(attempt=0, n_attempts=out["n_attempts"])
-            res = out["first"]
-            if res is not None and res["ok"]:
-                matches[tuple(res["idx"])] = (_match_record(res), False, None)
-            if not q["enabled"] and p["expand_refcat"] and user_order and res is not None:
-                # tweakwcs adds a failed image's sources when overlaps are
-                # not computed (strict JWST-step behaviour)
-                for k, i in enumerate(g):
-                    e = entries[i]
-                    x, y = np.asarray(e["catalog"]["x"], float), np.asarray(e["catalog"]["y"], float)
-                    ra, dec = det_to_world(e["wcs"], x, y)
-                    reference.add(ra, dec, i, footprint_world(e["wcs"], e["shape"]), x=x, y=y)
+        result["records"].extend(out["records"])
+        if out["best"] is None:
+            _take_failed_group(result, entries, g, out, strict_expand=not q["enabled"] and p["expand_refcat"] and user_order)
+        else:
+            _take_aligned_group(result, entries, out, tps, expand=p["expand_refcat"])
+    return result
+
+
+def _take_failed_group(result, entries, g, out, strict_expand):
+    """Rows and matches of a group no fit passed for; with ``strict_expand``
+    its sources still join the reference, as tweakwcs does when overlaps are
+    not computed (strict JWST-step behaviour)."""
+    for i in g:
+        result["rows"][i] = _skipped_row(entries[i], out["reason"], out["n_attempts"])
+    res = out["first"]
+    if res is not None and res["ok"]:
+        result["matches"][tuple(res["idx"])] = _Matched(_match_record(res), False, None)
+    if strict_expand and res is not None:
+        for i in g:
+            e = entries[i]
+            ra, dec, x, y = _entry_sources(e)
+            result["reference"].add(ra, dec, i, footprint_world(e["wcs"], e["shape"]), x=x, y=y)
+
+
+def _take_aligned_group(result, entries, out, tps, expand):
+    """Rows, WCSs, matches and reference sources of a group's accepted fit."""
+    best, rows, reference = out["best"], result["rows"], result["reference"]
+    result["matches"][tuple(best["idx"])] = _Matched(_match_record(best), True, None)
+    for i in out["failed"]:
+        result["matches"][(i,)] = _Matched(_match_record(out["rejected_in"].get(i, best)), False, i)
+    # sources of the reference used by the accepted fit
+    pr = best["pairs"]
+    np.add.at(reference.table["_used"], pr["ref_row"][pr["used"]], 1)
+    for k, i in enumerate(best["idx"]):
+        if i in out["failed"]:
             continue
-        matches[tuple(best["idx"])] = (_match_record(best), True, None)
-        for i in out["failed"]:
-            rej = out["rejected_in"].get(i, best)
-            matches[(i,)] = (_match_record(rej), False, i)
-        fi = best["fit_info"]
-        # sources of the reference used by the accepted fit
-        pr = best["pairs"]
-        np.add.at(reference.table["_used"], pr["ref_row"][pr["used"]], 1)
-        for k, i in enumerate(best["idx"]):
-            if i in out["failed"]:
-                continue
-            e = entries[i]
-            ist = best["image_stats"][k]
-            wcs[i] = SerializedWCS(best["correctors"][k].wcs)
-            footprints[i] = ist["footprint"]
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "", fi, len(e["catalog"]), tp_scale=tps)
-            rows[i].update(
-                image_n_matches=ist["n_matches"],
-                image_n_used=ist["n_used"],
-                image_rms_mas=ist["rms_mas"],
-                match_fraction=ist["match_fraction"],
-                fit_error_mas=best["stats"]["fit_error_mas"],
-                chance_log10p=best["stats"]["chance_log10p"],
-                attempt=out["number"],
-                n_attempts=out["n_attempts"],
-                recovery=out.get("recovery", ""),
-            )
-            if p["expand_refcat"]:
-                ra, dec, x, y = best["unmatched"][k]
-                reference.add(ra, dec, i, ist["footprint"], x=x, y=y)
-        for i, why in out["failed"].items():
-            e = entries[i]
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", why, n_sources=len(e["catalog"]))
-            rows[i].update(attempt=0, n_attempts=out["n_attempts"])
-    return {
-        "rows": rows,
-        "wcs": wcs,
-        "records": records,
-        "matches": matches,
-        "ref_idx": ref_idx,
-        "reference": reference,
-        "footprints": footprints,
-        "pass_no": pass_no,
-    }
+        e, ist = entries[i], best["image_stats"][k]
+        result["wcs"][i] = SerializedWCS(best["correctors"][k].wcs)
+        result["footprints"][i] = ist["footprint"]
+        rows[i] = fit_row(e["name"], e["group_id"], "relative", "COMPLETE", "", best["fit_info"], len(e["catalog"]), tp_scale=tps)
+        rows[i].update(
+            image_n_matches=ist["n_matches"],
+            image_n_used=ist["n_used"],
+            image_rms_mas=ist["rms_mas"],
+            match_fraction=ist["match_fraction"],
+            fit_error_mas=best["stats"]["fit_error_mas"],
+            chance_log10p=best["stats"]["chance_log10p"],
+            attempt=out["number"],
+            n_attempts=out["n_attempts"],
+            recovery=out.get("recovery", ""),
+        )
+        if expand:
+            ra, dec, x, y = best["unmatched"][k]
+            reference.add(ra, dec, i, ist["footprint"], x=x, y=y)
+    for i, why in out["failed"].items():
+        rows[i] = _skipped_row(entries[i], why, out["n_attempts"])
 
 
 def _bad_reference_images(entries, result, limits, groups):
@@ -954,7 +713,7 @@ def _bad_reference_images(entries, result, limits, groups):
         if rows[i]["status"] != "COMPLETE" or i not in ref.footprints:
             continue
         e = entries[i]
-        tp = make_corrector(e["wcs"], e["wcsinfo"], e["catalog"], e["name"], e["group_id"])
+        tp = entry_corrector(e)
         poly = to_tangent_plane(tp, ref.footprints[i])
         agree = disagree = 0
         for j in others:
@@ -1016,7 +775,7 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
     details : dict or None
         If given, filled with ``attempts`` (`astropy.table.Table`, one row
         per image and attempt, see `ATTEMPT_COLUMNS`) and ``matches``
-        (`tweakflow.qa.match_table` rows of every fitted group).
+        (`tweakflow.results.match_table` rows of every fitted group).
     serialized : bool
         Return the corrected WCSs as `SerializedWCS` (``.load()`` gives the
         WCS), for a caller that writes them one at a time.
@@ -1037,45 +796,84 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
     ConfigError
         If ``separation`` < sqrt(2) x ``tolerance`` (`tweakflow.params.check_separation`).
     """
-    from .params import check_separation
-    from .quality import gate_limits, resolve_quality
-
-    p = dict(RELATIVE_PARS)
-    unknown = set(pars) - set(p)
-    if unknown:
-        raise TypeError(f"unknown relative-alignment parameters: {sorted(unknown)}")
-    p.update(pars)
+    p = resolve_block("tweakreg", RELATIVE_PARS, pars)
     check_separation(p)
     q = resolve_quality(quality)
     limits = gate_limits(q, p["tolerance"])
     if details is not None:
         details["attempts"] = attempt_table([])
         details["matches"] = None
-
     out_wcs = [e["wcs"] for e in entries]
+    rows, groups = _usable_groups(entries)
+    if len(groups) < 2:
+        return out_wcs, with_quality_columns(rows)
+    usable = [i for g in groups.values() for i in g]
+    tps = tangent_plane_scale([entries[i]["wcs"] for i in usable])
+    result, records, excluded = _aligned_passes(entries, groups, p, q, limits, tps)
+    _take_pass(result, excluded, rows, out_wcs, serialized)
+    if details is not None:
+        for rec in records:
+            rec["chosen"] = rec["chosen"] and rec["pass_no"] == result["pass_no"]
+        details["attempts"] = attempt_table(records)
+        details["matches"] = _matches_of(entries, result["matches"], tps)
+    for i in sorted(usable):
+        if rows[i]["status"] != "COMPLETE":
+            log.warning("%s [%s]: SKIPPED: %s", entries[i]["name"], entries[i]["group_id"], rows[i]["reason"])
+    return out_wcs, with_quality_columns(rows)
+
+
+def _take_pass(result, excluded, rows, out_wcs, serialized):
+    """Fill ``rows`` and ``out_wcs`` from the pass kept; a reference image
+    excluded in a second pass says so in its reason."""
+    for i, r in result["rows"].items():
+        if result["pass_no"] == 2 and i in excluded and r["status"] != "COMPLETE" and not r["reason"].startswith(excluded[i]):
+            r["reason"] = f"{excluded[i]}; then: {r['reason']}"
+        rows[i] = r
+        if i in result["wcs"]:
+            out_wcs[i] = result["wcs"][i] if serialized else result["wcs"][i].load()
+
+
+def _usable_groups(entries):
+    """Rows of the entries that cannot be aligned, and the groups of the others.
+
+    Returns
+    -------
+    rows : list
+        ``SKIPPED`` rows of the entries without sources (and of all, when
+        fewer than two groups have sources); None for the others.
+    groups : dict
+        Group id -> entry indices with sources, in entry order.
+    """
     rows = [None] * len(entries)
-    usable = []
+    groups = {}
     for i, e in enumerate(entries):
         if len(e["catalog"]) == 0:
             rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", "no sources in catalog")
         else:
-            usable.append(i)
-
-    groups = {}
-    for i in usable:
-        groups.setdefault(entries[i]["group_id"], []).append(i)
+            groups.setdefault(e["group_id"], []).append(i)
     if len(groups) < 2:
         reason = "only one exposure group has sources: nothing to align relatively" if groups else "no image has sources"
-        for i in usable:
-            e = entries[i]
-            rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, n_sources=len(e["catalog"]))
-        return out_wcs, _with_quality_columns(rows)
+        for g in groups.values():
+            for i in g:
+                e = entries[i]
+                rows[i] = fit_row(e["name"], e["group_id"], "relative", "SKIPPED", reason, n_sources=len(e["catalog"]))
+    return rows, groups
 
-    tps = tangent_plane_scale([entries[i]["wcs"] for i in usable])
-    excluded = {}
-    records = []
-    result = None
-    stricter = False
+
+def _aligned_passes(entries, groups, p, q, limits, tps):
+    """The sequential alignment, run a second time when the first pass finds
+    suspect reference images or a fit RMS inconsistent with the others.
+
+    Returns
+    -------
+    result : dict
+        The pass kept (`_relative_pass`).
+    records : list
+        Attempt rows of both passes.
+    excluded : dict
+        Entry index -> why it was excluded from the reference.
+    """
+    excluded, records, result, stricter = {}, [], None, False
     for pass_no in (1, 2):
         res = _relative_pass(entries, groups, p, q, limits, tps, excluded, pass_no)
         records.extend(res["records"])
@@ -1095,22 +893,7 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
         if rms_limit is not None:
             stricter = True
             limits = dict(limits, max_rms_mas=rms_limit)
-
-    for i, r in result["rows"].items():
-        if result["pass_no"] == 2 and i in excluded and r["status"] != "COMPLETE" and not r["reason"].startswith(excluded[i]):
-            r["reason"] = f"{excluded[i]}; then: {r['reason']}"
-        rows[i] = r
-        if i in result["wcs"]:
-            out_wcs[i] = result["wcs"][i] if serialized else result["wcs"][i].load()
-    for rec in records:
-        rec["chosen"] = rec["chosen"] and rec["pass_no"] == result["pass_no"]
-    if details is not None:
-        details["attempts"] = attempt_table(records)
-        details["matches"] = _matches_of(entries, result["matches"], tps)
-    for i in usable:
-        if rows[i]["status"] != "COMPLETE":
-            log.warning("%s [%s]: SKIPPED: %s", entries[i]["name"], entries[i]["group_id"], rows[i]["reason"])
-    return out_wcs, _with_quality_columns(rows)
+    return result, records, excluded
 
 
 def _inconsistent_rms_limit(result, q, limits):
@@ -1118,8 +901,6 @@ def _inconsistent_rms_limit(result, q, limits):
 
     Each accepted group fit counts once (`tweakflow.quality.consistent_rms_limit`).
     """
-    from .quality import consistent_rms_limit
-
     fits = {r["group_id"]: r["rms_mas"] for r in result["rows"].values() if r["status"] == "COMPLETE" and r.get("attempt", 0) > 0}
     limit = consistent_rms_limit(fits.values(), q["max_rms_ratio"])
     if limit >= limits["max_rms_mas"] or all(v <= limit for v in fits.values()):
@@ -1130,14 +911,6 @@ def _inconsistent_rms_limit(result, q, limits):
         ", ".join(f"{g} ({v:.1f} mas)" for g, v in worst.items()), limit,
     )
     return limit
-
-
-def _with_quality_columns(rows):
-    """Every row with every `QUALITY_COLUMNS` entry (its default where unset)."""
-    for r in rows:
-        for name, _, default in QUALITY_COLUMNS:
-            r.setdefault(name, default)
-    return rows
 
 
 def _n_complete(result):
@@ -1152,12 +925,8 @@ def _match_record(res):
 
 def _matches_of(entries, matches, tps):
     """The matches table of a pass: accepted fits, and the rejected configured fit of failed groups."""
-    from astropy.table import vstack
-
-    from .qa import match_table
-
     parts = []
-    for (res, accepted, only) in matches.values():
+    for res, accepted, only in matches.values():
         idx = res["idx"]
         pr = res["pairs"]
         names = np.array([entries[i]["name"] for i in idx])[pr["src_img"]]
@@ -1185,7 +954,5 @@ def _matches_of(entries, matches, tps):
             tab = tab[tab["image"] == entries[only]["name"]]
         parts.append(tab)
     if not parts:
-        from .qa import empty_match_table
-
         return empty_match_table()
     return vstack(parts, metadata_conflicts="silent")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import gnomonic
+
 __all__ = ["wcs_offsets", "absolute_errors", "relative_errors"]
 
 
@@ -15,15 +17,6 @@ def _grid(shape, n=16):
     ny, nx = shape
     y, x = np.mgrid[0 : ny - 1 : complex(n), 0 : nx - 1 : complex(n)]
     return x.ravel(), y.ravel()
-
-
-def _tangent(ra, dec, ra0, dec0):
-    """Gnomonic projection (arcsec) about (ra0, dec0)."""
-    ra, dec, ra0, dec0 = map(np.deg2rad, (ra, dec, ra0, dec0))
-    cosc = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
-    xi = np.cos(dec) * np.sin(ra - ra0) / cosc
-    eta = (np.cos(dec0) * np.sin(dec) - np.sin(dec0) * np.cos(dec) * np.cos(ra - ra0)) / cosc
-    return np.rad2deg(xi) * 3600.0, np.rad2deg(eta) * 3600.0
 
 
 def wcs_offsets(wcs, true_wcs, shape, n=16, center=None):
@@ -40,8 +33,8 @@ def wcs_offsets(wcs, true_wcs, shape, n=16, center=None):
     rat, dect = true_wcs(x, y, with_bounding_box=False)
     if center is None:
         center = (float(rat[0]), float(dect[0]))
-    got = np.column_stack(_tangent(ra, dec, *center))
-    true = np.column_stack(_tangent(rat, dect, *center))
+    got = 3600.0 * np.column_stack(gnomonic(ra, dec, *center))
+    true = 3600.0 * np.column_stack(gnomonic(rat, dect, *center))
     return got, true
 
 

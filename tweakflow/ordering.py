@@ -15,22 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import gnomonic, mean_direction
+
 __all__ = ["alignment_order", "overlap_scores"]
-
-
-def _tangent(ra, dec, ra0, dec0):
-    """Gnomonic projection (deg) about (ra0, dec0)."""
-    ra, dec, ra0, dec0 = (np.deg2rad(np.asarray(v, float)) for v in (ra, dec, ra0, dec0))
-    cosc = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
-    xi = np.cos(dec) * np.sin(ra - ra0) / cosc
-    eta = (np.cos(dec0) * np.sin(dec) - np.sin(dec0) * np.cos(dec) * np.cos(ra - ra0)) / cosc
-    return np.rad2deg(xi), np.rad2deg(eta)
-
-
-def _mean_direction(ra, dec):
-    ra, dec = np.deg2rad(ra), np.deg2rad(dec)
-    v = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]).sum(axis=1)
-    return float(np.rad2deg(np.arctan2(v[1], v[0])) % 360.0), float(np.rad2deg(np.arcsin(v[2] / np.linalg.norm(v))))
 
 
 def overlap_scores(footprints, sources):
@@ -55,17 +42,17 @@ def overlap_scores(footprints, sources):
 
     ngroups = len(footprints)
     allc = np.vstack([np.vstack(f) for f in footprints])
-    ra0, dec0 = _mean_direction(allc[:, 0], allc[:, 1])
+    ra0, dec0 = mean_direction(allc[:, 0], allc[:, 1])
     polys, centers, radii, pts = [], [], [], []
     for fps, src in zip(footprints, sources):
-        gp = [np.column_stack(_tangent(f[:, 0], f[:, 1], ra0, dec0)) for f in fps]
+        gp = [np.column_stack(gnomonic(f[:, 0], f[:, 1], ra0, dec0)) for f in fps]
         corners = np.vstack(gp)
         c = corners.mean(axis=0)
         polys.append([Path(p) for p in gp])
         centers.append(c)
         radii.append(float(np.max(np.hypot(*(corners - c).T))))
         s = np.asarray(src, float).reshape(-1, 2)
-        pts.append(np.column_stack(_tangent(s[:, 0], s[:, 1], ra0, dec0)) if len(s) else np.zeros((0, 2)))
+        pts.append(np.column_stack(gnomonic(s[:, 0], s[:, 1], ra0, dec0)) if len(s) else np.zeros((0, 2)))
     scores = np.zeros((ngroups, ngroups))
     if ngroups < 2:
         return scores

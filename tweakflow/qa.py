@@ -1,25 +1,28 @@
-"""Quality-assessment tables and plots, from alignment results only.
+"""The report: quality-assessment plots and pages, from alignment results only.
 
-`match_table` turns a fit (tweakwcs ``fit_info`` or the absolute fit's)
-into one row per matched source pair: where the source is, how far it was
-from its reference counterpart before the fit and after it, and whether the
-fit used it. The plots read these tables, the solution tables and the WCS
-sidecars; they never read pixel data. Matplotlib is imported only by the
+The plots read the matches tables (`tweakflow.results.match_table`: one
+row per matched source pair, its residuals before and after the fit), the
+solution tables and the WCS sidecars; they never read pixel data. Matplotlib is imported only by the
 plotting functions, which are thread-safe: object-oriented API only (a
 `matplotlib.figure.Figure` on its own Agg canvas, PNG files), never pyplot.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 
 import numpy as np
 from astropy.table import Table
 
+from .atomic import atomic_output
+from .catalogs import read_table
+from .geometry import footprint_world
+from .io import chip_label, read_sidecar
+from .results import empty_match_table
+
 __all__ = [
-    "MATCH_COLUMNS",
-    "match_table",
-    "empty_match_table",
     "plot_image_residuals",
     "plot_footprints",
     "plot_overview",
@@ -33,126 +36,7 @@ __all__ = [
     "qa_tables_step",
 ]
 
-#: Columns of a matches table (one row per matched source pair).
-MATCH_COLUMNS = [
-    ("stage", str),
-    ("image", str),
-    ("group_id", str),
-    ("x", float),
-    ("y", float),
-    ("tp_x", float),
-    ("tp_y", float),
-    ("dx_before", float),
-    ("dy_before", float),
-    ("dx_after", float),
-    ("dy_after", float),
-    ("used", bool),
-    ("accepted", bool),
-]
-
-_UNITS = {"x": "pix", "y": "pix", "tp_x": "arcsec", "tp_y": "arcsec", "dx_before": "mas", "dy_before": "mas", "dx_after": "mas", "dy_after": "mas"}
-
-
-def empty_match_table():
-    """A matches table with no rows."""
-    return Table({name: np.zeros(0, dtype=typ if typ is not str else "U1") for name, typ in MATCH_COLUMNS})
-
-
-def _per_source(value, n, dtype):
-    if value is None:
-        return np.full(n, np.nan if dtype is float else "", dtype=dtype if dtype is not str else "U1")
-    arr = np.asarray(value)
-    if arr.ndim == 0:
-        if dtype is str:
-            return np.full(n, str(arr.item()), dtype=f"U{max(len(str(arr.item())), 1)}")
-        return np.full(n, arr.item(), dtype=arr.dtype)
-    return arr
-
-
-def match_table(fit_info, ref_xy, im_xy, *, image, x=None, y=None, group_id="", stage="relative", tp_scale=1.0, accepted=True, pair_columns=None):
-    """One row per matched source pair of a fit.
-
-    Parameters
-    ----------
-    fit_info : dict
-        The fit: ``matched_ref_idx`` and ``matched_input_idx`` (indices of
-        the pairs in ``ref_xy`` and ``im_xy``), ``fitmask`` (per pair: used
-        in the fit), ``matrix`` (2x2) and ``shift`` (2,) of the fitted
-        transformation ``ref = shift + matrix @ im``, in tangent-plane units
-        (tweakwcs ``fit_info`` has all of these).
-    ref_xy : array-like, shape (N, 2)
-        Tangent-plane positions of the reference catalog's sources.
-    im_xy : array-like, shape (M, 2)
-        Tangent-plane positions of the input catalog's sources before the
-        fit, in the same plane.
-    image : str or array-like of str, shape (M,)
-        Name of the image each input source belongs to (a single name for
-        all, e.g. ``"combined"`` for an absolute fit's combined catalog).
-    x, y : array-like, shape (M,), optional
-        Detector positions (pixels) of the input sources (NaN if omitted).
-    group_id : str or array-like of str, shape (M,)
-    stage : str
-        ``relative`` or ``absolute``.
-    tp_scale : float
-        Arcsec per tangent-plane unit (1 for JWST correctors; the pixel
-        scale for FITS-WCS correctors, see `tweakflow.align.tangent_plane_scale`).
-    accepted : bool
-        Whether the fit was accepted (False: a fit the quality gates
-        rejected, kept to show what it matched).
-    pair_columns : dict, optional
-        Extra columns, one value per matched pair (in the order of
-        ``matched_input_idx``), appended as they are; the relative stage
-        adds ``ref_image``, ``ref_x`` and ``ref_y`` (the image and detector
-        position of each pair's reference source).
-
-    Returns
-    -------
-    astropy.table.Table
-        `MATCH_COLUMNS`: ``tp_x``, ``tp_y`` (arcsec) the source's position
-        after the fit; ``d*_before`` = input - reference and ``d*_after`` =
-        fitted input - reference (mas).
-    """
-    ri = np.asarray(fit_info["matched_ref_idx"], dtype=int)
-    ii = np.asarray(fit_info["matched_input_idx"], dtype=int)
-    n = len(ii)
-    ref_xy = np.asarray(ref_xy, dtype=float).reshape(-1, 2)
-    im_xy = np.asarray(im_xy, dtype=float).reshape(-1, 2)
-    mask = np.asarray(fit_info.get("fitmask", np.ones(n, bool)), dtype=bool)
-    matrix = np.asarray(fit_info["matrix"], dtype=float)
-    shift = np.asarray(fit_info["shift"], dtype=float)
-    ref = ref_xy[ri]
-    src = im_xy[ii]
-    fitted = shift + src @ matrix.T
-    before = 1000.0 * tp_scale * (src - ref)
-    after = 1000.0 * tp_scale * (fitted - ref)
-    m = len(im_xy)
-    names = _per_source(image, m, str)[ii] if n else np.zeros(0, "U1")
-    gids = _per_source(group_id, m, str)[ii] if n else np.zeros(0, "U1")
-    xs = _per_source(x, m, float)[ii] if n else np.zeros(0)
-    ys = _per_source(y, m, float)[ii] if n else np.zeros(0)
-    tab = Table(
-        {
-            "stage": np.array([stage] * n, dtype=f"U{max(len(stage), 1)}"),
-            "image": np.asarray(names, dtype="U"),
-            "group_id": np.asarray(gids, dtype="U"),
-            "x": np.asarray(xs, dtype=float),
-            "y": np.asarray(ys, dtype=float),
-            "tp_x": tp_scale * fitted[:, 0],
-            "tp_y": tp_scale * fitted[:, 1],
-            "dx_before": before[:, 0],
-            "dy_before": before[:, 1],
-            "dx_after": after[:, 0],
-            "dy_after": after[:, 1],
-            "used": mask,
-            "accepted": np.full(n, bool(accepted)),
-        }
-    )
-    for name, values in (pair_columns or {}).items():
-        tab[name] = np.asarray(values)
-    for name, unit in {**_UNITS, "ref_x": "pix", "ref_y": "pix"}.items():
-        if name in tab.colnames:
-            tab[name].unit = unit
-    return tab
+log = logging.getLogger("tweakflow")
 
 
 # ---------------------------------------------------------------------------
@@ -192,8 +76,6 @@ def _figure(width, height):
 
 def _save(fig, path):
     """Save a figure as PNG atomically."""
-    from .atomic import atomic_output
-
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI, pil_kwargs=dict(_PNG_OPTIONS))
 
@@ -208,8 +90,6 @@ def _text_size(fig, text, size):
 
 def short_names(names):
     """Names without their common prefix and the ``_cal.fits`` / ``.fits`` suffix."""
-    import os
-
     names = [str(n) for n in names]
     prefix = os.path.commonprefix(names) if len(names) > 1 else ""
     # keep whole tokens: cut the prefix back to its last separator
@@ -459,7 +339,7 @@ def plot_image_residuals(path, title, chips, matches):
         image name), ``shape`` (ny, nx) and ``row`` (its relative solution
         row, an `astropy.table.Row`, or None).
     matches : astropy.table.Table
-        The relative stage's matches table (`match_table`), all images.
+        The relative stage's matches table (`tweakflow.results.match_table`), all images.
     """
     _save(_draw_image_residuals(_PanelFigure(len(chips)), title, chips, matches), path)
 
@@ -745,8 +625,6 @@ def _page(title, body):
 
 
 def _write_text(path, text):
-    from .atomic import atomic_output
-
     with atomic_output(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -882,8 +760,6 @@ def run_record_html(logs_dir, bench_dir, path, *, max_lines=300, title="Logs and
         Only the last ``max_lines`` lines of a longer log are shown.
     """
     import glob
-    import os
-
     logs = sorted(glob.glob(os.path.join(logs_dir, "**", "*.log"), recursive=True))
     benches = sorted(glob.glob(os.path.join(bench_dir, "**", "*.tsv"), recursive=True))
     jobs = {}
@@ -928,10 +804,13 @@ def run_record_html(logs_dir, bench_dir, path, *, max_lines=300, title="Logs and
 # ---------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------
+# the report's rules
+# ---------------------------------------------------------------------------
+
+
 def _chips_of(sc):
     """Per chip of a WCS sidecar: name (as in the solution tables), shape, WCS, status."""
-    from .io import chip_label
-
     if sc["kind"] == "fits":
         chips = sc["chips"]
         return [
@@ -944,19 +823,6 @@ def _chips_of(sc):
             for ch, w in zip(chips, sc["wcs"])
         ]
     return [{"name": sc["filename"], "shape": tuple(sc["shape"]), "wcs": sc["wcs"], "status": sc["extra"].get("status", "")}]
-
-
-def _footprint(wcs, shape):
-    """RA/DEC (deg) corners of a detector through a GWCS or an astropy WCS."""
-    from .align import wcs_kind
-
-    ny, nx = (int(v) for v in shape[-2:])
-    if wcs_kind(wcs) == "fits":
-        return np.asarray(wcs.calc_footprint(axes=(nx, ny)), float)
-    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
-    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    ra, dec = wcs(x, y, with_bounding_box=False)
-    return np.c_[np.asarray(ra, float), np.asarray(dec, float)]
 
 
 def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, overview_out):
@@ -974,13 +840,6 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
     footprints_out, overview_out : str
         PNG files.
     """
-    import logging
-    import os
-
-    from .catalogs import read_table
-    from .io import read_sidecar
-
-    log = logging.getLogger("tweakflow")
     sol = read_table(solutions)
     mt = read_table(matches)
     by_name = {str(r["image"]): r for r in sol}
@@ -1011,7 +870,7 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
                     "name": ch["name"],
                     "group_id": sc["group_id"],
                     "status": ch["status"] or (str(row["status"]) if row is not None else "SKIPPED"),
-                    "radec": _footprint(ch["wcs"], ch["shape"]),
+                    "radec": np.column_stack(footprint_world(ch["wcs"], ch["shape"], edges=True)),
                     "reference": row is not None and str(row["reason"]) == "alignment reference",
                 }
             )
@@ -1024,8 +883,6 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
 
 def qa_absolute_step(solutions, matches, output):
     """Plot of the absolute fit (``qa_absolute`` rule)."""
-    from .catalogs import read_table
-
     sol = read_table(solutions)
     fitted = [r for r in sol if int(r["n_matches"]) > 0]
     row = fitted[0] if fitted else (sol[0] if len(sol) else None)
@@ -1035,8 +892,6 @@ def qa_absolute_step(solutions, matches, output):
 
 def qa_tables_step(summary, attempts, summary_out, attempts_out, config_out, record_out, *, config, logs_dir, bench_dir):
     """HTML pages of the report: summary, attempts, configuration, logs and benchmarks (``qa_tables`` rule)."""
-    from .catalogs import read_table
-
     summary_html(read_table(summary), summary_out)
     attempts_html(read_table(attempts), attempts_out)
     config_html(config, config_out)

@@ -26,7 +26,7 @@ recovery chain (`recovery_plan`): first with wider search radii and the
 
 With ``refine`` every fit tweakwcs completes is refined before it is
 judged: its sources are re-paired as mutual nearest neighbours and fitted
-again (see `tweakflow.align`), which removes the false pairs that bias
+again (`tweakflow.fitting.refine_fit`), which removes the false pairs that bias
 tweakwcs fits by a few mas.
 """
 
@@ -37,9 +37,9 @@ import math
 import numpy as np
 
 from .errors import ConfigError
+from .params import QUALITY_DEFAULTS, resolve_block
 
 __all__ = [
-    "QUALITY_DEFAULTS",
     "FITGEOM_CHAIN",
     "resolve_quality",
     "gate_limits",
@@ -54,24 +54,6 @@ __all__ = [
     "N_PARAMS",
 ]
 
-#: Defaults of the ``quality`` configuration block.
-QUALITY_DEFAULTS = {
-    "enabled": True,
-    "max_rms_mas": None,
-    "min_matches": 10,
-    "min_match_fraction": 0.1,
-    "max_shift_arcsec": None,
-    "max_rotation_deg": 1.0,
-    "matches_per_parameter": 3,
-    "max_fit_error_mas": 5.0,
-    "max_chance_log10p": -6.0,
-    "max_rms_ratio": 5.0,
-    "recovery": True,
-    "recovery_searchrad": [6.0, 12.0],
-    "recovery_fitgeometry": True,
-    "refine": True,
-    "report": True,
-}
 
 #: Fit geometries from most to fewest degrees of freedom.
 FITGEOM_CHAIN = ("general", "rscale", "rshift", "shift")
@@ -86,7 +68,7 @@ def resolve_quality(quality=None):
     Parameters
     ----------
     quality : dict or None
-        User settings (``None``: the defaults, gates and recovery on).
+        User settings over `tweakflow.params.QUALITY_DEFAULTS` (``None``: the defaults, gates and recovery on).
 
     Returns
     -------
@@ -97,12 +79,7 @@ def resolve_quality(quality=None):
     ConfigError
         For an unknown key or a value out of range, naming the key.
     """
-    q = dict(QUALITY_DEFAULTS)
-    quality = dict(quality or {})
-    unknown = set(quality) - set(q)
-    if unknown:
-        raise ConfigError(f"quality: unknown key(s) {sorted(unknown)}")
-    q.update(quality)
+    q = resolve_block("quality", QUALITY_DEFAULTS, quality)
     for key in ("max_rms_mas", "max_shift_arcsec", "max_rotation_deg", "max_fit_error_mas", "max_rms_ratio"):
         if q[key] is not None and not float(q[key]) > 0:
             raise ConfigError(f"quality.{key}: must be positive or null, got {q[key]!r}")

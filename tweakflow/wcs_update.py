@@ -30,9 +30,9 @@ import numpy as np
 
 from .atomic import atomic_output
 from .errors import InputError
+from .params import SIP_PARS, resolve_block
 
 __all__ = [
-    "SIP_PARS",
     "MAX_SIP_DEGREE",
     "RELATIVE_WCSNAME",
     "ORIGINAL_WCS_KEY",
@@ -48,15 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: SIP-approximation parameters of the tweakreg step and their defaults.
-SIP_PARS = {
-    "sip_approx": True,
-    "sip_degree": None,
-    "sip_max_pix_error": 0.01,
-    "sip_inv_degree": None,
-    "sip_max_inv_pix_error": 0.01,
-    "sip_npoints": 12,
-}
 
 #: Highest SIP degree tried when ``sip_degree``/``sip_inv_degree`` is None.
 MAX_SIP_DEGREE = 6
@@ -237,7 +228,7 @@ def write_jwst_output(image, output, sidecar, sip):
     sidecar : dict
         The image's final WCS sidecar (`tweakflow.io.read_sidecar`).
     sip : dict
-        `SIP_PARS`.
+        `tweakflow.params.SIP_PARS`.
 
     Returns
     -------
@@ -246,7 +237,7 @@ def write_jwst_output(image, output, sidecar, sip):
     """
     from stdatamodels.jwst.datamodels import ImageModel
 
-    pars = _sip_pars(sip)
+    pars = resolve_block("tweakreg", SIP_PARS, sip)
     status = sidecar["extra"].get("status", "SKIPPED")
     try:
         model = ImageModel(image)
@@ -328,15 +319,6 @@ def _update_jwst_fits_wcs(model, wcs, pars, image):
         log.info("%s: the footprint has NaNs: S_REGION not updated", image)
     else:
         model.meta.wcsinfo.s_region = region
-
-
-def _sip_pars(sip):
-    pars = dict(SIP_PARS)
-    unknown = set(sip or {}) - set(pars)
-    if unknown:
-        raise TypeError(f"unknown SIP parameters: {sorted(unknown)}")
-    pars.update(sip or {})
-    return pars
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ if ABSOLUTE:
         output:
             f"{WORK}/refcat/{{catalog}}.ecsv",
         wildcard_constraints:
-            catalog="|".join(SINGLE_GROUP_REFCATS),
+            catalog="|".join(GAIA_CATALOGS),
         params:
             url=config["refcat"]["url"],
             timeout=config["refcat"]["timeout"],

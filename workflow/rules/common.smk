@@ -8,13 +8,19 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from tweakflow.absolute import ABSOLUTE_PARS, SINGLE_GROUP_REFCATS
-from tweakflow.align import RELATIVE_PARS
-from tweakflow.detection import DEFAULT_DETECTION_PARS
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
 from tweakflow.io import check_fits_signature
-from tweakflow.params import check_separation
+from tweakflow.params import (
+    ABSOLUTE_PARS,
+    DEFAULT_DETECTION_PARS,
+    FITS_DEFAULTS,
+    QUALITY_DEFAULTS,
+    RELATIVE_PARS,
+    SIP_PARS,
+    check_separation,
+)
+from tweakflow.refcat import GAIA_CATALOGS
 
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 
@@ -85,7 +91,7 @@ except TweakflowError as exc:
 DEMO_REFCAT = f"{DEMO_DIR}/refcat.ecsv"
 if (
     ABSOLUTE
-    and ABS_REFCAT.upper() not in SINGLE_GROUP_REFCATS
+    and ABS_REFCAT.upper() not in GAIA_CATALOGS
     and not (config["inputs"] == "demo" and os.path.normpath(ABS_REFCAT) == os.path.normpath(DEMO_REFCAT))
 ):
     # a user catalog: check it before any job runs (the demo's is made by make_demo)
@@ -167,8 +173,6 @@ wildcard_constraints:
 
 def fits_params():
     """How plain FITS images are read (the ``fits`` block over its defaults)."""
-    from tweakflow.io import FITS_DEFAULTS
-
     return {**FITS_DEFAULTS, **config.get("fits", {})}
 
 
@@ -192,8 +196,6 @@ def quality_params():
     """The quality gates and recovery settings of the relative and absolute
     fits (``quality`` block without ``report``): changing them re-runs align
     and absolute_align."""
-    from tweakflow.quality import QUALITY_DEFAULTS
-
     q = {**QUALITY_DEFAULTS, **config.get("quality", {})}
     q.pop("report", None)
     return q
@@ -206,7 +208,7 @@ def absolute_params():
 
 def refcat_input():
     """The reference catalog file: a user file, or the fetched Gaia catalog."""
-    if ABS_REFCAT.upper() in SINGLE_GROUP_REFCATS:
+    if ABS_REFCAT.upper() in GAIA_CATALOGS:
         return f"{WORK}/refcat/{ABS_REFCAT.upper()}.ecsv"
     return ABS_REFCAT
 

@@ -1,0 +1,127 @@
+"""Fan-out steps: one job per image (and the demo data, the Gaia catalog)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..catalogs import read_source_catalog, read_table, write_catalog
+from ..detection import detect_sources, empty_catalog
+from ..entries import sky_footprints
+from ..errors import InputError
+from ..io import read_image, read_sidecar, write_image_sidecar, write_unreadable_sidecar
+from ..refcat import gaia_catalog_for_footprints
+from ..synthetic import SyntheticConfig, make_dataset
+
+__all__ = ["demo_step", "detect_step", "publish_catalog_step", "fetch_refcat_step"]
+
+log = logging.getLogger("tweakflow")
+
+
+def demo_step(outdir, demo_config):
+    """Generate the built-in synthetic dataset into ``outdir``."""
+    cfg = SyntheticConfig.from_dict(demo_config)
+    out = make_dataset(outdir, cfg)
+    log.info("wrote %d synthetic images to %s", len(out["images"]), outdir)
+    return out
+
+
+def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, custom_catalog=None, fits=None, on_bad_input="fail"):
+    """Detect sources in one image (or take its custom catalog) and write the sidecar.
+
+    Parameters
+    ----------
+    image : str
+        Input image.
+    catalog_out : str
+        The workflow's catalog (ECSV, always written).
+    sidecar_out : str
+        The image sidecar (JSON, see `tweakflow.io.write_image_sidecar`).
+    detection : dict
+        Source-finding parameters.
+    group_id : str or None
+        Group id from the association, overriding the image's own.
+    custom_catalog : str or None
+        A user catalog to use instead of detecting sources.
+    on_bad_input : {"fail", "skip"}
+        An image that cannot be read raises `InputError` (``fail``), or
+        (``skip``) gets an empty catalog and an "unreadable" sidecar, which
+        leave it out of the alignment (see `tweakflow.io.write_unreadable_sidecar`).
+    fits : dict or None
+        How plain FITS images are read (the ``fits`` configuration block).
+        Their catalogs get a ``chip`` column (1-based chip number): one job
+        and one catalog per file, whatever its number of chips.
+    """
+    # The GWCS is not deserialized here (that costs ~2 s of start-up per
+    # job): its raw ASDF goes into the sidecar, and the gather step drops
+    # sources outside the WCS bounding box.
+    try:
+        im = read_image(image, with_data=custom_catalog is None, with_wcs=False, fits=fits)
+    except InputError as exc:
+        if on_bad_input != "skip":
+            raise
+        log.error("%s; on_bad_input: skip: left out of the alignment", exc)
+
+        write_catalog(empty_catalog(), catalog_out, "ascii.ecsv")
+        write_unreadable_sidecar(sidecar_out, image, str(exc), asn_group_id=group_id)
+        return
+    if custom_catalog:
+        cat = read_source_catalog(custom_catalog)
+        log.info("%s: using custom catalog %s (%d sources)", image, custom_catalog, len(cat))
+    else:
+        parts = []
+        for k, chip in enumerate(im.chips or [im], 1):
+            part, reason = detect_sources(chip.data, chip.dq, **detection)
+            where = image if len(im.chips) < 2 else f"{image} chip {k}"
+            if reason:
+                log.warning("%s: empty catalog: %s", where, reason)
+            else:
+                log.info("%s: detected %d sources", where, len(part))
+            if im.kind == "fits":
+                part["chip"] = np.full(len(part), k, dtype=np.int64)
+            parts.append(part)
+        if len(parts) == 1:
+            cat = parts[0]
+        else:
+            from astropy.table import vstack
+
+            cat = vstack(parts, join_type="outer", metadata_conflicts="silent")
+    cat.meta["image"] = im.meta["filename"]
+    write_catalog(cat, catalog_out, "ascii.ecsv")
+    write_image_sidecar(sidecar_out, im, asn_group_id=group_id)
+
+
+def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
+    """``save_catalogs``: publish an image's source catalog in ``catalog_format``.
+
+    A rule of its own, so that changing only the published format never
+    re-runs source detection.
+
+    Parameters
+    ----------
+    catalog : str
+        The workflow's catalog of the image (ECSV).
+    output : str
+        ``{output_dir}/<meta.filename without .fits>_cat.{ext}`` (`tweakflow.catalogs.published_catalog_name`).
+    catalog_format : str
+        ``ecsv`` or any astropy Table writer format.
+    """
+    cat = read_table(catalog)
+    write_catalog(cat, output, catalog_format)
+    log.info("wrote source catalog %s (%d sources)", output, len(cat))
+
+
+def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3):
+    """Retrieve a Gaia reference catalog covering all images (``fetch_refcat`` rule)."""
+    footprints, dates = [], []
+    for s in sidecars:
+        sc = read_sidecar(s)
+        if sc["kind"] == "unreadable":
+            continue
+        footprints.extend(sky_footprints(sc))
+        if sc.get("date"):
+            dates.append(sc["date"])
+    tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries)
+    log.info("retrieved %d %s sources", len(tab), catalog)
+    write_catalog(tab, output)
