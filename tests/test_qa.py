@@ -70,28 +70,6 @@ def aligned(small_dataset):
     return entries, wcs, rows_to_table(rows), details
 
 
-def test_match_table_residuals_before_and_after():
-    rng = np.random.default_rng(3)
-    ref = rng.uniform(-30, 30, size=(50, 2))
-    ang = np.deg2rad(0.01)
-    matrix = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-    shift = np.array([0.4, -0.2])
-    im = (ref - shift) @ np.linalg.inv(matrix).T  # ref = shift + matrix @ im exactly
-    order = rng.permutation(50)
-    fit_info = {"matched_ref_idx": order, "matched_input_idx": order, "fitmask": np.arange(50) % 7 != 0, "matrix": matrix, "shift": shift}
-    tab = results.match_table(fit_info, ref, im, image="combined", x=np.arange(50.0), stage="absolute", tp_scale=2.0, pair_columns={"k": order})
-    assert len(tab) == 50 and tab.colnames[: len(results.MATCH_COLUMNS)] == [c for c, _ in results.MATCH_COLUMNS]
-    assert set(tab["image"]) == {"combined"} and set(tab["stage"]) == {"absolute"}
-    assert np.allclose(tab["dx_before"], 2000.0 * (im[order, 0] - ref[order, 0]))
-    assert np.allclose(tab["dy_before"], 2000.0 * (im[order, 1] - ref[order, 1]))
-    assert np.max(np.abs(tab["dx_after"])) < 1e-6 and np.max(np.abs(tab["dy_after"])) < 1e-6
-    assert np.allclose(tab["tp_x"], 2.0 * ref[order, 0])
-    assert np.array_equal(tab["x"], order.astype(float)) and np.all(np.isnan(tab["y"]))
-    assert list(tab["used"]) == list(np.arange(50) % 7 != 0) and np.all(tab["accepted"])
-    assert str(tab["dx_after"].unit) == "mas" and np.array_equal(tab["k"], order)
-    assert len(results.empty_match_table()) == 0
-
-
 def test_relative_matches_reproduce_the_fit(aligned):
     """The recorded pairs are those of each fit: their used residuals give the fit's RMS."""
     entries, _, sol, details = aligned
