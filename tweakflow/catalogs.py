@@ -19,6 +19,7 @@ from astropy.table import Table
 
 from .atomic import atomic_output
 from .errors import ConfigError, InputError
+from .io import fits_root
 
 __all__ = [
     "read_source_catalog",
@@ -153,8 +154,6 @@ def published_catalog_name(filename, fmt):
     fmt : str
         ``catalog_format`` (`catalog_extension` gives the extension).
     """
-    from .io import fits_root
-
     return f"{fits_root(filename)}_cat.{catalog_extension(fmt)}"
 
 

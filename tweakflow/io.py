@@ -36,6 +36,7 @@ import numpy as np
 
 from .atomic import atomic_output
 from .errors import InputError
+from .grouping import resolve_group_id
 
 __all__ = [
     "ImageData",
@@ -862,8 +863,6 @@ def read_image_sidecar(path):
     """
     import base64
     import json
-
-    from .grouping import resolve_group_id
 
     try:
         with open(path, encoding="utf-8") as f:

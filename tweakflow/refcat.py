@@ -53,6 +53,8 @@ import urllib.request
 import numpy as np
 from astropy.table import Table
 
+from . import __version__
+from .atomic import atomic_output
 from .errors import RefcatError, TweakflowError
 
 __all__ = [
@@ -584,8 +586,6 @@ def parse_gaia_response(text, query_url="the catalog service"):
 
 def _http_get(query_url, timeout):
     """One GET. Returns (status, body_text). Raises OSError/HTTPException on transport errors."""
-    from . import __version__
-
     req = urllib.request.Request(query_url, headers={
         "User-Agent": f"tweakflow/{__version__}", "Accept": "text/csv, text/plain, */*"})
     try:
@@ -865,8 +865,6 @@ def write_reference_catalog(table, path):
     RefcatError
         If the table lacks ``RA``/``DEC`` or the file cannot be written.
     """
-    from .atomic import atomic_output
-
     path = os.fspath(path)
     missing = [c for c in ("RA", "DEC") if c not in table.colnames]
     if missing:
