@@ -48,6 +48,8 @@ import warnings
 import numpy as np
 from astropy.table import Table
 
+from .io import DO_NOT_USE, NON_SCIENCE
+
 __all__ = [
     "DEFAULT_DETECTION_PARS",
     "STARFINDERS",
@@ -91,10 +93,6 @@ DEFAULT_DETECTION_PARS = {
 
 #: Allowed values of ``starfinder``.
 STARFINDERS = ("iraf", "dao", "segmentation")
-
-#: JWST DQ bits of pixels that are never used for detection.
-DO_NOT_USE = 1
-NON_SCIENCE = 512
 
 #: Kron aperture parameters used when ``kron_params`` is None (the spec's default).
 DEFAULT_KRON_PARAMS = (2.5, 1.4, 0.0)

@@ -39,6 +39,8 @@ from .errors import InputError
 from .grouping import resolve_group_id
 
 __all__ = [
+    "DO_NOT_USE",
+    "NON_SCIENCE",
     "ImageData",
     "read_image",
     "read_jwst_meta",
@@ -60,6 +62,14 @@ __all__ = [
     "LOOKUP_TABLE_EXTNAMES",
     "lookup_table_blob",
 ]
+
+#: JWST DQ bits (``dqflags``) of pixels that must not be used: detection masks
+#: both (`tweakflow.detection.bad_pixel_mask`), the DQ of a plain FITS chip is
+#: read as ``DO_NOT_USE`` (`FitsChip`) and the synthetic images flag their
+#: hot pixels with it. Defined here, where DQ arrays are read, so that the
+#: modules using them need not import the detection machinery.
+DO_NOT_USE = 1
+NON_SCIENCE = 512
 
 
 @dataclass
@@ -528,7 +538,7 @@ class FitsChip:
         The chip's header as FITS card images: what the image sidecar keeps
         so the gather step rebuilds the exact WCS.
     data, dq : numpy.ndarray or None
-        Science array (float32) and DQ (uint32, ``1`` = do not use), when read.
+        Science array (float32) and DQ (uint32, ``1`` = `DO_NOT_USE`), when read.
     """
 
     hdu: int
@@ -771,7 +781,7 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
 
 
 def _fits_dq(path, hdul, dq_ext, extver, shape, dq_bits):
-    """DQ of a chip as the workflow's mask (``1`` = do not use); None if the file has no DQ."""
+    """DQ of a chip as the workflow's mask (``1`` = `DO_NOT_USE`); None if the file has no DQ."""
     name = str(dq_ext).strip().upper()
     if not any(h.name == name for h in hdul):
         return None
