@@ -25,6 +25,7 @@ __all__ = [
     "read_source_catalog",
     "write_catalog",
     "read_table",
+    "columns_any_case",
     "catalog_extension",
     "published_catalog_name",
     "published_catalog_names",
@@ -108,7 +109,7 @@ def _axis_column(path, colnames, axis):
         if name in colnames:
             return name
     for name in names:
-        found = [c for c in colnames if c.lower() == name]
+        found = columns_any_case(colnames, name)
         if len(found) > 1:
             raise InputError(f"{path}: source catalog columns {found} are one name in different case; keep one")
         if found:
@@ -117,6 +118,15 @@ def _axis_column(path, colnames, axis):
         f"{path}: source catalog needs a column {' or '.join(repr(n) for n in names[:2])} (any case) "
         f"for {axis}; it has {colnames}"
     )
+
+
+def columns_any_case(colnames, name):
+    """The names in ``colnames`` that are ``name`` regardless of case, in their order.
+
+    User catalogs (source and reference) name their columns in any case;
+    each caller decides what several matches mean.
+    """
+    return [c for c in colnames if c.lower() == name.lower()]
 
 
 def read_table(path):

@@ -55,6 +55,7 @@ from astropy.table import Table
 
 from . import __version__
 from .atomic import atomic_output
+from .catalogs import columns_any_case
 from .errors import RefcatError, TweakflowError
 
 __all__ = [
@@ -247,7 +248,7 @@ def _positions_from_table(path, table):
 
 def _column_any_case(path, table, name):
     """The column of ``table`` called ``name`` in any case, or None; two such columns are refused."""
-    found = [c for c in table.colnames if c.lower() == name.lower()]
+    found = columns_any_case(table.colnames, name)
     if len(found) > 1:
         raise RefcatError(f"reference catalog {path!r}: columns {found} are one column name in "
                           "different case (names are matched regardless of case); keep one")
