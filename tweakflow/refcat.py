@@ -273,13 +273,18 @@ def _check_same_positions(path, radec, sky, names, tol_mas=1.0):
     log.info("reference catalog %s: positions from %r/%r (%r gives the same)", path, *names)
 
 
+def _column_mask(col):
+    """Boolean mask of a table column (all False for a column without one)."""
+    return np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+
+
 def _numeric_column(path, table, name):
     """Column ``name`` as float64 with masked entries as NaN; error on text."""
     col = table[name]
     if getattr(col, "ndim", 1) != 1:
         raise RefcatError(f"reference catalog {path!r}: column {name!r} must hold one "
                           f"value per row, not shape {col.shape[1:]}")
-    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+    mask = _column_mask(col)
     data = np.asarray(getattr(col, "data", col))
     if data.dtype.kind in "biuf":
         values = data.astype(np.float64)
@@ -327,7 +332,7 @@ def _sky_centroid(path, col):
         if data.dtype.kind not in "US" or data.ndim != 1:
             raise RefcatError(f"reference catalog {path!r}: 'sky_centroid' is neither a "
                               "SkyCoord column nor a column of coordinate strings")
-        mask = np.asarray(getattr(col, "mask", np.zeros(len(data), bool)), dtype=bool)
+        mask = _column_mask(col)
         texts = [d.decode() if isinstance(d, bytes) else str(d) for d in data]
         ra = np.full(len(texts), np.nan)
         dec = np.full(len(texts), np.nan)
@@ -660,7 +665,7 @@ def _propagate(ra, dec, pmra, pmdec, dt):
 
 def _float_col(table, name):
     col = table[name]
-    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+    mask = _column_mask(col)
     data = np.asarray(getattr(col, "data", col))
     if data.dtype.kind in "biuf":
         out = data.astype(np.float64)
@@ -680,7 +685,7 @@ def _to_float(value):
 
 def _str_col(table, name):
     col = table[name]
-    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+    mask = _column_mask(col)
     data = np.asarray(getattr(col, "data", col))
     out = []
     for i, v in enumerate(data):
