@@ -694,6 +694,56 @@ def _fits_date(phdr, hdr):
     return None
 
 
+def _fits_options(path, fits):
+    """`FITS_DEFAULTS` updated with the ``fits`` block; unknown options refused."""
+    opts = dict(FITS_DEFAULTS)
+    unknown = set(fits or {}) - set(opts)
+    if unknown:
+        raise InputError(f"{path}: unknown fits options {sorted(unknown)}")
+    opts.update(fits or {})
+    return opts
+
+
+def _read_fits_chip(path, hdul, i, opts, with_data):
+    """The science chip in HDU ``i``: shape, checked WCS, header, and the arrays if wanted."""
+    hdu = hdul[i]
+    extname = hdu.name or ("PRIMARY" if i == 0 else str(i))
+    extver = int(hdu.header.get("EXTVER", 1))
+    where = f"[{extname},{extver}]" if i else "[0]"
+    shape = tuple(int(hdu.header[k]) for k in ("NAXIS2", "NAXIS1"))
+    if min(shape) < 1:
+        raise InputError(f"{path}{where}: empty image")
+    wcs = _fits_wcs(path, hdu.header, hdul, where, shape)
+    chip = FitsChip(hdu=i, extname=extname, extver=extver, shape=shape, wcs=wcs, header=hdu.header.tostring())
+    if with_data:
+        chip.data = np.array(_load_array(path, hdu, extname), dtype=np.float32)
+        if opts["dq_ext"]:
+            chip.dq = _fits_dq(path, hdul, opts["dq_ext"], extver, shape, opts["dq_bits"])
+    return chip
+
+
+def _fits_group_id(path, phdr, hdr, keyword):
+    """Value of ``fits.group_keyword`` in the primary header, else the first chip's; None if not configured."""
+    if not keyword:
+        return None
+    for h in (phdr, hdr):
+        if keyword in h and str(h[keyword]).strip():
+            return str(h[keyword]).strip()
+    raise InputError(f"{path}: group keyword '{keyword}' (fits.group_keyword) is not in its headers")
+
+
+def _fits_meta(path, phdr, hdr, group_keyword):
+    """``meta`` of a plain FITS image from its primary header and its first chip's header."""
+    group_id = _fits_group_id(path, phdr, hdr, group_keyword)
+    return {
+        "filename": str(phdr.get("FILENAME") or os.path.basename(path)).strip(),
+        "observation": {},
+        "group_id": group_id,
+        "tweakreg_catalog": None,
+        "date": _fits_date(phdr, hdr),
+    }
+
+
 @_input_errors
 def read_fits_image(path, with_data=True, fits=None, hdul=None):
     """Read a plain FITS image whose celestial WCS is in FITS keywords.
@@ -728,47 +778,13 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
         Naming the file, the extension and the problem.
     """
     path = os.fspath(path)
-    opts = dict(FITS_DEFAULTS)
-    unknown = set(fits or {}) - set(opts)
-    if unknown:
-        raise InputError(f"{path}: unknown fits options {sorted(unknown)}")
-    opts.update(fits or {})
+    opts = _fits_options(path, fits)
     close = hdul is None
     hdul = hdul if hdul is not None else _open_fits(path)
     try:
         phdr = hdul[0].header
-        chips = []
-        for i in _science_hdus(path, hdul, opts["sci_ext"]):
-            hdu = hdul[i]
-            extname = hdu.name or ("PRIMARY" if i == 0 else str(i))
-            extver = int(hdu.header.get("EXTVER", 1))
-            where = f"[{extname},{extver}]" if i else "[0]"
-            shape = tuple(int(hdu.header[k]) for k in ("NAXIS2", "NAXIS1"))
-            if min(shape) < 1:
-                raise InputError(f"{path}{where}: empty image")
-            wcs = _fits_wcs(path, hdu.header, hdul, where, shape)
-            chip = FitsChip(hdu=i, extname=extname, extver=extver, shape=shape, wcs=wcs, header=hdu.header.tostring())
-            if with_data:
-                chip.data = np.array(_load_array(path, hdu, extname), dtype=np.float32)
-                if opts["dq_ext"]:
-                    chip.dq = _fits_dq(path, hdul, opts["dq_ext"], extver, shape, opts["dq_bits"])
-            chips.append(chip)
-        group_id = None
-        kw = opts["group_keyword"]
-        if kw:
-            for h in (phdr, hdul[chips[0].hdu].header):
-                if kw in h and str(h[kw]).strip():
-                    group_id = str(h[kw]).strip()
-                    break
-            else:
-                raise InputError(f"{path}: group keyword '{kw}' (fits.group_keyword) is not in its headers")
-        meta = {
-            "filename": str(phdr.get("FILENAME") or os.path.basename(path)).strip(),
-            "observation": {},
-            "group_id": group_id,
-            "tweakreg_catalog": None,
-            "date": _fits_date(phdr, hdul[chips[0].hdu].header),
-        }
+        chips = [_read_fits_chip(path, hdul, i, opts, with_data) for i in _science_hdus(path, hdul, opts["sci_ext"])]
+        meta = _fits_meta(path, phdr, hdul[chips[0].hdu].header, opts["group_keyword"])
         tables = lookup_table_blob(path, hdul)
     finally:
         if close:
