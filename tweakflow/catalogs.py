@@ -358,44 +358,77 @@ def resolve_custom_catalogs(images, catfile=None):
         If the catfile is unusable, or a chosen catalog file does not
         exist (naming where it was given).
     """
-    notes = []
-    listed = None
     catfile = (catfile or "").strip()
-    if catfile:
-        listed = parse_catfile(catfile)
-        if not listed:
-            notes.append(
-                f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
-                "and sources are detected in every image"
-            )
-            return {it["stem"]: None for it in images}, notes
-    by_name = {os.path.basename(k): k for k in (listed or {})}
-    out = {}
-    used = set()
+    if not catfile:
+        return {it["stem"]: _existing_catalog(it["path"], *_catalog_without_catfile(it)) for it in images}, []
+    listed = parse_catfile(catfile)
+    if not listed:
+        notes = [
+            f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
+            "and sources are detected in every image"
+        ]
+        return {it["stem"]: None for it in images}, notes
+    by_name = {os.path.basename(k): k for k in listed}
+    out, used = {}, set()
     for it in images:
-        path = it["path"]
-        chosen, where = None, None
-        if listed is not None:
-            filename, tcat = model_catalog_name(path)
-            key = next((by_name[n] for n in (filename, os.path.basename(path)) if n in by_name), None)
-            if key is not None:
-                used.add(key)
-                chosen, where = listed[key] or None, f"catfile '{catfile}'"
-            elif tcat:
-                chosen, where = tcat, "meta.tweakreg_catalog"
-        elif it.get("tweakreg_catalog") is not None:
-            chosen, where = it["tweakreg_catalog"] or None, "the association (member tweakreg_catalog)"
-        else:
-            _, tcat = model_catalog_name(path)
-            if tcat:
-                chosen, where = tcat, "meta.tweakreg_catalog"
-        if chosen and where == "meta.tweakreg_catalog":
-            chosen = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), chosen))
-        if chosen and not os.path.isfile(chosen):
-            raise InputError(f"{chosen}: custom catalog of {path} (given by {where}) does not exist")
-        out[it["stem"]] = chosen
-    if listed is not None:
-        for key in listed:
-            if key not in used:
-                notes.append(f"tweakreg.catfile '{catfile}': '{key}' is not an input image; ignored")
+        key, chosen, where = _catalog_with_catfile(it["path"], listed, by_name, catfile)
+        if key is not None:
+            used.add(key)
+        out[it["stem"]] = _existing_catalog(it["path"], chosen, where)
+    notes = [f"tweakreg.catfile '{catfile}': '{key}' is not an input image; ignored" for key in listed if key not in used]
     return out, notes
+
+
+#: Where a catalog named by ``meta.tweakreg_catalog`` comes from (relative to the image's folder).
+_FROM_MODEL = "meta.tweakreg_catalog"
+
+
+def _catalog_with_catfile(path, listed, by_name, catfile):
+    """An image's catalog when a non-empty catfile is given (`resolve_custom_catalogs`, rule 1).
+
+    Returns
+    -------
+    key : str or None
+        The catfile entry naming the image (by ``meta.filename``, else the
+        file's base name), or None.
+    catalog : str or None
+        The entry's catalog (None: detect), else ``meta.tweakreg_catalog``
+        when non-empty, else None.
+    where : str or None
+        Who gave the catalog, for messages.
+    """
+    filename, tcat = model_catalog_name(path)
+    key = next((by_name[n] for n in (filename, os.path.basename(path)) if n in by_name), None)
+    if key is not None:
+        return key, listed[key] or None, f"catfile '{catfile}'"
+    if tcat:
+        return None, tcat, _FROM_MODEL
+    return None, None, None
+
+
+def _catalog_without_catfile(image):
+    """``(catalog or None, where)`` of an image without a catfile (rules 2 and 3)."""
+    if image.get("tweakreg_catalog") is not None:
+        return image["tweakreg_catalog"] or None, "the association (member tweakreg_catalog)"
+    _, tcat = model_catalog_name(image["path"])
+    if tcat:
+        return tcat, _FROM_MODEL
+    return None, None
+
+
+def _existing_catalog(path, catalog, where):
+    """The chosen catalog of image ``path``, made absolute if relative to it, which must exist.
+
+    None (detect sources) stays None.
+
+    Raises
+    ------
+    InputError
+        Naming the catalog, the image and ``where`` it was given, when the
+        file does not exist.
+    """
+    if catalog and where == _FROM_MODEL:
+        catalog = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), catalog))
+    if catalog and not os.path.isfile(catalog):
+        raise InputError(f"{catalog}: custom catalog of {path} (given by {where}) does not exist")
+    return catalog
