@@ -133,6 +133,19 @@ def read_reference_catalog(path):
         usable row.
     """
     path = os.fspath(path)
+    table = _read_catalog_file(path)
+    ra, dec, used = _positions_from_table(path, table)
+    weight = None
+    if "weight" in table.colnames:
+        weight = _numeric_column(path, table, "weight")
+        used.append("weight")
+    good = _finite_rows(path, len(table), ra, dec, weight)
+    _check_ranges(path, good, dec, weight)
+    return _reference_table(path, table, good, ra, dec, weight, used)
+
+
+def _read_catalog_file(path):
+    """The table in file ``path``, which must exist, be a file and hold rows."""
     if not os.path.exists(path):
         raise RefcatError(f"reference catalog {path!r}: file not found")
     if os.path.isdir(path):
@@ -140,25 +153,33 @@ def read_reference_catalog(path):
     table = _read_any_table(path)
     if len(table) == 0:
         raise RefcatError(f"reference catalog {path!r}: the table has no rows")
+    return table
 
-    ra, dec, used = _positions_from_table(path, table)
-    weight = None
-    if "weight" in table.colnames:
-        weight = _numeric_column(path, table, "weight")
-        used.append("weight")
 
+def _finite_rows(path, nrows, ra, dec, weight):
+    """Rows with a finite RA, DEC (and weight, if any); the others are dropped with a warning.
+
+    Raises
+    ------
+    RefcatError
+        When no row is left.
+    """
     good = np.isfinite(ra) & np.isfinite(dec)
     if weight is not None:
         good &= np.isfinite(weight)
     ndrop = int((~good).sum())
     if ndrop:
         log.warning("reference catalog %s: dropped %d of %d rows with NaN/missing "
-                    "RA, DEC%s", path, ndrop, len(table),
+                    "RA, DEC%s", path, ndrop, nrows,
                     " or weight" if weight is not None else "")
     if not good.any():
         raise RefcatError(f"reference catalog {path!r}: no row has a finite RA and DEC"
                           + (" and weight" if weight is not None else ""))
+    return good
 
+
+def _check_ranges(path, good, dec, weight):
+    """Refuse a DEC outside [-90, 90] degrees or a negative weight among the ``good`` rows."""
     bad_dec = good & (np.abs(np.where(good, dec, 0.0)) > 90.0)
     if bad_dec.any():
         i = int(np.flatnonzero(bad_dec)[0])
@@ -171,6 +192,13 @@ def read_reference_catalog(path):
         raise RefcatError(f"reference catalog {path!r}: negative weight {weight[i]!r} "
                           f"in row {i + 1}; weights must be >= 0")
 
+
+def _reference_table(path, table, good, ra, dec, weight, used):
+    """The ``good`` rows as `read_reference_catalog` returns them.
+
+    float64 ``RA`` (wrapped to [0, 360)), ``DEC`` and ``weight`` (if not
+    None), then the columns of ``table`` not in ``used``.
+    """
     out = Table(meta=dict(table.meta))
     out["RA"] = np.mod(ra[good], 360.0).astype(np.float64)
     out["DEC"] = dec[good].astype(np.float64)
