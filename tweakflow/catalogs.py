@@ -19,11 +19,13 @@ from astropy.table import Table
 
 from .atomic import atomic_output
 from .errors import ConfigError, InputError
+from .io import fits_root
 
 __all__ = [
     "read_source_catalog",
     "write_catalog",
     "read_table",
+    "columns_any_case",
     "catalog_extension",
     "published_catalog_name",
     "published_catalog_names",
@@ -107,7 +109,7 @@ def _axis_column(path, colnames, axis):
         if name in colnames:
             return name
     for name in names:
-        found = [c for c in colnames if c.lower() == name]
+        found = columns_any_case(colnames, name)
         if len(found) > 1:
             raise InputError(f"{path}: source catalog columns {found} are one name in different case; keep one")
         if found:
@@ -116,6 +118,15 @@ def _axis_column(path, colnames, axis):
         f"{path}: source catalog needs a column {' or '.join(repr(n) for n in names[:2])} (any case) "
         f"for {axis}; it has {colnames}"
     )
+
+
+def columns_any_case(colnames, name):
+    """The names in ``colnames`` that are ``name`` regardless of case, in their order.
+
+    User catalogs (source and reference) name their columns in any case;
+    each caller decides what several matches mean.
+    """
+    return [c for c in colnames if c.lower() == name.lower()]
 
 
 def read_table(path):
@@ -153,8 +164,6 @@ def published_catalog_name(filename, fmt):
     fmt : str
         ``catalog_format`` (`catalog_extension` gives the extension).
     """
-    from .io import fits_root
-
     return f"{fits_root(filename)}_cat.{catalog_extension(fmt)}"
 
 
@@ -349,44 +358,77 @@ def resolve_custom_catalogs(images, catfile=None):
         If the catfile is unusable, or a chosen catalog file does not
         exist (naming where it was given).
     """
-    notes = []
-    listed = None
     catfile = (catfile or "").strip()
-    if catfile:
-        listed = parse_catfile(catfile)
-        if not listed:
-            notes.append(
-                f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
-                "and sources are detected in every image"
-            )
-            return {it["stem"]: None for it in images}, notes
-    by_name = {os.path.basename(k): k for k in (listed or {})}
-    out = {}
-    used = set()
+    if not catfile:
+        return {it["stem"]: _existing_catalog(it["path"], *_catalog_without_catfile(it)) for it in images}, []
+    listed = parse_catfile(catfile)
+    if not listed:
+        notes = [
+            f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
+            "and sources are detected in every image"
+        ]
+        return {it["stem"]: None for it in images}, notes
+    by_name = {os.path.basename(k): k for k in listed}
+    out, used = {}, set()
     for it in images:
-        path = it["path"]
-        chosen, where = None, None
-        if listed is not None:
-            filename, tcat = model_catalog_name(path)
-            key = next((by_name[n] for n in (filename, os.path.basename(path)) if n in by_name), None)
-            if key is not None:
-                used.add(key)
-                chosen, where = listed[key] or None, f"catfile '{catfile}'"
-            elif tcat:
-                chosen, where = tcat, "meta.tweakreg_catalog"
-        elif it.get("tweakreg_catalog") is not None:
-            chosen, where = it["tweakreg_catalog"] or None, "the association (member tweakreg_catalog)"
-        else:
-            _, tcat = model_catalog_name(path)
-            if tcat:
-                chosen, where = tcat, "meta.tweakreg_catalog"
-        if chosen and where == "meta.tweakreg_catalog":
-            chosen = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), chosen))
-        if chosen and not os.path.isfile(chosen):
-            raise InputError(f"{chosen}: custom catalog of {path} (given by {where}) does not exist")
-        out[it["stem"]] = chosen
-    if listed is not None:
-        for key in listed:
-            if key not in used:
-                notes.append(f"tweakreg.catfile '{catfile}': '{key}' is not an input image; ignored")
+        key, chosen, where = _catalog_with_catfile(it["path"], listed, by_name, catfile)
+        if key is not None:
+            used.add(key)
+        out[it["stem"]] = _existing_catalog(it["path"], chosen, where)
+    notes = [f"tweakreg.catfile '{catfile}': '{key}' is not an input image; ignored" for key in listed if key not in used]
     return out, notes
+
+
+#: Where a catalog named by ``meta.tweakreg_catalog`` comes from (relative to the image's folder).
+_FROM_MODEL = "meta.tweakreg_catalog"
+
+
+def _catalog_with_catfile(path, listed, by_name, catfile):
+    """An image's catalog when a non-empty catfile is given (`resolve_custom_catalogs`, rule 1).
+
+    Returns
+    -------
+    key : str or None
+        The catfile entry naming the image (by ``meta.filename``, else the
+        file's base name), or None.
+    catalog : str or None
+        The entry's catalog (None: detect), else ``meta.tweakreg_catalog``
+        when non-empty, else None.
+    where : str or None
+        Who gave the catalog, for messages.
+    """
+    filename, tcat = model_catalog_name(path)
+    key = next((by_name[n] for n in (filename, os.path.basename(path)) if n in by_name), None)
+    if key is not None:
+        return key, listed[key] or None, f"catfile '{catfile}'"
+    if tcat:
+        return None, tcat, _FROM_MODEL
+    return None, None, None
+
+
+def _catalog_without_catfile(image):
+    """``(catalog or None, where)`` of an image without a catfile (rules 2 and 3)."""
+    if image.get("tweakreg_catalog") is not None:
+        return image["tweakreg_catalog"] or None, "the association (member tweakreg_catalog)"
+    _, tcat = model_catalog_name(image["path"])
+    if tcat:
+        return tcat, _FROM_MODEL
+    return None, None
+
+
+def _existing_catalog(path, catalog, where):
+    """The chosen catalog of image ``path``, made absolute if relative to it, which must exist.
+
+    None (detect sources) stays None.
+
+    Raises
+    ------
+    InputError
+        Naming the catalog, the image and ``where`` it was given, when the
+        file does not exist.
+    """
+    if catalog and where == _FROM_MODEL:
+        catalog = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), catalog))
+    if catalog and not os.path.isfile(catalog):
+        raise InputError(f"{catalog}: custom catalog of {path} (given by {where}) does not exist")
+    return catalog

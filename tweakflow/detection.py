@@ -48,6 +48,8 @@ import warnings
 import numpy as np
 from astropy.table import Table
 
+from .io import DO_NOT_USE, NON_SCIENCE
+
 __all__ = [
     "DEFAULT_DETECTION_PARS",
     "STARFINDERS",
@@ -91,10 +93,6 @@ DEFAULT_DETECTION_PARS = {
 
 #: Allowed values of ``starfinder``.
 STARFINDERS = ("iraf", "dao", "segmentation")
-
-#: JWST DQ bits of pixels that are never used for detection.
-DO_NOT_USE = 1
-NON_SCIENCE = 512
 
 #: Kron aperture parameters used when ``kron_params`` is None (the spec's default).
 DEFAULT_KRON_PARAMS = (2.5, 1.4, 0.0)
@@ -453,6 +451,99 @@ def _kernel_shape(pars):
     return tuple(_starfinder(pars["starfinder"], 1.0, pars).kernel.shape)
 
 
+def _detection_pars(pars):
+    """`DEFAULT_DETECTION_PARS` updated with ``pars``; unknown names and starfinders refused.
+
+    Raises
+    ------
+    TypeError
+        For an unknown parameter name.
+    ValueError
+        For an unknown ``starfinder``.
+    """
+    p = dict(DEFAULT_DETECTION_PARS)
+    unknown = set(pars) - set(p)
+    if unknown:
+        raise TypeError(f"unknown detection parameters: {sorted(unknown)}")
+    p.update(pars)
+    if p["starfinder"] not in STARFINDERS:
+        raise ValueError(f"unknown starfinder {p['starfinder']!r} (expected one of {', '.join(STARFINDERS)})")
+    return p
+
+
+def _usable_pixels(data, dq, p):
+    """Mask of the unusable pixels of a float32 image, or why nothing can be detected in it.
+
+    Returns
+    -------
+    mask : numpy.ndarray or None
+        `bad_pixel_mask` of the image; None with a reason.
+    reason : str or None
+        Why the image cannot be searched: not 2-D, smaller than the
+        detection kernel, every pixel masked, or constant.
+    """
+    if data.ndim != 2:
+        return None, f"data is not a 2-D image (shape {data.shape})"
+    ny, nx = data.shape
+    kshape = _kernel_shape(p)
+    if ny < kshape[0] or nx < kshape[1]:
+        return None, f"image ({ny}x{nx}) is smaller than the detection kernel ({kshape[0]}x{kshape[1]} px)"
+    mask = bad_pixel_mask(data, dq)
+    if mask.all():
+        return None, "all pixels are masked (DO_NOT_USE, NON_SCIENCE or non-finite)"
+    good = data[~mask]
+    if good.min() == good.max():
+        return None, "image is constant: background RMS is zero"
+    return mask, None
+
+
+def _find_sources(data, mask, p):
+    """Subtract the background and run the chosen finder above ``snr_threshold`` x RMS.
+
+    Returns
+    -------
+    catalog : astropy.table.Table or None
+        The finder's sources (not yet filtered or renumbered); None with a
+        reason.
+    reason : str or None
+        Why there is no source: the background could not be estimated, or
+        nothing is above the threshold.
+    """
+    try:
+        bkg, rms = estimate_background(data, mask, p["bkg_boxsize"])
+    except ValueError as exc:
+        return None, f"background estimation failed: {exc}"
+    rms = fill_zero_rms(rms)
+
+    segmentation = p["starfinder"] == "segmentation"
+    conv, data_sub = _smooth_and_fill(data - bkg, mask, p["kernel_fwhm"], smoothed=segmentation)
+    threshold = np.float32(p["snr_threshold"]) * rms
+
+    if segmentation:
+        cat = _run_segmentation(data_sub, conv, mask, threshold, p)
+    else:
+        cat = _run_starfinder(p["starfinder"], data_sub, mask, threshold, p)
+    if cat is None or len(cat) == 0:
+        return None, f"no sources above {p['snr_threshold']} x background RMS"
+    return cat, None
+
+
+def _finite_inside(cat, bounding_box):
+    """The sources with finite positions inside ``bounding_box`` (if any), numbered from 1.
+
+    Returns ``(catalog, None)``, or ``(None, reason)`` when no source is left.
+    """
+    keep = np.isfinite(cat["x"]) & np.isfinite(cat["y"])
+    if bounding_box is not None:
+        (x0, x1), (y0, y1) = bounding_box
+        keep &= (cat["x"] >= x0) & (cat["x"] <= x1) & (cat["y"] >= y0) & (cat["y"] <= y1)
+    cat = cat[keep]
+    if len(cat) == 0:
+        return None, "no sources left inside the bounding box"
+    cat["id"] = np.arange(1, len(cat) + 1, dtype=np.int64)
+    return cat, None
+
+
 def detect_sources(data, dq=None, bounding_box=None, **pars):
     """Detect point-like sources in an image.
 
@@ -491,51 +582,15 @@ def detect_sources(data, dq=None, bounding_box=None, **pars):
     ValueError
         For an unknown ``starfinder``.
     """
-    p = dict(DEFAULT_DETECTION_PARS)
-    unknown = set(pars) - set(p)
-    if unknown:
-        raise TypeError(f"unknown detection parameters: {sorted(unknown)}")
-    p.update(pars)
-    if p["starfinder"] not in STARFINDERS:
-        raise ValueError(f"unknown starfinder {p['starfinder']!r} (expected one of {', '.join(STARFINDERS)})")
-
+    p = _detection_pars(pars)
     data = np.asarray(data, dtype=np.float32)
-    if data.ndim != 2:
-        return empty_catalog(), f"data is not a 2-D image (shape {data.shape})"
-    ny, nx = data.shape
-    kshape = _kernel_shape(p)
-    if ny < kshape[0] or nx < kshape[1]:
-        return empty_catalog(), f"image ({ny}x{nx}) is smaller than the detection kernel ({kshape[0]}x{kshape[1]} px)"
-    mask = bad_pixel_mask(data, dq)
-    if mask.all():
-        return empty_catalog(), "all pixels are masked (DO_NOT_USE, NON_SCIENCE or non-finite)"
-    good = data[~mask]
-    if good.min() == good.max():
-        return empty_catalog(), "image is constant: background RMS is zero"
-
-    try:
-        bkg, rms = estimate_background(data, mask, p["bkg_boxsize"])
-    except ValueError as exc:
-        return empty_catalog(), f"background estimation failed: {exc}"
-    rms = fill_zero_rms(rms)
-
-    segmentation = p["starfinder"] == "segmentation"
-    conv, data_sub = _smooth_and_fill(data - bkg, mask, p["kernel_fwhm"], smoothed=segmentation)
-    threshold = np.float32(p["snr_threshold"]) * rms
-
-    if segmentation:
-        cat = _run_segmentation(data_sub, conv, mask, threshold, p)
-    else:
-        cat = _run_starfinder(p["starfinder"], data_sub, mask, threshold, p)
-    if cat is None or len(cat) == 0:
-        return empty_catalog(), f"no sources above {p['snr_threshold']} x background RMS"
-
-    keep = np.isfinite(cat["x"]) & np.isfinite(cat["y"])
-    if bounding_box is not None:
-        (x0, x1), (y0, y1) = bounding_box
-        keep &= (cat["x"] >= x0) & (cat["x"] <= x1) & (cat["y"] >= y0) & (cat["y"] <= y1)
-    cat = cat[keep]
-    if len(cat) == 0:
-        return empty_catalog(), "no sources left inside the bounding box"
-    cat["id"] = np.arange(1, len(cat) + 1, dtype=np.int64)
+    mask, reason = _usable_pixels(data, dq, p)
+    if reason is not None:
+        return empty_catalog(), reason
+    cat, reason = _find_sources(data, mask, p)
+    if reason is not None:
+        return empty_catalog(), reason
+    cat, reason = _finite_inside(cat, bounding_box)
+    if reason is not None:
+        return empty_catalog(), reason
     return cat, None

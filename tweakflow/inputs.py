@@ -13,6 +13,7 @@ import os
 
 from .errors import ConfigError, InputError
 from .io import model_filename, output_stem
+from .synthetic import SyntheticConfig, exposure_filenames
 
 __all__ = ["resolve_inputs", "read_association"]
 
@@ -95,8 +96,6 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
         per image.
     """
     if inputs == "demo":
-        from .synthetic import SyntheticConfig, exposure_filenames
-
         names = exposure_filenames(SyntheticConfig.from_dict(demo or {}))
         folder = os.path.join(output_dir, "demo")
         items = [{"path": os.path.join(folder, n), "group_id": None, "tweakreg_catalog": None} for n in names]

@@ -36,8 +36,11 @@ import numpy as np
 
 from .atomic import atomic_output
 from .errors import InputError
+from .grouping import resolve_group_id
 
 __all__ = [
+    "DO_NOT_USE",
+    "NON_SCIENCE",
     "ImageData",
     "read_image",
     "read_jwst_meta",
@@ -59,6 +62,14 @@ __all__ = [
     "LOOKUP_TABLE_EXTNAMES",
     "lookup_table_blob",
 ]
+
+#: JWST DQ bits (``dqflags``) of pixels that must not be used: detection masks
+#: both (`tweakflow.detection.bad_pixel_mask`), the DQ of a plain FITS chip is
+#: read as ``DO_NOT_USE`` (`FitsChip`) and the synthetic images flag their
+#: hot pixels with it. Defined here, where DQ arrays are read, so that the
+#: modules using them need not import the detection machinery.
+DO_NOT_USE = 1
+NON_SCIENCE = 512
 
 
 @dataclass
@@ -527,7 +538,7 @@ class FitsChip:
         The chip's header as FITS card images: what the image sidecar keeps
         so the gather step rebuilds the exact WCS.
     data, dq : numpy.ndarray or None
-        Science array (float32) and DQ (uint32, ``1`` = do not use), when read.
+        Science array (float32) and DQ (uint32, ``1`` = `DO_NOT_USE`), when read.
     """
 
     hdu: int
@@ -683,6 +694,56 @@ def _fits_date(phdr, hdr):
     return None
 
 
+def _fits_options(path, fits):
+    """`FITS_DEFAULTS` updated with the ``fits`` block; unknown options refused."""
+    opts = dict(FITS_DEFAULTS)
+    unknown = set(fits or {}) - set(opts)
+    if unknown:
+        raise InputError(f"{path}: unknown fits options {sorted(unknown)}")
+    opts.update(fits or {})
+    return opts
+
+
+def _read_fits_chip(path, hdul, i, opts, with_data):
+    """The science chip in HDU ``i``: shape, checked WCS, header, and the arrays if wanted."""
+    hdu = hdul[i]
+    extname = hdu.name or ("PRIMARY" if i == 0 else str(i))
+    extver = int(hdu.header.get("EXTVER", 1))
+    where = f"[{extname},{extver}]" if i else "[0]"
+    shape = tuple(int(hdu.header[k]) for k in ("NAXIS2", "NAXIS1"))
+    if min(shape) < 1:
+        raise InputError(f"{path}{where}: empty image")
+    wcs = _fits_wcs(path, hdu.header, hdul, where, shape)
+    chip = FitsChip(hdu=i, extname=extname, extver=extver, shape=shape, wcs=wcs, header=hdu.header.tostring())
+    if with_data:
+        chip.data = np.array(_load_array(path, hdu, extname), dtype=np.float32)
+        if opts["dq_ext"]:
+            chip.dq = _fits_dq(path, hdul, opts["dq_ext"], extver, shape, opts["dq_bits"])
+    return chip
+
+
+def _fits_group_id(path, phdr, hdr, keyword):
+    """Value of ``fits.group_keyword`` in the primary header, else the first chip's; None if not configured."""
+    if not keyword:
+        return None
+    for h in (phdr, hdr):
+        if keyword in h and str(h[keyword]).strip():
+            return str(h[keyword]).strip()
+    raise InputError(f"{path}: group keyword '{keyword}' (fits.group_keyword) is not in its headers")
+
+
+def _fits_meta(path, phdr, hdr, group_keyword):
+    """``meta`` of a plain FITS image from its primary header and its first chip's header."""
+    group_id = _fits_group_id(path, phdr, hdr, group_keyword)
+    return {
+        "filename": str(phdr.get("FILENAME") or os.path.basename(path)).strip(),
+        "observation": {},
+        "group_id": group_id,
+        "tweakreg_catalog": None,
+        "date": _fits_date(phdr, hdr),
+    }
+
+
 @_input_errors
 def read_fits_image(path, with_data=True, fits=None, hdul=None):
     """Read a plain FITS image whose celestial WCS is in FITS keywords.
@@ -717,47 +778,13 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
         Naming the file, the extension and the problem.
     """
     path = os.fspath(path)
-    opts = dict(FITS_DEFAULTS)
-    unknown = set(fits or {}) - set(opts)
-    if unknown:
-        raise InputError(f"{path}: unknown fits options {sorted(unknown)}")
-    opts.update(fits or {})
+    opts = _fits_options(path, fits)
     close = hdul is None
     hdul = hdul if hdul is not None else _open_fits(path)
     try:
         phdr = hdul[0].header
-        chips = []
-        for i in _science_hdus(path, hdul, opts["sci_ext"]):
-            hdu = hdul[i]
-            extname = hdu.name or ("PRIMARY" if i == 0 else str(i))
-            extver = int(hdu.header.get("EXTVER", 1))
-            where = f"[{extname},{extver}]" if i else "[0]"
-            shape = tuple(int(hdu.header[k]) for k in ("NAXIS2", "NAXIS1"))
-            if min(shape) < 1:
-                raise InputError(f"{path}{where}: empty image")
-            wcs = _fits_wcs(path, hdu.header, hdul, where, shape)
-            chip = FitsChip(hdu=i, extname=extname, extver=extver, shape=shape, wcs=wcs, header=hdu.header.tostring())
-            if with_data:
-                chip.data = np.array(_load_array(path, hdu, extname), dtype=np.float32)
-                if opts["dq_ext"]:
-                    chip.dq = _fits_dq(path, hdul, opts["dq_ext"], extver, shape, opts["dq_bits"])
-            chips.append(chip)
-        group_id = None
-        kw = opts["group_keyword"]
-        if kw:
-            for h in (phdr, hdul[chips[0].hdu].header):
-                if kw in h and str(h[kw]).strip():
-                    group_id = str(h[kw]).strip()
-                    break
-            else:
-                raise InputError(f"{path}: group keyword '{kw}' (fits.group_keyword) is not in its headers")
-        meta = {
-            "filename": str(phdr.get("FILENAME") or os.path.basename(path)).strip(),
-            "observation": {},
-            "group_id": group_id,
-            "tweakreg_catalog": None,
-            "date": _fits_date(phdr, hdul[chips[0].hdu].header),
-        }
+        chips = [_read_fits_chip(path, hdul, i, opts, with_data) for i in _science_hdus(path, hdul, opts["sci_ext"])]
+        meta = _fits_meta(path, phdr, hdul[chips[0].hdu].header, opts["group_keyword"])
         tables = lookup_table_blob(path, hdul)
     finally:
         if close:
@@ -770,7 +797,7 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
 
 
 def _fits_dq(path, hdul, dq_ext, extver, shape, dq_bits):
-    """DQ of a chip as the workflow's mask (``1`` = do not use); None if the file has no DQ."""
+    """DQ of a chip as the workflow's mask (``1`` = `DO_NOT_USE`); None if the file has no DQ."""
     name = str(dq_ext).strip().upper()
     if not any(h.name == name for h in hdul):
         return None
@@ -862,8 +889,6 @@ def read_image_sidecar(path):
     """
     import base64
     import json
-
-    from .grouping import resolve_group_id
 
     try:
         with open(path, encoding="utf-8") as f:

@@ -53,6 +53,9 @@ import urllib.request
 import numpy as np
 from astropy.table import Table
 
+from . import __version__
+from .atomic import atomic_output
+from .catalogs import columns_any_case
 from .errors import RefcatError, TweakflowError
 
 __all__ = [
@@ -130,6 +133,19 @@ def read_reference_catalog(path):
         usable row.
     """
     path = os.fspath(path)
+    table = _read_catalog_file(path)
+    ra, dec, used = _positions_from_table(path, table)
+    weight = None
+    if "weight" in table.colnames:
+        weight = _numeric_column(path, table, "weight")
+        used.append("weight")
+    good = _finite_rows(path, len(table), ra, dec, weight)
+    _check_ranges(path, good, dec, weight)
+    return _reference_table(path, table, good, ra, dec, weight, used)
+
+
+def _read_catalog_file(path):
+    """The table in file ``path``, which must exist, be a file and hold rows."""
     if not os.path.exists(path):
         raise RefcatError(f"reference catalog {path!r}: file not found")
     if os.path.isdir(path):
@@ -137,25 +153,33 @@ def read_reference_catalog(path):
     table = _read_any_table(path)
     if len(table) == 0:
         raise RefcatError(f"reference catalog {path!r}: the table has no rows")
+    return table
 
-    ra, dec, used = _positions_from_table(path, table)
-    weight = None
-    if "weight" in table.colnames:
-        weight = _numeric_column(path, table, "weight")
-        used.append("weight")
 
+def _finite_rows(path, nrows, ra, dec, weight):
+    """Rows with a finite RA, DEC (and weight, if any); the others are dropped with a warning.
+
+    Raises
+    ------
+    RefcatError
+        When no row is left.
+    """
     good = np.isfinite(ra) & np.isfinite(dec)
     if weight is not None:
         good &= np.isfinite(weight)
     ndrop = int((~good).sum())
     if ndrop:
         log.warning("reference catalog %s: dropped %d of %d rows with NaN/missing "
-                    "RA, DEC%s", path, ndrop, len(table),
+                    "RA, DEC%s", path, ndrop, nrows,
                     " or weight" if weight is not None else "")
     if not good.any():
         raise RefcatError(f"reference catalog {path!r}: no row has a finite RA and DEC"
                           + (" and weight" if weight is not None else ""))
+    return good
 
+
+def _check_ranges(path, good, dec, weight):
+    """Refuse a DEC outside [-90, 90] degrees or a negative weight among the ``good`` rows."""
     bad_dec = good & (np.abs(np.where(good, dec, 0.0)) > 90.0)
     if bad_dec.any():
         i = int(np.flatnonzero(bad_dec)[0])
@@ -168,6 +192,13 @@ def read_reference_catalog(path):
         raise RefcatError(f"reference catalog {path!r}: negative weight {weight[i]!r} "
                           f"in row {i + 1}; weights must be >= 0")
 
+
+def _reference_table(path, table, good, ra, dec, weight, used):
+    """The ``good`` rows as `read_reference_catalog` returns them.
+
+    float64 ``RA`` (wrapped to [0, 360)), ``DEC`` and ``weight`` (if not
+    None), then the columns of ``table`` not in ``used``.
+    """
     out = Table(meta=dict(table.meta))
     out["RA"] = np.mod(ra[good], 360.0).astype(np.float64)
     out["DEC"] = dec[good].astype(np.float64)
@@ -245,7 +276,7 @@ def _positions_from_table(path, table):
 
 def _column_any_case(path, table, name):
     """The column of ``table`` called ``name`` in any case, or None; two such columns are refused."""
-    found = [c for c in table.colnames if c.lower() == name.lower()]
+    found = columns_any_case(table.colnames, name)
     if len(found) > 1:
         raise RefcatError(f"reference catalog {path!r}: columns {found} are one column name in "
                           "different case (names are matched regardless of case); keep one")
@@ -270,13 +301,18 @@ def _check_same_positions(path, radec, sky, names, tol_mas=1.0):
     log.info("reference catalog %s: positions from %r/%r (%r gives the same)", path, *names)
 
 
+def _column_mask(col):
+    """Boolean mask of a table column (all False for a column without one)."""
+    return np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+
+
 def _numeric_column(path, table, name):
     """Column ``name`` as float64 with masked entries as NaN; error on text."""
     col = table[name]
     if getattr(col, "ndim", 1) != 1:
         raise RefcatError(f"reference catalog {path!r}: column {name!r} must hold one "
                           f"value per row, not shape {col.shape[1:]}")
-    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+    mask = _column_mask(col)
     data = np.asarray(getattr(col, "data", col))
     if data.dtype.kind in "biuf":
         values = data.astype(np.float64)
@@ -324,7 +360,7 @@ def _sky_centroid(path, col):
         if data.dtype.kind not in "US" or data.ndim != 1:
             raise RefcatError(f"reference catalog {path!r}: 'sky_centroid' is neither a "
                               "SkyCoord column nor a column of coordinate strings")
-        mask = np.asarray(getattr(col, "mask", np.zeros(len(data), bool)), dtype=bool)
+        mask = _column_mask(col)
         texts = [d.decode() if isinstance(d, bytes) else str(d) for d in data]
         ra = np.full(len(texts), np.nan)
         dec = np.full(len(texts), np.nan)
@@ -584,8 +620,6 @@ def parse_gaia_response(text, query_url="the catalog service"):
 
 def _http_get(query_url, timeout):
     """One GET. Returns (status, body_text). Raises OSError/HTTPException on transport errors."""
-    from . import __version__
-
     req = urllib.request.Request(query_url, headers={
         "User-Agent": f"tweakflow/{__version__}", "Accept": "text/csv, text/plain, */*"})
     try:
@@ -659,7 +693,7 @@ def _propagate(ra, dec, pmra, pmdec, dt):
 
 def _float_col(table, name):
     col = table[name]
-    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+    mask = _column_mask(col)
     data = np.asarray(getattr(col, "data", col))
     if data.dtype.kind in "biuf":
         out = data.astype(np.float64)
@@ -679,7 +713,7 @@ def _to_float(value):
 
 def _str_col(table, name):
     col = table[name]
-    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+    mask = _column_mask(col)
     data = np.asarray(getattr(col, "data", col))
     out = []
     for i, v in enumerate(data):
@@ -865,8 +899,6 @@ def write_reference_catalog(table, path):
     RefcatError
         If the table lacks ``RA``/``DEC`` or the file cannot be written.
     """
-    from .atomic import atomic_output
-
     path = os.fspath(path)
     missing = [c for c in ("RA", "DEC") if c not in table.colnames]
     if missing:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_output
+from .io import DO_NOT_USE
 
 __all__ = [
     "SyntheticConfig",
@@ -63,7 +64,6 @@ MODULE_V2V3 = (86.0, -493.0)
 
 PIXEL_SCALE = 0.031  # arcsec / pixel
 
-DO_NOT_USE = 1
 HOT = 2048  # JWST DQ bit HOT
 
 
