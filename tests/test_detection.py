@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+
+from tweakflow.errors import ConfigError
 from scipy.spatial import cKDTree
 
 from tweakflow import synthetic
@@ -343,7 +345,7 @@ def test_bounding_box_drops_outside_sources():
 
 def test_unknown_parameter_and_finder():
     img = np.zeros((20, 20), np.float32)
-    with pytest.raises(TypeError, match="unknown detection parameters"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\)"):
         detect_sources(img, no_such=1)
     with pytest.raises(ValueError, match="starfinder"):
         detect_sources(img, starfinder="magic")

@@ -49,9 +49,9 @@ import numpy as np
 from astropy.table import Table
 
 from .io import DO_NOT_USE, NON_SCIENCE
+from .params import DEFAULT_DETECTION_PARS, resolve_block
 
 __all__ = [
-    "DEFAULT_DETECTION_PARS",
     "STARFINDERS",
     "DO_NOT_USE",
     "NON_SCIENCE",
@@ -66,30 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Source-finding parameters of the tweakreg step and their defaults.
-DEFAULT_DETECTION_PARS = {
-    "starfinder": "iraf",
-    "snr_threshold": 10.0,
-    "kernel_fwhm": 2.5,
-    "bkg_boxsize": 400,
-    "minsep_fwhm": 0.0,
-    "sigma_radius": 2.5,
-    "sharplo": 0.5,
-    "sharphi": 2.0,
-    "roundlo": 0.0,
-    "roundhi": 0.2,
-    "brightest": 200,
-    "peakmax": None,
-    "npixels": 10,
-    "connectivity": 8,
-    "nlevels": 32,
-    "contrast": 0.001,
-    "multithresh_mode": "exponential",
-    "localbkg_width": 0,
-    "apermask_method": "correct",
-    "kron_params": None,
-    "deblend": True,
-}
 
 #: Allowed values of ``starfinder``.
 STARFINDERS = ("iraf", "dao", "segmentation")
@@ -452,20 +428,16 @@ def _kernel_shape(pars):
 
 
 def _detection_pars(pars):
-    """`DEFAULT_DETECTION_PARS` updated with ``pars``; unknown names and starfinders refused.
+    """`tweakflow.params.DEFAULT_DETECTION_PARS` updated with ``pars``; unknown names and starfinders refused.
 
     Raises
     ------
-    TypeError
+    ConfigError
         For an unknown parameter name.
     ValueError
         For an unknown ``starfinder``.
     """
-    p = dict(DEFAULT_DETECTION_PARS)
-    unknown = set(pars) - set(p)
-    if unknown:
-        raise TypeError(f"unknown detection parameters: {sorted(unknown)}")
-    p.update(pars)
+    p = resolve_block("tweakreg", DEFAULT_DETECTION_PARS, pars)
     if p["starfinder"] not in STARFINDERS:
         raise ValueError(f"unknown starfinder {p['starfinder']!r} (expected one of {', '.join(STARFINDERS)})")
     return p
@@ -558,7 +530,7 @@ def detect_sources(data, dq=None, bounding_box=None, **pars):
         ``((xmin, xmax), (ymin, ymax))`` of the valid WCS region; sources
         outside are dropped.
     **pars
-        Source-finding parameters (see `DEFAULT_DETECTION_PARS`; names,
+        Source-finding parameters (see `tweakflow.params.DEFAULT_DETECTION_PARS`; names,
         meanings and defaults are those of the JWST tweakreg step:
         ``sigma_radius`` is in units of the kernel's sigma, as photutils
         takes it; ``minsep_fwhm`` becomes `min_separation_pixels`;
@@ -577,7 +549,7 @@ def detect_sources(data, dq=None, bounding_box=None, **pars):
 
     Raises
     ------
-    TypeError
+    ConfigError
         For an unknown parameter name.
     ValueError
         For an unknown ``starfinder``.

@@ -37,6 +37,7 @@ import numpy as np
 from .atomic import atomic_output
 from .errors import InputError
 from .grouping import resolve_group_id
+from .params import FITS_DEFAULTS, resolve_block
 
 __all__ = [
     "DO_NOT_USE",
@@ -55,7 +56,6 @@ __all__ = [
     "fits_root",
     "model_filename",
     "check_fits_signature",
-    "FITS_DEFAULTS",
     "FitsChip",
     "read_fits_image",
     "chip_label",
@@ -445,7 +445,7 @@ def read_image(path, with_data=True, with_wcs=True, fits=None):
         Plain FITS images always get their (astropy) WCS.
     fits : dict or None
         Plain FITS images only: the ``fits`` configuration block
-        (`FITS_DEFAULTS`).
+        (`tweakflow.params.FITS_DEFAULTS`).
 
     Returns
     -------
@@ -497,21 +497,6 @@ def read_image(path, with_data=True, with_wcs=True, fits=None):
 # Plain FITS images with a celestial FITS WCS
 # ---------------------------------------------------------------------------
 
-#: The ``fits`` configuration block: how plain FITS images are read.
-FITS_DEFAULTS = {
-    # EXTNAME of the science extensions (every 2-D image HDU with this name
-    # is one chip); None: the first 2-D image HDU with a celestial WCS, and
-    # the HDUs sharing its EXTNAME (e.g. all ``SCI`` chips of an HST file).
-    "sci_ext": None,
-    # EXTNAME of the data-quality extensions (matched to chips by EXTVER);
-    # None, or a file without such extensions: no DQ.
-    "dq_ext": None,
-    # DQ bits that mark a pixel unusable; None: any non-zero value.
-    "dq_bits": None,
-    # Header keyword (primary header, then the chip's) whose value is the
-    # group id; None: each file is its own group (its chips together).
-    "group_keyword": None,
-}
 
 #: FITS projections the FITS-WCS corrector supports here (SIP is optional).
 _FITS_PROJECTIONS = ("TAN",)
@@ -663,7 +648,7 @@ def _is_celestial_image(hdu):
 
 
 def _science_hdus(path, hdul, sci_ext):
-    """Indices of the science chips of a plain FITS file (see `FITS_DEFAULTS`)."""
+    """Indices of the science chips of a plain FITS file (see `tweakflow.params.FITS_DEFAULTS`)."""
     images = [i for i, h in enumerate(hdul) if h.is_image and h.header.get("NAXIS", 0) == 2]
     if sci_ext:
         sel = [i for i in images if hdul[i].name == str(sci_ext).strip().upper()]
@@ -692,16 +677,6 @@ def _fits_date(phdr, hdr):
 
                 return Time(float(h[kw]), format="mjd").isot
     return None
-
-
-def _fits_options(path, fits):
-    """`FITS_DEFAULTS` updated with the ``fits`` block; unknown options refused."""
-    opts = dict(FITS_DEFAULTS)
-    unknown = set(fits or {}) - set(opts)
-    if unknown:
-        raise InputError(f"{path}: unknown fits options {sorted(unknown)}")
-    opts.update(fits or {})
-    return opts
 
 
 def _read_fits_chip(path, hdul, i, opts, with_data):
@@ -762,7 +737,7 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
     with_data : bool
         Also read the science (and DQ, with ``fits["dq_ext"]``) arrays.
     fits : dict or None
-        The ``fits`` configuration block (`FITS_DEFAULTS`).
+        The ``fits`` configuration block (`tweakflow.params.FITS_DEFAULTS`).
     hdul : astropy.io.fits.HDUList or None
         The file, already open (it is not closed here).
 
@@ -778,7 +753,7 @@ def read_fits_image(path, with_data=True, fits=None, hdul=None):
         Naming the file, the extension and the problem.
     """
     path = os.fspath(path)
-    opts = _fits_options(path, fits)
+    opts = resolve_block("fits", FITS_DEFAULTS, fits)
     close = hdul is None
     hdul = hdul if hdul is not None else _open_fits(path)
     try:
