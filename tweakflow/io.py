@@ -906,10 +906,7 @@ def _read_fits_image_sidecar(doc, source):
     chips = doc.get("chips") or []
     if not chips:
         raise InputError(f"{source}: image sidecar lists no science chip")
-    gid = next(
-        (str(g).strip() for g in (doc.get("asn_group_id"), doc.get("group_id")) if g is not None and str(g).strip()),
-        doc["filename"],
-    )
+    gid = resolve_group_id(None, doc.get("group_id"), doc.get("asn_group_id"), fallback=doc["filename"])
     tables = _sidecar_tables(source, doc)
     return {
         "kind": "fits",
@@ -978,7 +975,7 @@ def unreadable_sidecar(doc, reason=None):
         "kind": "unreadable",
         "wcs": None,
         "wcsinfo": {},
-        "group_id": str(doc.get("asn_group_id") or doc["filename"]),
+        "group_id": resolve_group_id(None, asn_group_id=doc.get("asn_group_id"), fallback=doc["filename"]),
         "filename": doc["filename"],
         "shape": (),
         "date": None,
