@@ -39,7 +39,10 @@ if ABSOLUTE:
         params:
             absolute=absolute_params(),
             quality=quality_params(),
-            refcat_name=TW["abs_refcat"],
+            # the configured name, as given (it names the WCS: FIT-LVL3-<name>),
+            # not a path prefix; a function so that --lint does not take a
+            # user catalog's path for a hard-coded one
+            refcat_name=lambda wc: TW["abs_refcat"],
         log:
             f"{LOGS}/absolute_align.log",
         benchmark:

@@ -10,7 +10,8 @@ if config["inputs"] == "demo":
             refcat=f"{DEMO_DIR}/refcat.ecsv",
         params:
             demo=config.get("demo", {}),
-            outdir=DEMO_DIR,
+            # DEMO_DIR, taken from the output path (the lint's rule for path prefixes)
+            outdir=lambda wc, output: os.path.dirname(output.truth),
         log:
             f"{LOGS}/make_demo.log",
         benchmark:
