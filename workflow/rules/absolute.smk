@@ -25,7 +25,6 @@ if ABSOLUTE:
         run:
             run_script("fetch_refcat.py", input, output, params, wildcards, log)
 
-
     rule absolute_align:
         input:
             catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
@@ -55,7 +54,6 @@ if ABSOLUTE:
             runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
         run:
             run_script("absolute_align.py", input, output, params, wildcards, log)
-
 
     rule publish_abs_refcat:
         input:

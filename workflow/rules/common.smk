@@ -112,7 +112,9 @@ if TW.get("use_custom_catalogs"):
     try:
         # (an input that is not FITS has no header to read: with
         # on_bad_input: skip, its job marks it FAILED)
-        _cats, _notes = resolve_custom_catalogs([it for it in IMAGES if it["path"] not in NOT_FITS], catfile=TW.get("catfile"))
+        _cats, _notes = resolve_custom_catalogs(
+            [it for it in IMAGES if it["path"] not in NOT_FITS], catfile=TW.get("catfile")
+        )
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: tweakreg.use_custom_catalogs: {exc}")
     for _n in _notes:
@@ -129,7 +131,9 @@ PUBLISHED = {}  # published catalog file name -> stem, for the images that detec
 if TW.get("save_catalogs"):
     try:
         writer_format(TW["catalog_format"])
-        PUBLISHED = published_catalog_names([it for it in IMAGES if it["stem"] not in CUSTOM_CATALOGS], TW["catalog_format"])
+        PUBLISHED = published_catalog_names(
+            [it for it in IMAGES if it["stem"] not in CUSTOM_CATALOGS], TW["catalog_format"]
+        )
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: {exc}")
 
@@ -157,6 +161,7 @@ def published_catalogs():
 def catalog_to_publish(wildcards):
     """publish_catalog's input: the cached catalog of the image it is named after."""
     return f"{WORK}/catalogs/{PUBLISHED[wildcards.catalog]}_cat.ecsv"
+
 
 # --- end of custom source catalogs and published catalogs -------------------
 

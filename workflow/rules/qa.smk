@@ -2,6 +2,7 @@
 # alignment results (matched pairs, solution tables, WCS sidecars; never pixel
 # data) and HTML pages (summary, attempts, configuration, logs and benchmarks).
 
+
 rule qa_plots:
     input:
         solutions=f"{WORK}/relative/solutions.ecsv",
@@ -73,10 +74,30 @@ rule qa_tables:
         attempts=f"{WORK}/relative/attempts.ecsv",
         after=after_everything_else,
     output:
-        summary=report(f"{QA}/summary.html", caption="../report/summary.rst", category="1. Summary", labels={"page": "per image and per group"}),
-        attempts=report(f"{QA}/attempts.html", caption="../report/attempts.rst", category="1. Summary", labels={"page": "alignment attempts"}),
-        config=report(f"{QA}/config.html", caption="../report/config.rst", category="1. Summary", labels={"page": "configuration"}),
-        record=report(f"{QA}/run_record.html", caption="../report/run_record.rst", category="3. Logs and benchmarks", labels={"page": "every job"}),
+        summary=report(
+            f"{QA}/summary.html",
+            caption="../report/summary.rst",
+            category="1. Summary",
+            labels={"page": "per image and per group"},
+        ),
+        attempts=report(
+            f"{QA}/attempts.html",
+            caption="../report/attempts.rst",
+            category="1. Summary",
+            labels={"page": "alignment attempts"},
+        ),
+        config=report(
+            f"{QA}/config.html",
+            caption="../report/config.rst",
+            category="1. Summary",
+            labels={"page": "configuration"},
+        ),
+        record=report(
+            f"{QA}/run_record.html",
+            caption="../report/run_record.rst",
+            category="3. Logs and benchmarks",
+            labels={"page": "every job"},
+        ),
     params:
         config=config,
         logs_dir=LOGS,
