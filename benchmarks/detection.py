@@ -129,7 +129,6 @@ def centroid_errors(cat_xy, truth, min_snr):
 
     Returns ``{true star index: distance}``.
     """
-    import numpy as np
     from scipy.spatial import cKDTree
 
     if len(cat_xy) == 0:
@@ -219,11 +218,10 @@ def run(args):
     import inspect
     import warnings
 
+    import jwst
     import numpy as np
     import photutils
     import yaml
-
-    import jwst
     from jwst.tweakreg.tweakreg_catalog import make_tweakreg_catalog
 
     from tweakflow.params import DEFAULT_DETECTION_PARS

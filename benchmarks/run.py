@@ -102,7 +102,7 @@ def bench_e2e(work, cores, skip_jwst):
     if not skip_jwst:
         jout = os.path.join(work, "jwst_out")
         shutil.rmtree(jout, ignore_errors=True)
-        t_jwst, log = sh([jwst_python(), os.path.join(HERE, "jwst_tweakreg.py"), asn, jout, refcat])
+        t_jwst, _log = sh([jwst_python(), os.path.join(HERE, "jwst_tweakreg.py"), asn, jout, refcat])
         jpaths = [os.path.join(jout, n.replace("_cal.fits", "_tweakregstep.fits")) for n in names]
         rows["jwst"] = (t_jwst, *accuracy(jpaths, names, truth))
 
@@ -220,7 +220,7 @@ def gather_memory(work, n_images):
     parameters, ``align`` with ``expand_refcat`` (what absolute alignment
     forces), then ``absolute_align`` on that alignment's WCS sidecars.
     """
-    from benchmarks_mosaic import make_catalog_mosaic  # noqa: F401  (same folder)
+    from benchmarks_mosaic import make_catalog_mosaic  # (same folder)
 
     refcat = os.path.join(work, "refcat.ecsv")
     cats, sides = make_catalog_mosaic(work, n_images, refcat=refcat)

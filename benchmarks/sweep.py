@@ -92,7 +92,16 @@ def entries_for(paths, det, cache_dir):
             cat, _ = detect_sources(im.data, im.dq, **det)
             cat.write(cpath)
         gid = resolve_group_id(im.meta["observation"], im.meta["group_id"])
-        out.append(dict(name=os.path.basename(p), wcs=im.wcs, wcsinfo=im.wcsinfo, catalog=cat, group_id=gid, shape=im.shape))
+        out.append(
+            {
+                "name": os.path.basename(p),
+                "wcs": im.wcs,
+                "wcsinfo": im.wcsinfo,
+                "catalog": cat,
+                "group_id": gid,
+                "shape": im.shape,
+            }
+        )
     return out
 
 

@@ -112,6 +112,7 @@ def test_published_catalog_names_refuse_two_alike():
         published_catalog_names(images, "ecsv")
 
 
+@pytest.mark.slow
 def test_workflow_publishes_catalogs_under_the_steps_names(tmp_path):
     """save_catalogs plans {output_dir}/X_cal_cat.<ext> for every X_cal.fits (dry run of the demo)."""
     from tweakflow.synthetic import SyntheticConfig, exposure_filenames

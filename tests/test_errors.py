@@ -132,11 +132,13 @@ def test_config_schema(row, override, needle):
     assert needle in str(exc.value)
 
 
+@pytest.mark.slow
 def test_config_error_stops_before_any_job(tmp_path):
     """C1-C3 end to end: the run stops at parse time naming the key."""
     _dry_run_fails(tmp_path, {"tweakreg": {"serchrad": 3.0}}, "serchrad")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "tweakreg,needle",
     [
@@ -199,6 +201,7 @@ def test_same_output_name(data, tmp_path):
     assert data["good"][0] in str(exc.value) and twin in str(exc.value)
 
 
+@pytest.mark.slow
 def test_not_fits_found_before_any_job(data, tmp_path):
     """I4: files that are not FITS (or empty) are all listed at parse time."""
     out = _dry_run_fails(
@@ -211,6 +214,7 @@ def test_not_fits_found_before_any_job(data, tmp_path):
     assert data["good"][1] + ":" not in out
 
 
+@pytest.mark.slow
 def test_not_fits_skip_mode_plans_the_run(data, tmp_path):
     """I4 with on_bad_input: skip: a warning at parse time, and the run goes on
     (also with custom catalogs on, which read every input's primary header)."""
@@ -285,12 +289,14 @@ def test_association_missing(tmp_path):
         resolve_inputs(p)
 
 
+@pytest.mark.slow
 def test_association_error_stops_before_any_job(data, tmp_path):
     """A2 end to end: the run stops at parse time naming the file."""
     asn = _asn(tmp_path, "not json at all")
     _dry_run_fails(tmp_path, {"inputs": asn}, f"tweakflow: {asn}: association is not valid JSON")
 
 
+@pytest.mark.slow
 def test_member_outside_allowed_when_asked(data, tmp_path):
     """A6: refused by default (above), accepted with allow_outside_asn: true."""
     folder = tmp_path / "asn"
@@ -391,6 +397,7 @@ def test_blank_image_gives_empty_catalog(data, tmp_path, caplog, row, name, reas
     assert any(data[name] in r.getMessage() and reason in r.getMessage() for r in caplog.records), caplog.text
 
 
+@pytest.mark.slow
 def test_failed_job_end_to_end(data, tmp_path):
     """M1-M3 through Snakemake: the image's job fails with one line naming the file; exit status != 0."""
     inputs = [data["good"][1], data["truncated"]]
@@ -463,6 +470,7 @@ def test_catfile_missing(tmp_path):
         parse_catfile(str(tmp_path / "catfile.txt"))
 
 
+@pytest.mark.slow
 def test_catfile_names_a_missing_catalog_stops_before_any_job(data, tmp_path):
     """K5: the catalog a catfile gives an image does not exist."""
     cf = tmp_path / "catfile.txt"
@@ -489,6 +497,7 @@ def test_custom_catalog_missing_fails_the_job(data, tmp_path):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reference_catalog_without_radec_stops_before_any_job(data, tmp_path):
     """R1"""
     ref = tmp_path / "my_ref.ecsv"

@@ -191,6 +191,7 @@ def corrupted(tmp_path_factory):
     return _corrupt_files(ds["images"][0], str(outdir), np.random.default_rng(SEED))
 
 
+@pytest.mark.slow
 def test_corrupted_fits_give_only_clear_errors(corrupted):
     assert len(corrupted) >= 400
     problems, counts = [], {"ok": 0, "clear": 0}

@@ -124,6 +124,7 @@ def _pixels(path):
     return matplotlib.image.imread(path)
 
 
+@pytest.mark.slow
 def test_plots_are_thread_safe_and_reuse_a_figure(aligned, tmp_path):
     """Plots drawn by threads at once, or on one figure redrawn image after image, are those drawn alone."""
     import subprocess

@@ -182,6 +182,7 @@ def test_jwst_behaviour_accepts_wrong_fits(large_errors):
     assert np.nanmax(err) > 500.0, err
 
 
+@pytest.mark.slow
 def test_default_parameters_never_silently_wrong(large_errors):
     """DEFAULT parameters: every image within 1 mas of the truth or SKIPPED, never COMPLETE above 10 mas."""
     entries, truth = large_errors
@@ -273,6 +274,7 @@ def test_too_few_matches_is_not_matched_again_per_geometry(small_entries, monkey
     assert sorted(calls) == [("rshift", 2.0), ("rshift", 6.0), ("rshift", 12.0)], calls
 
 
+@pytest.mark.slow
 def test_wrong_catalog_of_the_reference_image(large_errors):
     """A reference image whose catalog the others contradict is dropped from the reference."""
     entries, truth = large_errors
@@ -291,6 +293,7 @@ def test_wrong_catalog_of_the_reference_image(large_errors):
 # --- strict mode ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pars", [{}, {"expand_refcat": True}, {"fitgeometry": "general"}])
 def test_gates_off_reproduce_tweakwcs_align_wcs(large_errors, pars):
     """quality.enabled false gives exactly tweakwcs align_wcs (the JWST step)."""
@@ -334,6 +337,7 @@ def four_groups(tmp_path_factory):
     return _entries(paths["images"]), truth
 
 
+@pytest.mark.slow
 def test_fit_inconsistent_with_the_run_is_rejected(four_groups):
     """A group whose centroids scatter 10x more than the others' fits far above the run's RMS: SKIPPED, not COMPLETE."""
     entries, truth = four_groups

@@ -266,6 +266,7 @@ def test_gaiarefcat_and_any_case_are_service_catalogs(server, name):
     assert max(ang_sep_arcsec(*got[k], *exp[k]) for k in exp) < 1e-3
 
 
+@pytest.mark.slow
 def test_gaiarefcat_in_the_workflow_plans_a_fetch(tmp_path):
     """abs_refcat: gaiarefcat is accepted at parse time and fetched as GAIAREFCAT."""
     from workflow_runner import run_workflow

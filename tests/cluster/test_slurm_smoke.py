@@ -70,6 +70,7 @@ def _check_sacct(slurm_cluster, job_ids) -> None:
         assert r["Partition"] == slurm_cluster.partition, r
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_plugin_profile(slurm_cluster, tmp_path):
     snakefile = _write_workflow(tmp_path)
@@ -89,6 +90,7 @@ def test_slurm_plugin_profile(slurm_cluster, tmp_path):
     assert logs == sorted(f"{j}.log" for j in job_ids), logs
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_cluster_generic_profile(slurm_cluster, tmp_path):
     snakefile = _write_workflow(tmp_path)
@@ -119,6 +121,7 @@ def test_cluster_generic_profile(slurm_cluster, tmp_path):
     assert outs == sorted([f"make_demo-{demo}.out", f"detect_detect_sources-{group}.out"]), outs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["default", "slurm", "slurm-ci", "cluster-generic"])
 def test_profile_dry_run(profile, tmp_path, request):
     if profile != "default":

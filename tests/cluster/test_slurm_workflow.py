@@ -79,6 +79,7 @@ def thousand_inputs(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_dry_run_groups_per_image_jobs(thousand_inputs, executor_plugins):
     sizes = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())["group-components"]
     assert sizes == {"detect": 50, "apply": 50}, sizes

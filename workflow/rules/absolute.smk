@@ -25,7 +25,6 @@ if ABSOLUTE:
         run:
             run_script("fetch_refcat.py", input, output, params, wildcards, log)
 
-
     rule absolute_align:
         input:
             catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
@@ -39,7 +38,10 @@ if ABSOLUTE:
         params:
             absolute=absolute_params(),
             quality=quality_params(),
-            refcat_name=TW["abs_refcat"],
+            # the configured name, as given (it names the WCS: FIT-LVL3-<name>),
+            # not a path prefix; a function so that --lint does not take a
+            # user catalog's path for a hard-coded one
+            refcat_name=lambda wc: TW["abs_refcat"],
         log:
             f"{LOGS}/absolute_align.log",
         benchmark:
@@ -52,7 +54,6 @@ if ABSOLUTE:
             runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
         run:
             run_script("absolute_align.py", input, output, params, wildcards, log)
-
 
     rule publish_abs_refcat:
         input:

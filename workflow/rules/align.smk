@@ -22,10 +22,13 @@ rule align:
         # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 564 MB
         # (~0.4 MB per image), 258 s; 740 MB with expand_refcat (the growing
         # reference catalog), 373 s
-        mem_mb=lambda wc, input, attempt: attempt * (
-            300 + 2 * len(STEMS) + int(30 * input.size_mb)
-            if relative_params()["expand_refcat"]
-            else 300 + len(STEMS) + int(4 * input.size_mb)
+        mem_mb=lambda wc, input, attempt: (
+            attempt
+            * (
+                300 + 2 * len(STEMS) + int(30 * input.size_mb)
+                if relative_params()["expand_refcat"]
+                else 300 + len(STEMS) + int(4 * input.size_mb)
+            )
         ),
         runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 40),
     run:

@@ -1,13 +1,6 @@
 # Scatter: one corrected image per input, and the summary table.
 
 
-def sip_params():
-    """Only the SIP-approximation parameters: changing them re-runs apply_wcs only."""
-    from tweakflow.wcs_update import SIP_PARS
-
-    return {k: TW[k] for k in SIP_PARS}
-
-
 rule apply_wcs:
     input:
         image=image_path,

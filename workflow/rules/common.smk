@@ -118,7 +118,9 @@ if TW.get("use_custom_catalogs"):
     try:
         # (an input that is not FITS has no header to read: with
         # on_bad_input: skip, its job marks it FAILED)
-        _cats, _notes = resolve_custom_catalogs([it for it in IMAGES if it["path"] not in NOT_FITS], catfile=TW.get("catfile"))
+        _cats, _notes = resolve_custom_catalogs(
+            [it for it in IMAGES if it["path"] not in NOT_FITS], catfile=TW.get("catfile")
+        )
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: tweakreg.use_custom_catalogs: {exc}")
     for _n in _notes:
@@ -135,7 +137,9 @@ PUBLISHED = {}  # published catalog file name -> stem, for the images that detec
 if TW.get("save_catalogs"):
     try:
         writer_format(TW["catalog_format"])
-        PUBLISHED = published_catalog_names([it for it in IMAGES if it["stem"] not in CUSTOM_CATALOGS], TW["catalog_format"])
+        PUBLISHED = published_catalog_names(
+            [it for it in IMAGES if it["stem"] not in CUSTOM_CATALOGS], TW["catalog_format"]
+        )
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: {exc}")
 
@@ -163,6 +167,7 @@ def published_catalogs():
 def catalog_to_publish(wildcards):
     """publish_catalog's input: the cached catalog of the image it is named after."""
     return f"{WORK}/catalogs/{PUBLISHED[wildcards.catalog]}_cat.ecsv"
+
 
 # --- end of custom source catalogs and published catalogs -------------------
 
@@ -223,6 +228,13 @@ def image_path(wildcards):
     return BY_STEM[wildcards.stem]["path"]
 
 
+def sip_params():
+    """Only the SIP-approximation parameters: changing them re-runs apply_wcs only."""
+    from tweakflow.wcs_update import SIP_PARS
+
+    return {k: TW[k] for k in SIP_PARS}
+
+
 def final_wcs_sidecar(wildcards):
     stage = "absolute" if ABSOLUTE else "relative"
     return f"{WORK}/{stage}/{wildcards.stem}_wcs.asdf"
@@ -235,6 +247,8 @@ def final_wcs_sidecars():
 
 
 QA = f"{OUT}/qa"
+# the HTML pages of the report, written by qa_tables after every other output
+QA_TABLES = [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html"]
 
 
 def qa_outputs():
@@ -243,7 +257,7 @@ def qa_outputs():
     if not config.get("quality", {}).get("report", True):
         return []
     outs = [f"{QA}/images", f"{QA}/footprints.png", f"{QA}/residuals_overview.png"]
-    outs += [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html"]
+    outs += QA_TABLES
     if ABSOLUTE:
         outs.append(f"{QA}/absolute_fit.png")
     return outs
@@ -265,3 +279,16 @@ def all_outputs():
     if config["inputs"] == "demo":
         outs.append(f"{OUT}/demo_accuracy.ecsv")
     return outs + qa_outputs()
+
+
+def absolute_matches_input():
+    """The absolute fit's matched pairs, when the absolute_align rule records them."""
+    if ABSOLUTE and "matches" in rules.absolute_align.output.keys():
+        return f"{WORK}/absolute/matches.ecsv"
+    return []
+
+
+def after_everything_else(wildcards):
+    """Every other output of the run: the run record is written last, so
+    that it finds every job's log and benchmark."""
+    return [o for o in all_outputs() if o not in QA_TABLES]

@@ -10,7 +10,8 @@ if config["inputs"] == "demo":
             refcat=f"{DEMO_DIR}/refcat.ecsv",
         params:
             demo=config.get("demo", {}),
-            outdir=DEMO_DIR,
+            # DEMO_DIR, taken from the output path (the lint's rule for path prefixes)
+            outdir=lambda wc, output: os.path.dirname(output.truth),
         log:
             f"{LOGS}/make_demo.log",
         benchmark:
@@ -18,8 +19,12 @@ if config["inputs"] == "demo":
         resources:
             # measured: ~150 MB + 55 MB per Mpixel of one image (written one
             # at a time; 370 MB for 2048x2048), ~1 s per Mpixel
-            mem_mb=lambda wc, attempt: attempt * (400 + int(1e-4 * config["demo"]["shape"][0] * config["demo"]["shape"][1])),
-            runtime=lambda wc, attempt: attempt * (2 + int(len(STEMS) * config["demo"]["shape"][0] * config["demo"]["shape"][1] / 20e6)),
+            mem_mb=lambda wc, attempt: (
+                attempt * (400 + int(1e-4 * config["demo"]["shape"][0] * config["demo"]["shape"][1]))
+            ),
+            runtime=lambda wc, attempt: (
+                attempt * (2 + int(len(STEMS) * config["demo"]["shape"][0] * config["demo"]["shape"][1] / 20e6))
+            ),
         run:
             run_script("make_demo.py", input, output, params, wildcards, log)
 

@@ -34,7 +34,7 @@ rule publish_catalog:
     output:
         f"{OUT}/{{catalog}}",
     wildcard_constraints:
-        catalog=r"[^/]+_cat\." + re.escape(CATALOG_EXT),
+        catalog=rf"[^/]+_cat\.{re.escape(CATALOG_EXT)}",
     params:
         catalog_format=TW["catalog_format"],
     log:

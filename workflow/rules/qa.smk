@@ -2,21 +2,6 @@
 # alignment results (matched pairs, solution tables, WCS sidecars; never pixel
 # data) and HTML pages (summary, attempts, configuration, logs and benchmarks).
 
-QA_TABLES = [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html"]
-
-
-def absolute_matches_input():
-    """The absolute fit's matched pairs, when the absolute_align rule records them."""
-    if ABSOLUTE and "matches" in rules.absolute_align.output.keys():
-        return f"{WORK}/absolute/matches.ecsv"
-    return []
-
-
-def after_everything_else(wildcards):
-    """Every other output of the run: the run record is written last, so
-    that it finds every job's log and benchmark."""
-    return [o for o in all_outputs() if o not in QA_TABLES]
-
 
 rule qa_plots:
     input:
@@ -89,10 +74,30 @@ rule qa_tables:
         attempts=f"{WORK}/relative/attempts.ecsv",
         after=after_everything_else,
     output:
-        summary=report(f"{QA}/summary.html", caption="../report/summary.rst", category="1. Summary", labels={"page": "per image and per group"}),
-        attempts=report(f"{QA}/attempts.html", caption="../report/attempts.rst", category="1. Summary", labels={"page": "alignment attempts"}),
-        config=report(f"{QA}/config.html", caption="../report/config.rst", category="1. Summary", labels={"page": "configuration"}),
-        record=report(f"{QA}/run_record.html", caption="../report/run_record.rst", category="3. Logs and benchmarks", labels={"page": "every job"}),
+        summary=report(
+            f"{QA}/summary.html",
+            caption="../report/summary.rst",
+            category="1. Summary",
+            labels={"page": "per image and per group"},
+        ),
+        attempts=report(
+            f"{QA}/attempts.html",
+            caption="../report/attempts.rst",
+            category="1. Summary",
+            labels={"page": "alignment attempts"},
+        ),
+        config=report(
+            f"{QA}/config.html",
+            caption="../report/config.rst",
+            category="1. Summary",
+            labels={"page": "configuration"},
+        ),
+        record=report(
+            f"{QA}/run_record.html",
+            caption="../report/run_record.rst",
+            category="3. Logs and benchmarks",
+            labels={"page": "every job"},
+        ),
     params:
         config=config,
         logs_dir=LOGS,
