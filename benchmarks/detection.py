@@ -224,8 +224,8 @@ def run(args):
     import yaml
     from jwst.tweakreg.tweakreg_catalog import make_tweakreg_catalog
 
-    from tweakflow.params import DEFAULT_DETECTION_PARS
     from tweakflow.io import read_image
+    from tweakflow.params import DEFAULT_DETECTION_PARS
     from tweakflow.synthetic import PIXEL_SCALE
 
     if "kernel_fwhm" not in inspect.signature(make_tweakreg_catalog).parameters:

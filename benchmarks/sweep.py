@@ -45,9 +45,7 @@ SETS = {
 
 
 def _split(pars):
-    from tweakflow.params import ABSOLUTE_PARS
-    from tweakflow.params import RELATIVE_PARS
-    from tweakflow.params import DEFAULT_DETECTION_PARS
+    from tweakflow.params import ABSOLUTE_PARS, DEFAULT_DETECTION_PARS, RELATIVE_PARS
 
     det = {k: v for k, v in pars.items() if k in DEFAULT_DETECTION_PARS}
     rel = {k: v for k, v in pars.items() if k in RELATIVE_PARS}

@@ -1,6 +1,5 @@
 """Rule qa_absolute: plot of the absolute fit (PNG)."""
-from tweakflow.steps import qa_absolute_step
-from tweakflow.steps import run_rule
+from tweakflow.steps import qa_absolute_step, run_rule
 
 run_rule(
     qa_absolute_step,

@@ -1,6 +1,5 @@
 """Rule qa_plots: per-image residual plots, footprints and overview (PNG)."""
-from tweakflow.steps import qa_plots_step
-from tweakflow.steps import run_rule
+from tweakflow.steps import qa_plots_step, run_rule
 
 run_rule(
     qa_plots_step,

@@ -1,6 +1,5 @@
 """Rule qa_tables: HTML pages of the report (summary, attempts, configuration, logs and benchmarks)."""
-from tweakflow.steps import qa_tables_step
-from tweakflow.steps import run_rule
+from tweakflow.steps import qa_tables_step, run_rule
 
 run_rule(
     qa_tables_step,

@@ -8,12 +8,12 @@ from astropy.table import Table
 
 from tweakflow import metrics, synthetic
 from tweakflow.absolute import absolute_align, combined_catalog, wcs_name
-from tweakflow.results import final_status
 from tweakflow.align import relative_align
-from tweakflow.fitting import make_corrector
 from tweakflow.detection import detect_sources
+from tweakflow.fitting import make_corrector
 from tweakflow.grouping import resolve_group_id
 from tweakflow.io import read_image
+from tweakflow.results import final_status
 
 #: 4 exposures x 2 detectors, 5 mas reference-catalog noise.
 ABS_SET = {"n_exposures": 4, "detectors": ["nrca1", "nrca3"], "shape": [1024, 1024], "seed": 9, "n_stars": 900}
@@ -72,7 +72,7 @@ def test_merged_catalog_counts_repeated_detections(aligned):
 
 
 def test_failure_keeps_relative_alignment(aligned):
-    entries, wcs, statuses, ref, tl, shapes = aligned
+    entries, wcs, statuses, ref, _tl, _shapes = aligned
     far = Table({"RA": ref["RA"] + 0.5, "DEC": ref["DEC"]})  # a catalog of another field
     out, rows, _ = absolute_align(entries, wcs, statuses, far)
     assert all(r["status"] == "FAILED" for r in rows)
@@ -93,7 +93,7 @@ def _random_field(ref, density_factor, seed):
 @pytest.mark.parametrize("density_factor", [1.0, 4.0, 10.0])
 def test_catalog_of_another_field_is_rejected(aligned, density_factor):
     """Chance pairs with an unrelated catalog never pass the gates: the relative alignment is kept."""
-    entries, wcs, statuses, ref, tl, shapes = aligned
+    entries, wcs, statuses, ref, _tl, _shapes = aligned
     out, rows, _ = absolute_align(entries, wcs, statuses, _random_field(ref, density_factor, seed=int(density_factor)))
     assert all(r["status"] == "FAILED" for r in rows), [(r["status"], r["n_used"], r["rms_mas"]) for r in rows]
     assert all(a is b for a, b in zip(out, wcs))

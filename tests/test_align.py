@@ -46,10 +46,7 @@ def test_in_memory_is_accepted_and_reaches_no_step():
 
     import yaml
 
-    from tweakflow.params import ABSOLUTE_PARS
-    from tweakflow.params import RELATIVE_PARS
-    from tweakflow.params import DEFAULT_DETECTION_PARS
-    from tweakflow.params import SIP_PARS
+    from tweakflow.params import ABSOLUTE_PARS, DEFAULT_DETECTION_PARS, RELATIVE_PARS, SIP_PARS
     from workflow_runner import ROOT
 
     with open(os.path.join(ROOT, "workflow", "schemas", "config.schema.yaml")) as f:

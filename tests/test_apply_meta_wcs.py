@@ -17,8 +17,8 @@ from astropy.time import Time
 from tweakflow import wcs_update
 from tweakflow.errors import InputError
 from tweakflow.io import read_jwst_meta, read_sidecar, write_sidecar
-from tweakflow.synthetic import load_truth
 from tweakflow.params import SIP_PARS
+from tweakflow.synthetic import load_truth
 from tweakflow.wcs_update import write_jwst_output
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from workflow_runner import run_workflow
 from tweakflow.catalogs import (
     catalog_extension,
     parse_catfile,
@@ -21,6 +20,7 @@ from tweakflow.catalogs import (
     writer_format,
 )
 from tweakflow.errors import ConfigError, InputError
+from workflow_runner import run_workflow
 
 # ---------------------------------------------------------------------------
 # reading and writing catalogs
@@ -126,7 +126,7 @@ def test_workflow_publishes_catalogs_under_the_steps_names(tmp_path):
 
 
 def test_unknown_catalog_format_names_the_key():
-    with pytest.raises(ConfigError, match="tweakreg.catalog_format"):
+    with pytest.raises(ConfigError, match=r"tweakreg\.catalog_format"):
         writer_format("no-such-format")
 
 
@@ -162,7 +162,7 @@ def test_parse_catfile_errors(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def images_with_meta(tmp_path, small_dataset):
     """Four images in tmp/data; image 0 has meta.tweakreg_catalog = 'cats/meta0.ecsv'.
 
@@ -173,7 +173,7 @@ def images_with_meta(tmp_path, small_dataset):
     data = tmp_path / "data"
     data.mkdir()
     images = []
-    for k, src in enumerate(small_dataset["images"]):
+    for _k, src in enumerate(small_dataset["images"]):
         dst = data / os.path.basename(src)
         shutil.copy(src, dst)
         stem = os.path.basename(src).replace("_cal.fits", "")

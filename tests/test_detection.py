@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-
-from tweakflow.errors import ConfigError
 from scipy.spatial import cKDTree
 
 from tweakflow import synthetic
@@ -14,6 +12,7 @@ from tweakflow.detection import (
     find_local_peaks,
     min_separation_pixels,
 )
+from tweakflow.errors import ConfigError
 from tweakflow.io import read_image
 
 MAS_PER_PX = synthetic.PIXEL_SCALE * 1000.0
@@ -96,7 +95,7 @@ def test_masked_pixel_inside_a_star_is_filled(image_and_truth):
     x, y = truexy[k]
     data = im.data.copy()
     dq = im.dq.copy()
-    iy, ix = int(round(y)), int(round(x)) + 1
+    iy, ix = round(y), round(x) + 1
     data[iy, ix] = 6e4  # a hot pixel next to the star's peak
     dq[iy, ix] |= 1
     cat, _ = detect_sources(data, dq, brightest=None)
@@ -113,7 +112,7 @@ def test_masked_pixels_are_ignored():
     dq[100, 100] = 1
     dq[150, 40] = 512
     data[50:60, 50:60] = np.nan
-    cat, reason = detect_sources(data, dq, bkg_boxsize=50)
+    cat, _reason = detect_sources(data, dq, bkg_boxsize=50)
     assert len(cat) == 0 or np.all(np.hypot(cat["x"] - 100, cat["y"] - 100) > 3)
     assert len(cat) == 0 or np.all(np.hypot(cat["x"] - 40, cat["y"] - 150) > 3)
 

@@ -50,7 +50,7 @@ def test_unreadable_sidecar_gives_an_entry_left_out(jwst_pair, tmp_path):
     cats, sides = jwst_pair
     bad = tmp_path / "bad_meta.json"
     bad.write_text('{"kind": "jwst", "filename": "bad.fits", "asdf": "bm90IGFzZGY="}')
-    with pytest.raises(InputError, match="bad_meta.json"):
+    with pytest.raises(InputError, match=r"bad_meta\.json"):
         load_entries(cats[:1] + [cats[1]], sides[:1] + [str(bad)])
     entries = load_entries(cats[:1] + [cats[1]], sides[:1] + [str(bad)], on_bad_input="skip")
     assert entries[1]["wcs"] is None and entries[1]["unreadable"] and len(entries[1]["catalog"]) == 0

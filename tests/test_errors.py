@@ -17,8 +17,8 @@ import pytest
 import yaml
 from astropy.table import Table
 
-from workflow_runner import ROOT, run_workflow
 from tweakflow.errors import ConfigError, InputError, OutputError, TweakflowError
+from workflow_runner import ROOT, run_workflow
 
 #: a few small images: enough for the per-image steps, cheap to copy
 DATA = {"n_exposures": 2, "detectors": ["nrca1"], "shape": (256, 256), "n_stars": 6000, "seed": 5}
@@ -528,11 +528,14 @@ def test_write_failure_names_the_output_and_leaves_nothing(tmp_path):
     from tweakflow.atomic import atomic_output
 
     target = tmp_path / "cats" / "x_cat.ecsv"
-    with pytest.raises(OutputError, match="No space left on device") as exc:
+    def write_half_then_fill_the_disk():
         with atomic_output(str(target)) as tmp:
             with open(tmp, "w") as f:
                 f.write("# half a catalog\n")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OutputError, match="No space left on device") as exc:
+        write_half_then_fill_the_disk()
     assert str(exc.value).startswith(str(target))
     assert isinstance(exc.value, TweakflowError)
     assert os.listdir(tmp_path / "cats") == []

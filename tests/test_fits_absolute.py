@@ -15,10 +15,18 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from refcat_server import CatalogServer, stars_from_dataset
-from workflow_runner import CallableWCS, check_fits_product_is_input_copy, fits_sci_hdus, max_sky_distance_mas, run_workflow, sha256, without_lookup_tables
 from tweakflow import metrics, synthetic
 from tweakflow.absolute import wcs_name
 from tweakflow.io import read_image, read_sidecar
+from workflow_runner import (
+    CallableWCS,
+    check_fits_product_is_input_copy,
+    fits_sci_hdus,
+    max_sky_distance_mas,
+    run_workflow,
+    sha256,
+    without_lookup_tables,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,18 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from workflow_runner import CallableWCS, check_fits_product_is_input_copy, fits_sci_hdus, max_sky_distance_mas, run_workflow, sha256, without_lookup_tables
 from tweakflow import metrics, synthetic
 from tweakflow.errors import InputError
 from tweakflow.io import read_fits_image, read_image, read_sidecar, write_image_sidecar
+from workflow_runner import (
+    CallableWCS,
+    check_fits_product_is_input_copy,
+    fits_sci_hdus,
+    max_sky_distance_mas,
+    run_workflow,
+    sha256,
+    without_lookup_tables,
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +198,7 @@ def test_generator_writes_hst_like_lookup_tables(fits_lut_dataset):
 
 def test_lookup_tables_are_read_and_kept_in_the_image_sidecar(fits_lut_dataset, tmp_path):
     path = _by_name(fits_lut_dataset, "mc2_flt.fits")
-    truth, _ = synthetic.load_truth(fits_lut_dataset["truth"])
+    _truth, _ = synthetic.load_truth(fits_lut_dataset["truth"])
     im = read_image(path, with_data=False)
     assert all(_has_tables(c.wcs) for c in im.chips)
     side = str(tmp_path / "mc2_meta.json")

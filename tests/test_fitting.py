@@ -25,7 +25,7 @@ def test_refinement_repeats_until_the_false_pairs_are_gone():
 
     first = fitter(*pairs)
     one_round = refine_fit(ref, im, first, pairs, fitter, 0.02, 0.7, 15, max_iter=1)
-    fit, ri, ii, radius = refine_fit(ref, im, first, pairs, fitter, 0.02, 0.7, 15)
+    fit, _ri, ii, radius = refine_fit(ref, im, first, pairs, fitter, 0.02, 0.7, 15)
     assert set(one_round[2]) - set(range(30))  # a single round keeps false pairs
     assert set(ii) == set(range(30)) and radius < 0.05
     assert far_error(fit) < 0.2 * far_error(one_round[0]), (far_error(fit), far_error(one_round[0]))

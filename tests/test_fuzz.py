@@ -149,7 +149,7 @@ def _corrupt_files(src, outdir, rng):
             buf[off : off + 80] = _card(key, value)
             label = f"hdr-{key}"
         elif mode == 2:
-            end = [off for off, kw in cards if kw == "END"][0]
+            end = next(off for off, kw in cards if kw == "END")
             buf[end : end + 80] = b" " * 80 if rng.random() < 0.5 else _card("COMMENT", "'x'")
             label = "hdr-noEND"
         else:
@@ -201,7 +201,7 @@ def test_corrupted_fits_give_only_clear_errors(corrupted):
     modes = np.random.default_rng(SEED + 1).integers(3, size=len(corrupted))
     pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
     try:
-        for k, (label, path) in enumerate(corrupted):
+        for k, (_label, path) in enumerate(corrupted):
             with_data, with_wcs = [(True, False), (False, True), (True, True)][modes[k]]
             fut = pool.submit(read_one, path, with_data, with_wcs)
             try:

@@ -20,8 +20,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from refcat_server import CatalogServer, stars_from_dataset
-from workflow_runner import CallableWCS, fits_sci_hdus, run_workflow
 from tweakflow import metrics, synthetic
+from workflow_runner import CallableWCS, fits_sci_hdus, run_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def _products(kind, dataset, outdir):
             continue
         with fits.open(prod) as hdul:
             sci = [hdul[i] for i in fits_sci_hdus(hdul)]
-            for k, (h, tw) in enumerate(zip(sci, truth[name])):
+            for _k, (h, tw) in enumerate(zip(sci, truth[name])):
                 label = name if len(sci) == 1 else f"{name}[SCI,{h.ver}]"
                 out[label] = (CallableWCS(WCS(h.header, fobj=hdul)), CallableWCS(tw), h.data.shape)
     return out

@@ -5,12 +5,12 @@ import os
 
 import pytest
 import yaml
-from workflow_runner import ROOT
 
 from tweakflow import params
 from tweakflow.errors import ConfigError
 from tweakflow.refcat import DEFAULT_URL
 from tweakflow.steps.fanout import fetch_refcat_step
+from workflow_runner import ROOT
 
 #: configuration block -> the library's defaults of that block
 BLOCKS = {

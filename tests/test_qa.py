@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from workflow_runner import SMALL, run_workflow
 from tweakflow import qa, results
 from tweakflow.align import relative_align
-from tweakflow.results import rows_to_table
 from tweakflow.detection import detect_sources
 from tweakflow.grouping import resolve_group_id
 from tweakflow.io import read_image
+from tweakflow.results import rows_to_table
+from workflow_runner import SMALL, run_workflow
 
 
 class _Rows(html.parser.HTMLParser):
@@ -72,7 +72,7 @@ def aligned(small_dataset):
 
 def test_relative_matches_reproduce_the_fit(aligned):
     """The recorded pairs are those of each fit: their used residuals give the fit's RMS."""
-    entries, _, sol, details = aligned
+    _entries, _, sol, details = aligned
     m = details["matches"]
     assert np.all(m["accepted"])
     for gid in set(sol["group_id"][sol["n_matches"] > 0]):

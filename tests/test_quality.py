@@ -191,7 +191,7 @@ def test_default_parameters_never_silently_wrong(large_errors):
     err = _errors(entries, truth, wcs, rows)
     complete = np.array([r["status"] == "COMPLETE" for r in rows])
     assert not np.any(err[complete] > 10.0), err
-    assert np.all((err[complete] < 1.0)), err
+    assert np.all(err[complete] < 1.0), err
     assert np.all(complete | np.array([r["status"] == "SKIPPED" and bool(r["reason"]) for r in rows]))
     # here the recovery chain finds every offset: all images aligned
     assert complete.all(), [r["reason"] for r in rows]
@@ -240,7 +240,7 @@ def test_wrong_catalog_of_one_image_is_skipped_with_reason(small_entries):
 
 def test_wrong_catalog_of_a_single_image_group(small_entries):
     """A group of one image with a wrong catalog: no attempt passes, SKIPPED, input WCS kept."""
-    entries, truth = small_entries
+    entries, _truth = small_entries
     bad = _with_catalog(entries, 2, 3)
     sub = [bad[0], bad[2]]
     wcs, rows = relative_align(sub)
@@ -267,7 +267,7 @@ def test_too_few_matches_is_not_matched_again_per_geometry(small_entries, monkey
         return real(entries_, idx, reference, att, *args, **kwargs)
 
     monkeypatch.setattr(align_mod, "_fit_attempt", counting)
-    wcs, rows = relative_align(few)
+    _wcs, rows = relative_align(few)
     assert rows[1]["status"] == "SKIPPED" and rows[1]["n_attempts"] == 6
     assert "not enough matches" in rows[1]["reason"]
     # rshift at 2, 6 and 12 arcsec are matched; shift at the same radii reuse them

@@ -183,7 +183,7 @@ def test_fetch_malformed_body(server, body, match):
 
 def test_fetch_in_band_error_is_reported_and_not_retried(server):
     server.queue(200, "Error: EPOCH value out of range\r\n", times=3)
-    with pytest.raises(RefcatError, match="refused the query.*EPOCH value out of range"):
+    with pytest.raises(RefcatError, match=r"refused the query.*EPOCH value out of range"):
         fetch(server, retries=3)
     assert len(server.requests) == 1
 

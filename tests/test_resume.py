@@ -114,7 +114,7 @@ def test_names_with_spaces_and_unicode_align(inputs, reference):
     summary = Table.read(reference / "tweakreg_summary.ecsv")
     assert list(summary["status"]) == ["COMPLETE"] * 3
     outs, tl, shapes = [], [], []
-    for p, s in zip(inputs["images"], _stems(inputs["images"])):
+    for _p, s in zip(inputs["images"], _stems(inputs["images"])):
         assert s.endswith(SUFFIX)
         with ImageModel(str(reference / f"{s}_tweakreg.fits")) as m:
             outs.append(m.meta.wcs)

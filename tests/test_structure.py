@@ -147,7 +147,7 @@ def test_functions_are_short():
 def test_the_checker_sees_relative_and_local_imports(tmp_path):
     """The import reader resolves ``from ..x import y`` in a subpackage and
     flags an import inside a function (the checks above rely on both)."""
-    edges = dict((t, inside) for t, _, inside in _imports()["steps.gather"])
+    edges = {t: inside for t, _, inside in _imports()["steps.gather"]}
     assert edges.get("align") is False and edges.get("results") is False
     tree = ast.parse("def f():\n    from .align import relative_align\n")
     fn = tree.body[0]

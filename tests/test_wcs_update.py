@@ -8,11 +8,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from tweakflow.params import RELATIVE_PARS
-from tweakflow.params import DEFAULT_DETECTION_PARS
 from tweakflow.io import output_stem, read_jwst_meta, read_sidecar, write_sidecar
+from tweakflow.params import DEFAULT_DETECTION_PARS, RELATIVE_PARS, SIP_PARS
 from tweakflow.steps import align_step, apply_step, detect_step
-from tweakflow.params import SIP_PARS
 from tweakflow.wcs_update import output_wcs_name, update_fits_header_wcs
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from workflow_runner import SMALL, run_workflow, sha256
 from tweakflow import metrics, synthetic
+from workflow_runner import SMALL, run_workflow, sha256
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from workflow_runner import run_workflow
 from refcat_server import CatalogServer, stars_from_dataset
 from tweakflow import metrics, synthetic
+from workflow_runner import run_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_gaia_from_local_service(tmp_path, small_dataset):
         q = server.requests[0]
         assert q["CAT"] == "GAIADR3" and abs(float(q["EPOCH"]) - 2026.2) < 0.1
         assert (tmp_path / "out" / "work" / "refcat" / "GAIADR3.ecsv").exists()
-        ab, rel = _errors(str(tmp_path / "out"), small_dataset, wcs_name="FIT-LVL3-GAIADR3")
+        ab, _rel = _errors(str(tmp_path / "out"), small_dataset, wcs_name="FIT-LVL3-GAIADR3")
         assert np.all(ab < 5.0), ab
         # re-running with another abs_* value re-uses the cached catalog
         run_workflow(tmp_path, {**config, "tweakreg": {"abs_refcat": "GAIADR3", "abs_nclip": 2}})

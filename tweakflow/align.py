@@ -233,7 +233,7 @@ def _group_stats(fi, fit, frame, image_stats, corners, n_img_in_total, att, p):
     ref_valid = np.isfinite(frame.ref_tp).all(axis=1)
     n_pos = sum(s["n_possible"] for s in image_stats)
     return {
-        "n_matches": int(len(minp)),
+        "n_matches": len(minp),
         "n_used": int(np.count_nonzero(used)),
         "rms_mas": 1000.0 * tps * float(fi["rmse"]),
         "match_fraction": sum(s["n_used"] for s in image_stats) / n_pos if n_pos else math.nan,

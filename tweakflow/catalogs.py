@@ -364,8 +364,8 @@ def resolve_custom_catalogs(images, catfile=None):
     listed = parse_catfile(catfile)
     if not listed:
         notes = [
-            f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
-            "and sources are detected in every image"
+            (f"tweakreg.catfile '{catfile}' lists no catalogs: custom catalogs are turned off "
+            "and sources are detected in every image")
         ]
         return {it["stem"]: None for it in images}, notes
     by_name = {os.path.basename(k): k for k in listed}

@@ -119,7 +119,7 @@ def refine_matches(ref_xy, im_xy, matrix, shift, radius):
 
     fitted = np.asarray(shift) + np.asarray(im_xy) @ np.asarray(matrix).T
     d_im, j_ref = cKDTree(ref_xy).query(fitted, distance_upper_bound=radius)
-    d_ref, j_im = cKDTree(fitted).query(ref_xy, distance_upper_bound=radius)
+    _d_ref, j_im = cKDTree(fitted).query(ref_xy, distance_upper_bound=radius)
     im_idx = np.flatnonzero(np.isfinite(d_im))
     ref_idx = j_ref[im_idx]
     mutual = j_im[ref_idx] == im_idx

@@ -91,7 +91,7 @@ def _text_size(fig, text, size):
 def short_names(names):
     """Names without their common prefix and the ``_cal.fits`` / ``.fits`` suffix."""
     names = [str(n) for n in names]
-    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
+    prefix = os.path.commonprefix(names) if len(names) > 1 else ""  # noqa: RUF071 (a string prefix, cut back below)
     # keep whole tokens: cut the prefix back to its last separator
     cut = max(prefix.rfind("_"), prefix.rfind("-")) + 1 if prefix else 0
     out = []
@@ -403,7 +403,7 @@ def plot_footprints(path, footprints, title="Image footprints on the sky"):
 
 def _footprints_figure(footprints, title="Image footprints on the sky"):
     """The figure of `plot_footprints`."""
-    import matplotlib
+    import matplotlib as mpl
     from matplotlib.collections import PolyCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -419,7 +419,7 @@ def _footprints_figure(footprints, title="Image footprints on the sky"):
     ra0 = float(np.rad2deg(np.arctan2(np.mean(np.sin(np.deg2rad(allc[:, 0]))), np.mean(np.cos(np.deg2rad(allc[:, 0]))))) % 360.0)
     dec0 = float(np.mean(allc[:, 1]))
     groups = list(dict.fromkeys(str(f["group_id"]) for f in footprints))
-    cmap = matplotlib.colormaps["tab20" if len(groups) > 10 else "tab10"]
+    cmap = mpl.colormaps["tab20" if len(groups) > 10 else "tab10"]
     colours = {g: cmap(k % cmap.N) for k, g in enumerate(groups)}
     labels = short_names([f["name"] for f in footprints])
     labels = [lab + (" (ref)" if f.get("reference") else "") for f, lab in zip(footprints, labels)]
@@ -702,10 +702,10 @@ def summary_html(summary, path, *, attempts=None, title="Alignment summary"):
 def attempts_html(attempts, path, title="Alignment attempts"):
     """Every alignment attempt (gates, recovery chain) as an HTML page."""
     body = [
-        "<p>One row per image and attempt. Attempt 1 is the configured fit; later attempts are the recovery chain "
+        ("<p>One row per image and attempt. Attempt 1 is the configured fit; later attempts are the recovery chain "
         "(wider search radius with the 2D-histogram offset search, then fewer degrees of freedom, or a refit without "
         "images whose catalogs contradict the fit). <b>Bold</b>: the attempt kept. <i>pass_no</i> 2: the alignment "
-        "was run again without a suspect reference image.</p>"
+        "was run again without a suspect reference image.</p>")
     ]
     if len(attempts) == 0:
         body.append("<p>No attempts were recorded (nothing to align relatively).</p>")
@@ -768,8 +768,8 @@ def run_record_html(logs_dir, bench_dir, path, *, max_lines=300, title="Logs and
     for p in benches:
         jobs.setdefault(os.path.splitext(os.path.relpath(p, bench_dir))[0], {})["bench"] = p
     body = [
-        f"<p>{len(logs)} log files ({_esc(logs_dir)}) and {len(benches)} benchmark files ({_esc(bench_dir)}), one per job. "
-        "Wall time and peak memory are from Snakemake's <code>benchmark:</code> files. Click a job to read its log.</p>",
+        (f"<p>{len(logs)} log files ({_esc(logs_dir)}) and {len(benches)} benchmark files ({_esc(bench_dir)}), one per job. "
+        "Wall time and peak memory are from Snakemake's <code>benchmark:</code> files. Click a job to read its log.</p>"),
         "<table><tr><th>job</th><th>wall time (s)</th><th>CPU time (s)</th><th>max RSS (MB)</th><th>warnings / errors</th></tr>",
     ]
     details = []

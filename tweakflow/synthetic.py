@@ -763,7 +763,7 @@ def make_lookup_tables(rng, shape, d2im_amplitude=0.3, npol_amplitude=0.15, d2im
         out["det2im1"] = DistortionLookupTable(col[np.newaxis, :].astype(np.float32), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0))
     if npol_amplitude:
         step = nx / float(npol_cells)
-        nyg, nxg = int(round(ny / step)) + 1, npol_cells + 1
+        nyg, nxg = round(ny / step) + 1, npol_cells + 1
         crpix, crval = ((nxg + 1) / 2.0, (nyg + 1) / 2.0), ((nx + 1) / 2.0, (ny + 1) / 2.0)
         gy, gx = np.mgrid[0:nyg, 0:nxg] * step
         for axis in (1, 2):

@@ -84,7 +84,7 @@ def _clean_env() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not (k.startswith("SLURM_") or k.startswith("SBATCH_") or k.startswith("SRUN_"))
+        if not (k.startswith(("SLURM_", "SBATCH_", "SRUN_")))
     }
     env.pop("SNAKEMAKE_PROFILE", None)
     return env

@@ -19,6 +19,7 @@ from tweakflow.params import (
     RELATIVE_PARS,
     SIP_PARS,
     check_separation,
+    resolve_block,
 )
 from tweakflow.refcat import GAIA_CATALOGS
 
@@ -178,7 +179,7 @@ wildcard_constraints:
 
 def fits_params():
     """How plain FITS images are read (the ``fits`` block over its defaults)."""
-    return {**FITS_DEFAULTS, **config.get("fits", {})}
+    return resolve_block("fits", FITS_DEFAULTS, config.get("fits"))
 
 
 def detection_params():
@@ -201,7 +202,7 @@ def quality_params():
     """The quality gates and recovery settings of the relative and absolute
     fits (``quality`` block without ``report``): changing them re-runs align
     and absolute_align."""
-    q = {**QUALITY_DEFAULTS, **config.get("quality", {})}
+    q = resolve_block("quality", QUALITY_DEFAULTS, config.get("quality"))
     q.pop("report", None)
     return q
 
@@ -230,8 +231,6 @@ def image_path(wildcards):
 
 def sip_params():
     """Only the SIP-approximation parameters: changing them re-runs apply_wcs only."""
-    from tweakflow.wcs_update import SIP_PARS
-
     return {k: TW[k] for k in SIP_PARS}
 
 
