@@ -810,27 +810,9 @@ def _sidecar_tables(source, doc):
         raise InputError(f"{source}: corrupt lookup tables in its image sidecar ({type(exc).__name__}: {exc})") from None
 
 
-def write_image_sidecar(path, image, asn_group_id=None):
-    """Write the sidecar of an input image (JSON), atomically.
-
-    It holds what the gather step needs from the image and nothing more:
-    file name, shape, observation metadata, date, the association's group id
-    (if any) and the image's raw ASDF extension (base64), from which
-    `read_image_sidecar` deserializes the GWCS, ``wcsinfo`` and
-    ``meta.group_id``. A plain FITS image keeps instead its chips' headers
-    and its lookup-table extensions (`lookup_table_blob`, base64).
-
-    Parameters
-    ----------
-    path : str
-        Output ``.json`` path.
-    image : ImageData
-        As returned by ``read_image(..., with_wcs=False)``.
-    asn_group_id : str or None
-        Group id given by the association (highest precedence).
-    """
+def image_sidecar_doc(image, asn_group_id=None):
+    """The sidecar of an input image as a JSON-ready dict (see `write_image_sidecar`)."""
     import base64
-    import json
 
     doc = {
         "kind": image.kind,
@@ -851,8 +833,58 @@ def write_image_sidecar(path, image, asn_group_id=None):
             for c in image.chips
         ]
         doc["lookup_tables"] = base64.b64encode(image.lookup_tables).decode("ascii") if image.lookup_tables else None
+    return doc
+
+
+def write_image_sidecar(path, image, asn_group_id=None, sky=None):
+    """Write the sidecar of an input image (JSON), atomically.
+
+    It holds what the gather step needs from the image and nothing more:
+    file name, shape, observation metadata, date, the association's group id
+    (if any) and the image's raw ASDF extension (base64), from which
+    `read_image_sidecar` deserializes the GWCS, ``wcsinfo`` and
+    ``meta.group_id``. A plain FITS image keeps instead its chips' headers
+    and its lookup-table extensions (`lookup_table_blob`, base64).
+
+    Parameters
+    ----------
+    path : str
+        Output ``.json`` path.
+    image : ImageData or dict
+        As returned by ``read_image(..., with_wcs=False)``, or its
+        `image_sidecar_doc`.
+    asn_group_id : str or None
+        Group id given by the association (highest precedence).
+    sky : dict or None
+        ``group_id`` (resolved) and ``footprints`` (per chip, the four
+        corners' RA, Dec in deg): what `read_sidecar_sky` returns without
+        deserializing the WCS.
+    """
+    import json
+
+    doc = dict(image) if isinstance(image, dict) else image_sidecar_doc(image, asn_group_id)
+    if sky is not None:
+        doc["sky"] = {"group_id": str(sky["group_id"]), "footprints": [np.asarray(f, float).tolist() for f in sky["footprints"]]}
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
+
+
+def read_sidecar_sky(path):
+    """``filename``, ``kind``, ``group_id`` and ``footprints`` of an image sidecar, without its WCS.
+
+    None for a sidecar without them (an unreadable image, or one written
+    without ``sky``).
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable image sidecar ({type(exc).__name__}: {exc})") from None
+    if "sky" not in doc:
+        return None
+    return {"filename": doc["filename"], "kind": doc["kind"], "group_id": doc["sky"]["group_id"], "footprints": [np.asarray(f, float) for f in doc["sky"]["footprints"]]}
 
 
 @_input_errors
@@ -862,7 +894,6 @@ def read_image_sidecar(path):
     Returns a dict with the same keys as `read_sidecar`; ``group_id`` is
     resolved by precedence (association, ``meta.group_id``, exposure).
     """
-    import base64
     import json
 
     try:
@@ -870,9 +901,15 @@ def read_image_sidecar(path):
             doc = json.load(f)
     except Exception as exc:
         raise InputError(f"{path}: unreadable image sidecar ({type(exc).__name__}: {exc})") from None
+    return image_sidecar_from_doc(doc, doc.get("source") or path)
+
+
+def image_sidecar_from_doc(doc, source):
+    """`read_image_sidecar` of a sidecar already in memory (``source``: its image, for messages)."""
+    import base64
+
     if doc.get("kind") == "unreadable":
         return unreadable_sidecar(doc)
-    source = doc.get("source") or path
     if doc.get("kind") == "fits":
         return _read_fits_image_sidecar(doc, source)
     with ASDF_LOCK:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from astropy.table import vstack
 
 from ..catalogs import read_source_catalog, read_table, write_catalog
 from ..detection import detect_sources, empty_catalog
 from ..entries import sky_footprints
 from ..errors import InputError
-from ..io import read_image, read_sidecar, write_image_sidecar, write_unreadable_sidecar
+from ..geometry import det_to_world, footprint_world
+from ..io import (
+    image_sidecar_doc,
+    image_sidecar_from_doc,
+    read_image,
+    read_sidecar,
+    write_image_sidecar,
+    write_unreadable_sidecar,
+)
 from ..refcat import gaia_catalog_for_footprints
 from ..synthetic import SyntheticConfig, make_dataset
 
@@ -53,16 +62,12 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
         Their catalogs get a ``chip`` column (1-based chip number): one job
         and one catalog per file, whatever its number of chips.
     """
-    # The GWCS is not deserialized here (that costs ~2 s of start-up per
-    # job): its raw ASDF goes into the sidecar, and the gather step drops
-    # sources outside the WCS bounding box.
     try:
         im = read_image(image, with_data=custom_catalog is None, with_wcs=False, fits=fits)
     except InputError as exc:
         if on_bad_input != "skip":
             raise
         log.error("%s; on_bad_input: skip: left out of the alignment", exc)
-
         write_catalog(empty_catalog(), catalog_out, "ascii.ecsv")
         write_unreadable_sidecar(sidecar_out, image, str(exc), asn_group_id=group_id)
         return
@@ -70,26 +75,59 @@ def detect_step(image, catalog_out, sidecar_out, *, detection, group_id=None, cu
         cat = read_source_catalog(custom_catalog)
         log.info("%s: using custom catalog %s (%d sources)", image, custom_catalog, len(cat))
     else:
-        parts = []
-        for k, chip in enumerate(im.chips or [im], 1):
-            part, reason = detect_sources(chip.data, chip.dq, **detection)
-            where = image if len(im.chips) < 2 else f"{image} chip {k}"
-            if reason:
-                log.warning("%s: empty catalog: %s", where, reason)
-            else:
-                log.info("%s: detected %d sources", where, len(part))
-            if im.kind == "fits":
-                part["chip"] = np.full(len(part), k, dtype=np.int64)
-            parts.append(part)
-        if len(parts) == 1:
-            cat = parts[0]
-        else:
-            from astropy.table import vstack
-
-            cat = vstack(parts, join_type="outer", metadata_conflicts="silent")
+        cat = _detected_catalog(im, image, detection)
     cat.meta["image"] = im.meta["filename"]
+    doc = image_sidecar_doc(im, group_id)
+    sky = _sky_positions(doc, cat, image)
     write_catalog(cat, catalog_out, "ascii.ecsv")
-    write_image_sidecar(sidecar_out, im, asn_group_id=group_id)
+    write_image_sidecar(sidecar_out, doc, sky=sky)
+
+
+def _detected_catalog(im, image, detection):
+    """Sources detected in every chip of an image (a ``chip`` column for plain FITS files)."""
+    parts = []
+    for k, chip in enumerate(im.chips or [im], 1):
+        part, reason = detect_sources(chip.data, chip.dq, **detection)
+        where = image if len(im.chips) < 2 else f"{image} chip {k}"
+        if reason:
+            log.warning("%s: empty catalog: %s", where, reason)
+        else:
+            log.info("%s: detected %d sources", where, len(part))
+        if im.kind == "fits":
+            part["chip"] = np.full(len(part), k, dtype=np.int64)
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0]
+    return vstack(parts, join_type="outer", metadata_conflicts="silent")
+
+
+def _sky_positions(doc, cat, image):
+    """Add ``ra``, ``dec`` (deg, input WCS) to ``cat``; the image's group id and
+    per-chip footprints (the sidecar's ``sky``: what the global solve's pair
+    listing and matching read instead of the WCS).
+
+    The WCS is deserialized as the gather steps do (`image_sidecar_from_doc`);
+    when it cannot be, the sidecar goes without ``sky`` and the gather step
+    reports the problem (or, with ``on_bad_input: skip``, leaves the image out).
+    """
+    try:
+        sc = image_sidecar_from_doc(doc, image)
+    except Exception as exc:  # reported by the gather step, which reads the same WCS
+        log.warning("%s: WCS not readable here (%s: %s)", image, type(exc).__name__, exc)
+        return None
+    if sc["kind"] == "fits":
+        pairs = [(w, tuple(c["shape"])) for w, c in zip(sc["wcs"], sc["chips"])]
+    else:
+        pairs = [(sc["wcs"], tuple(sc["shape"]))]
+    chip = np.asarray(cat["chip"], int) if "chip" in cat.colnames else np.ones(len(cat), int)
+    ra, dec = np.full(len(cat), np.nan), np.full(len(cat), np.nan)
+    for k, (w, _) in enumerate(pairs, 1):
+        sel = chip == k
+        if np.any(sel):
+            ra[sel], dec[sel] = det_to_world(w, np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
+    cat["ra"], cat["dec"] = ra, dec
+    cat["ra"].unit = cat["dec"].unit = "deg"
+    return {"group_id": sc["group_id"], "footprints": [np.column_stack(footprint_world(w, shape, edges=True)) for w, shape in pairs]}
 
 
 def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
