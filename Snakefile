@@ -28,6 +28,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/absolute.smk"
+include: "workflow/rules/global.smk"
 include: "workflow/rules/apply.smk"
 include: "workflow/rules/qa.smk"
 

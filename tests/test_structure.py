@@ -18,10 +18,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tweakflow"
 LAYERS = [
     {"tweakflow", "errors", "atomic", "params", "geometry", "results", "fitting"},
     {"grouping", "io", "detection", "catalogs", "refcat", "inputs", "synthetic", "entries"},
-    {"quality", "ordering", "align", "absolute"},
+    {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
     {"wcs_update"},
     {"metrics", "qa"},
-    {"steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report"},
+    {"steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic"},
 ]
 
 #: Generators of synthetic data: one long recipe each, read top to bottom.

@@ -18,6 +18,8 @@ import numpy as np
 from .geometry import wcs_kind
 
 __all__ = [
+    "N_PARAMS",
+    "design_matrix",
     "make_corrector",
     "entry_corrector",
     "make_matcher",
@@ -29,6 +31,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Free parameters of each fit geometry.
+N_PARAMS = {"shift": 2, "rshift": 3, "rscale": 4, "general": 6}
 
 
 def make_corrector(wcs, wcsinfo, catalog, name, group_id):
@@ -195,3 +200,19 @@ def refine_fit(ref_xy, im_xy, fit, pairs, fitter, floor, ceiling, minobj, max_it
     return fit, ri, ii, radius
 
 
+def design_matrix(xy, fitgeom):
+    """Jacobians (X rows, Y rows) of a linear fit's prediction w.r.t. its parameters, at ``xy``.
+
+    Parameters, per geometry (rotations linearised): ``shift`` (dx, dy);
+    ``rshift`` (dx, dy, theta); ``rscale`` (dx, dy, theta, s); ``general``
+    (dx, dy, a, b, c, d) for ``x' = x + dx + a x + b y``, ``y' = y + dy + c x + d y``.
+    """
+    x, y = np.asarray(xy, float).T
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    cols = {
+        "shift": ([one, zero], [zero, one]),
+        "rshift": ([one, zero, -y], [zero, one, x]),
+        "rscale": ([one, zero, -y, x], [zero, one, x, y]),
+        "general": ([one, zero, x, y, zero, zero], [zero, one, zero, zero, x, y]),
+    }[fitgeom]
+    return np.column_stack(cols[0]), np.column_stack(cols[1])

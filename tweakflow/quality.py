@@ -37,6 +37,7 @@ import math
 import numpy as np
 
 from .errors import ConfigError
+from .fitting import N_PARAMS, design_matrix
 from .params import QUALITY_DEFAULTS, resolve_block
 
 __all__ = [
@@ -51,16 +52,11 @@ __all__ = [
     "chance_log10p",
     "fit_significance",
     "consistent_rms_limit",
-    "N_PARAMS",
 ]
 
 
 #: Fit geometries from most to fewest degrees of freedom.
 FITGEOM_CHAIN = ("general", "rscale", "rshift", "shift")
-
-#: Free parameters of each fit geometry.
-N_PARAMS = {"shift": 2, "rshift": 3, "rscale": 4, "general": 6}
-
 
 def resolve_quality(quality=None):
     """The ``quality`` block over `QUALITY_DEFAULTS`, checked.
@@ -184,19 +180,6 @@ def check_fit(stats, limits):
     return fails
 
 
-def _design(xy, fitgeom):
-    """Jacobians (X rows, Y rows) of a linear fit's prediction w.r.t. its parameters, at ``xy``."""
-    x, y = np.asarray(xy, float).T
-    one, zero = np.ones_like(x), np.zeros_like(x)
-    cols = {
-        "shift": ([one, zero], [zero, one]),
-        "rshift": ([one, zero, -y], [zero, one, x]),
-        "rscale": ([one, zero, -y, x], [zero, one, x, y]),
-        "general": ([one, zero, x, y, zero, zero], [zero, one, zero, zero, x, y]),
-    }[fitgeom]
-    return np.column_stack(cols[0]), np.column_stack(cols[1])
-
-
 def fit_uncertainty(xy, residuals, fitgeom, at):
     """Largest predicted 1-sigma position error of a linear fit at points ``at``.
 
@@ -231,14 +214,14 @@ def fit_uncertainty(xy, residuals, fitgeom, at):
     if 2 * n <= k:
         return math.inf
     center = xy.mean(axis=0)
-    ax, ay = _design(xy - center, fitgeom)
+    ax, ay = design_matrix(xy - center, fitgeom)
     a = np.vstack([ax, ay])
     sigma2 = float(np.sum(np.asarray(residuals, float) ** 2)) / (2 * n - k)
     normal = a.T @ a
     if np.linalg.cond(normal) > 1e12:
         return math.inf
     cov = sigma2 * np.linalg.inv(normal)
-    jx, jy = _design(np.asarray(at, float) - center, fitgeom)
+    jx, jy = design_matrix(np.asarray(at, float) - center, fitgeom)
     var = np.einsum("ij,jk,ik->i", jx, cov, jx) + np.einsum("ij,jk,ik->i", jy, cov, jy)
     return float(np.sqrt(np.max(var)))
 

@@ -25,6 +25,7 @@ from ..qa import qa_absolute_step, qa_plots_step, qa_tables_step
 from .fanout import demo_step, detect_step, fetch_refcat_step, publish_catalog_step
 from .gather import absolute_step, align_step, publish_refcat_step
 from .jobs import job_logging, run_rule
+from .mosaic import global_solve_step, global_wcs_step, match_pairs_step, overlap_pairs_step
 from .report import demo_accuracy_step, summary_step
 from .scatter import apply_step
 
@@ -38,6 +39,10 @@ __all__ = [
     "align_step",
     "absolute_step",
     "publish_refcat_step",
+    "overlap_pairs_step",
+    "match_pairs_step",
+    "global_solve_step",
+    "global_wcs_step",
     "apply_step",
     "summary_step",
     "demo_accuracy_step",

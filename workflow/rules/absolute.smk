@@ -25,6 +25,9 @@ if ABSOLUTE:
         run:
             run_script("fetch_refcat.py", input, output, params, wildcards, log)
 
+
+if ABSOLUTE and not GLOBAL:
+
     rule absolute_align:
         input:
             catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),

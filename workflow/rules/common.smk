@@ -80,6 +80,9 @@ if config["inputs"] != "demo":
 # Absolute alignment: on when abs_refcat names a Gaia release or a file.
 ABS_REFCAT = (TW.get("abs_refcat") or "").strip()
 ABSOLUTE = ABS_REFCAT != ""
+# relative_solver: global solves every group at once from all overlaps
+# (workflow/rules/global.smk), with the reference catalog in the same solve
+GLOBAL = config.get("relative_solver", "sequential") == "global"
 
 # separation >= sqrt(2) x tolerance (and the abs_ pair when absolute alignment
 # is on, as the step checks it): refused here rather than by the align jobs
@@ -234,15 +237,35 @@ def sip_params():
     return {k: TW[k] for k in SIP_PARS}
 
 
+def final_stage():
+    """The folder of the last alignment stage's WCS sidecars."""
+    if GLOBAL:
+        return "global"
+    return "absolute" if ABSOLUTE else "relative"
+
+
 def final_wcs_sidecar(wildcards):
-    stage = "absolute" if ABSOLUTE else "relative"
-    return f"{WORK}/{stage}/{wildcards.stem}_wcs.asdf"
+    return f"{WORK}/{final_stage()}/{wildcards.stem}_wcs.asdf"
 
 
 def final_wcs_sidecars():
     """Every image's WCS sidecar from the last alignment stage."""
-    stage = "absolute" if ABSOLUTE else "relative"
-    return [f"{WORK}/{stage}/{stem}_wcs.asdf" for stem in STEMS]
+    return [f"{WORK}/{final_stage()}/{stem}_wcs.asdf" for stem in STEMS]
+
+
+def relative_tables():
+    """The relative stage's (or the global solve's) solutions, matches and attempts tables."""
+    stage = "global" if GLOBAL else "relative"
+    return {
+        "solutions": f"{WORK}/{stage}/solutions.ecsv",
+        "matches": f"{WORK}/{stage}/matches.ecsv",
+        "attempts": f"{WORK}/{stage}/attempts.ecsv",
+    }
+
+
+def pair_batches():
+    """Number of pair-matching jobs of the global solve: one per ``pair_batch_size`` images."""
+    return max(1, -(-len(STEMS) // int(config.get("pair_batch_size", 200))))
 
 
 QA = f"{OUT}/qa"
@@ -257,12 +280,14 @@ def qa_outputs():
         return []
     outs = [f"{QA}/images", f"{QA}/footprints.png", f"{QA}/residuals_overview.png"]
     outs += QA_TABLES
-    if ABSOLUTE:
+    if ABSOLUTE and not GLOBAL:
         outs.append(f"{QA}/absolute_fit.png")
     return outs
 
 
 def solution_tables():
+    if GLOBAL:
+        return [relative_tables()["solutions"]]
     tabs = [f"{WORK}/relative/solutions.ecsv"]
     if ABSOLUTE:
         tabs.append(f"{WORK}/absolute/solutions.ecsv")

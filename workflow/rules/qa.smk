@@ -5,8 +5,8 @@
 
 rule qa_plots:
     input:
-        solutions=f"{WORK}/relative/solutions.ecsv",
-        matches=f"{WORK}/relative/matches.ecsv",
+        solutions=relative_tables()["solutions"],
+        matches=relative_tables()["matches"],
         sidecars=final_wcs_sidecars(),
     output:
         images=report(
@@ -43,7 +43,7 @@ rule qa_plots:
         run_script("qa_plots.py", input, output, params, wildcards, log)
 
 
-if ABSOLUTE:
+if ABSOLUTE and not GLOBAL:
 
     rule qa_absolute:
         input:
@@ -71,7 +71,7 @@ if ABSOLUTE:
 rule qa_tables:
     input:
         summary=f"{OUT}/tweakreg_summary.ecsv",
-        attempts=f"{WORK}/relative/attempts.ecsv",
+        attempts=relative_tables()["attempts"],
         after=after_everything_else,
     output:
         summary=report(

@@ -1,0 +1,274 @@
+"""Steps of the global relative solve (``relative_solver: global``).
+
+Gather, in three rules: `overlap_pairs_step` lists the overlapping pairs of
+groups from the footprints the detection jobs wrote, and splits them into
+batches; `match_pairs_step` (one job per batch, local or on the cluster)
+matches each pair's catalogs; `global_solve_step` gathers the match tables
+only and solves for every group's correction. Scatter:
+`global_wcs_step` writes each image's corrected WCS sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+from astropy.table import Table, vstack
+
+from ..absolute import wcs_name
+from ..atomic import atomic_output
+from ..catalogs import read_table, write_catalog
+from ..entries import fits_chip_entries, write_solution_sidecars
+from ..errors import InputError
+from ..fitting import entry_corrector
+from ..geometry import tangent_plane_scale, to_tangent_plane
+from ..globalsolve import solve_groups
+from ..io import read_sidecar, read_sidecar_sky
+from ..pairs import MATCH_PAIR_COLUMNS, PAIR_COLUMNS, REFCAT, match_pair, overlapping_pairs, pair_min_matches
+from ..params import RELATIVE_PARS, resolve_block
+from ..quality import gate_limits, resolve_quality
+from ..refcat import read_reference_catalog
+from ..results import MATCH_COLUMNS, attempt_table, fit_row, rows_to_table
+
+__all__ = ["overlap_pairs_step", "match_pairs_step", "global_solve_step", "global_wcs_step"]
+
+log = logging.getLogger("tweakflow")
+
+
+def _table(columns, rows):
+    return Table({name: np.array([r[name] for r in rows], dtype=("U" if typ is str else typ)) if rows else np.zeros(0, "U1" if typ is str else typ) for name, typ in columns})
+
+
+def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, with_refcat=False, on_bad_input="fail"):
+    """List the overlapping pairs of groups and assign them to ``n_batches`` batches.
+
+    Writes ``images_out`` (JSON: per image its name, group, catalog and
+    footprints) and ``pairs_out`` (ECSV: ``pair``, ``group_a``, ``group_b``,
+    ``batch``); with ``with_refcat`` every group is also paired with the
+    reference catalog (``group_b`` = `tweakflow.pairs.REFCAT`).
+    """
+    images = []
+    for side, cat in zip(sidecars, catalogs):
+        sky = read_sidecar_sky(side)
+        if sky is None:
+            if on_bad_input == "skip":
+                log.warning("%s: no footprint (image not readable): left out of the alignment", side)
+                continue
+            raise InputError(f"{side}: the image's WCS could not be read at detection (see its detect_sources log)")
+        images.append({"name": sky["filename"], "group": sky["group_id"], "catalog": cat, "kind": sky["kind"], "sidecar": side,
+                       "footprints": [f.tolist() for f in sky["footprints"]]})
+    groups = {}
+    for im in images:
+        groups.setdefault(im["group"], []).extend(np.asarray(f) for f in im["footprints"])
+    pairs = overlapping_pairs(groups)
+    if with_refcat:
+        pairs += [(g, REFCAT) for g in groups]
+    n = max(len(pairs), 1)
+    rows = [{"pair": k, "group_a": a, "group_b": b, "batch": k * int(n_batches) // n} for k, (a, b) in enumerate(pairs)]
+    log.info("%d images in %d groups: %d overlapping pairs%s, in %d batches", len(images), len(groups), len(pairs) - (len(groups) if with_refcat else 0),
+             " (and each group with the reference catalog)" if with_refcat else "", n_batches)
+    write_catalog(_table([("pair", int), ("group_a", str), ("group_b", str), ("batch", int)], rows), pairs_out)
+    with atomic_output(images_out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"images": images}, f)
+
+
+def _group_sides(images, groups_needed):
+    """Per group: the sky positions of all its sources and its footprints."""
+    sides = {}
+    for index, im in enumerate(images):
+        if im["group"] not in groups_needed:
+            continue
+        cat = read_table(im["catalog"])
+        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "footprints": []})
+        s["ra"].append(np.asarray(cat["ra"], float))
+        s["dec"].append(np.asarray(cat["dec"], float))
+        s["x"].append(np.asarray(cat["x"], float))
+        s["y"].append(np.asarray(cat["y"], float))
+        s["image"].append(np.full(len(cat), index))
+        s["row"].append(np.arange(len(cat)))
+        s["footprints"].extend(np.asarray(f, float) for f in im["footprints"])
+    for s in sides.values():
+        for key in ("ra", "dec", "image", "row", "x", "y"):
+            s[key] = np.concatenate(s[key]) if s[key] else np.zeros(0)
+    return sides
+
+
+def _refcat_side(refcat, footprints):
+    """The reference catalog as the other side of a group's pair."""
+    return {"ra": np.asarray(refcat["RA"], float), "dec": np.asarray(refcat["DEC"], float), "footprints": list(footprints),
+            "image": np.full(len(refcat), -1), "row": np.arange(len(refcat)), "x": np.full(len(refcat), np.nan), "y": np.full(len(refcat), np.nan)}
+
+
+def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative, quality=None, refcat=None):
+    """Match the catalogs of the pairs of one batch (``match_pairs`` rule).
+
+    Writes ``matches_out`` (`tweakflow.pairs.MATCH_PAIR_COLUMNS`, plus the
+    detector ``x_a``, ``y_a``: one row per matched source of each accepted
+    pair) and ``summary_out`` (`tweakflow.pairs.PAIR_COLUMNS`: one row per pair).
+    """
+    p = resolve_block("tweakreg", RELATIVE_PARS, relative)
+    q = resolve_quality(quality)
+    limits = gate_limits(q, p["tolerance"])
+    tab = read_table(pairs)
+    mine = tab[np.asarray(tab["batch"]) == int(batch)]
+    with open(images, encoding="utf-8") as f:
+        ims = json.load(f)["images"]
+    sides = _group_sides(ims, {str(g) for g in mine["group_a"]} | {str(g) for g in mine["group_b"]})
+    ref = read_reference_catalog(refcat) if refcat and REFCAT in set(mine["group_b"]) else None
+    summary, matches = [], []
+    for row in mine:
+        a = sides[str(row["group_a"])]
+        b = _refcat_side(ref, a["footprints"]) if str(row["group_b"]) == REFCAT else sides[str(row["group_b"])]
+        res = match_pair(a, b, p, q, limits)
+        summary.append(dict(res["stats"], pair=int(row["pair"]), group_a=str(row["group_a"]), group_b=str(row["group_b"]), accepted=res["accepted"], reason=res["reason"]))
+        ia, ib = res["idx_a"], res["idx_b"]
+        matches += [{"pair": int(row["pair"]), "image_a": int(a["image"][i]), "row_a": int(a["row"][i]), "image_b": int(b["image"][j]), "row_b": int(b["row"][j]),
+                     "ra_a": a["ra"][i], "dec_a": a["dec"][i], "ra_b": b["ra"][j], "dec_b": b["dec"][j], "x_a": a["x"][i], "y_a": a["y"][i]} for i, j in zip(ia, ib)]
+    n_ok = sum(s["accepted"] for s in summary)
+    log.info("batch %s: %d pairs, %d accepted, %d matched sources", batch, len(summary), n_ok, len(matches))
+    write_catalog(_table([*MATCH_PAIR_COLUMNS, ("x_a", float), ("y_a", float)], matches), matches_out)
+    write_catalog(_table(PAIR_COLUMNS, summary), summary_out)
+
+
+def _reference_entry(ims):
+    """The image whose tangent plane the solve works in: the one nearest the mosaic's centre."""
+    centers = np.array([np.mean(np.vstack(im["footprints"]), axis=0) for im in ims])
+    ra0 = np.rad2deg(np.arctan2(np.mean(np.sin(np.deg2rad(centers[:, 0]))), np.mean(np.cos(np.deg2rad(centers[:, 0])))))
+    d = np.hypot(((centers[:, 0] - ra0 + 180) % 360 - 180) * np.cos(np.deg2rad(centers[:, 1])), centers[:, 1] - np.mean(centers[:, 1]))
+    im = ims[int(np.argmin(d))]
+    sc = read_sidecar(im["sidecar"])
+    if sc["kind"] == "fits":
+        cat = Table({"x": [0.0], "y": [0.0]})
+        return im, fits_chip_entries(sc, cat, 0)[0]
+    return im, {"name": sc["filename"], "wcs": sc["wcs"], "wcsinfo": sc["wcsinfo"], "catalog": Table({"x": [0.0], "y": [0.0]}), "group_id": sc["group_id"]}
+
+
+def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_out, corrections_out, summary_out, matches_out, attempts_out, *,
+                      relative, quality=None, refcat_name=None):
+    """Solve for every group's correction from the matched pairs (``global_solve`` rule).
+
+    Writes the solution table (one row per image, as the relative stage's),
+    the corrections (one row per group: ``matrix``, ``shift`` in the
+    tangent plane of the ``reference`` image named in its metadata), the
+    pairs' summary, a matches table for the QA plots and an (empty)
+    attempts table.
+    """
+    p = resolve_block("tweakreg", RELATIVE_PARS, relative)
+    q = resolve_quality(quality)
+    with open(images, encoding="utf-8") as f:
+        ims = json.load(f)["images"]
+    summary = vstack([read_table(s) for s in batch_summaries]) if batch_summaries else _table(PAIR_COLUMNS, [])
+    matches = vstack([read_table(m) for m in batch_matches]) if batch_matches else _table(MATCH_PAIR_COLUMNS, [])
+    ref_im, ref_entry = _reference_entry(ims)
+    tp = entry_corrector(ref_entry)
+    tps = tangent_plane_scale([ref_entry["wcs"]])
+    group_ids = list(dict.fromkeys(im["group"] for im in ims))
+    rows, corners = _solve_rows(matches, summary, ims, group_ids, tp)
+    sols = solve_groups(rows, len(group_ids), corners, fitgeom=p["fitgeometry"], nclip=p["nclip"], sigma=float(p["sigma"]),
+                        pair_min=pair_min_matches(q), quality=q, limits=gate_limits(q, p["tolerance"]), tps=tps)
+    anchored = bool(np.any(rows["gb"] < 0))
+    stage, name = ("absolute", wcs_name(refcat_name)) if anchored and refcat_name else ("relative", "")
+    _write_corrections(corrections_out, group_ids, sols, ref_im, stage, name)
+    write_catalog(rows_to_table(_image_rows(ims, group_ids, sols, stage, tps)), solutions_out)
+    write_catalog(summary, summary_out)
+    write_catalog(_qa_matches(matches, rows, ims, group_ids, sols, tps), matches_out)
+    write_catalog(attempt_table([]), attempts_out)
+    n_ok = sum(s["status"] == "COMPLETE" for s in sols)
+    log.info("global solve: %d of %d groups aligned (%s), %d of %d pairs accepted", n_ok, len(sols), stage, int(np.sum(summary["accepted"])) if len(summary) else 0, len(summary))
+
+
+def _solve_rows(matches, summary, ims, group_ids, tp):
+    """The solve's rows in the tangent plane of ``tp``, and each group's footprint corners there."""
+    gindex = {g: k for k, g in enumerate(group_ids)}
+    group_of_image = np.array([gindex[im["group"]] for im in ims])
+    image_a = np.asarray(matches["image_a"], int)
+    image_b = np.asarray(matches["image_b"], int)
+    pa = to_tangent_plane(tp, (np.asarray(matches["ra_a"], float), np.asarray(matches["dec_a"], float))) if len(matches) else np.zeros((0, 2))
+    pb = to_tangent_plane(tp, (np.asarray(matches["ra_b"], float), np.asarray(matches["dec_b"], float))) if len(matches) else np.zeros((0, 2))
+    rows = {"ga": group_of_image[image_a] if len(matches) else np.zeros(0, int), "gb": np.where(image_b >= 0, group_of_image[np.maximum(image_b, 0)], -1) if len(matches) else np.zeros(0, int),
+            "pa": pa, "pb": pb, "pair": np.asarray(matches["pair"], int)}
+    corners = [[] for _ in group_ids]
+    for im in ims:
+        fp = np.vstack(im["footprints"])
+        corners[gindex[im["group"]]].append(to_tangent_plane(tp, (fp[:, 0], fp[:, 1])))
+    return rows, [np.vstack(c) for c in corners]
+
+
+def _write_corrections(path, group_ids, sols, ref_im, stage, wcsname):
+    rows = []
+    for g, s in zip(group_ids, sols):
+        m = s.get("matrix", np.eye(2))
+        sh = s.get("shift", np.zeros(2))
+        rows.append({"group_id": g, "status": s["status"], "reason": s["reason"], "m00": m[0, 0], "m01": m[0, 1], "m10": m[1, 0], "m11": m[1, 1],
+                     "shift_x": sh[0], "shift_y": sh[1]})
+    tab = _table([("group_id", str), ("status", str), ("reason", str), ("m00", float), ("m01", float), ("m10", float), ("m11", float),
+                  ("shift_x", float), ("shift_y", float)], rows)
+    tab.meta.update(reference_image=ref_im["name"], reference_sidecar=ref_im["sidecar"], stage=stage, wcsname=wcsname)
+    write_catalog(tab, path)
+
+
+def _image_rows(ims, group_ids, sols, stage, tps):
+    """One solution row per image (per chip of a FITS file: the file's name; chips share the group's correction)."""
+    by_group = dict(zip(group_ids, sols))
+    out = []
+    for im in ims:
+        s = by_group[im["group"]]
+        row = fit_row(im["name"], im["group"], stage, s["status"], s["reason"])
+        if s["status"] == "COMPLETE":
+            m = s["matrix"]
+            row.update(fitgeom=s["fitgeom"], n_matches=s["n_matches"], n_used=s["n_used"], rms_mas=s["rms_mas"], mae_mas=math.nan,
+                       xshift=tps * float(s["shift"][0]), yshift=tps * float(s["shift"][1]), rotation=s["rotation_deg"],
+                       scale=float(math.sqrt(abs(np.linalg.det(m)))), fit_error_mas=s["fit_error_mas"])
+        out.append(row)
+    return out
+
+
+def _qa_matches(matches, rows, ims, group_ids, sols, tps):
+    """The matched sources as a relative matches table (`tweakflow.results.MATCH_COLUMNS`) for the QA plots."""
+    if not len(matches):
+        return _table(MATCH_COLUMNS, [])
+    mats = {k: (s.get("matrix", np.eye(2)), s.get("shift", np.zeros(2))) for k, s in enumerate(sols)}
+    fa = np.array([rows["pa"][i] @ mats[g][0].T + mats[g][1] for i, g in enumerate(rows["ga"])])
+    fb = np.array([rows["pb"][i] @ mats[g][0].T + mats[g][1] if g >= 0 else rows["pb"][i] for i, g in enumerate(rows["gb"])])
+    image_a = np.asarray(matches["image_a"], int)
+    ok = np.array([sols[g]["status"] == "COMPLETE" for g in rows["ga"]])
+    before, after = 1000.0 * tps * (rows["pa"] - rows["pb"]), 1000.0 * tps * (fa - fb)
+    return Table({
+        "stage": np.full(len(matches), "relative"), "image": np.array([ims[i]["name"] for i in image_a], dtype="U"),
+        "group_id": np.array([ims[i]["group"] for i in image_a], dtype="U"), "x": np.asarray(matches["x_a"], float), "y": np.asarray(matches["y_a"], float),
+        "tp_x": tps * fa[:, 0], "tp_y": tps * fa[:, 1], "dx_before": before[:, 0], "dy_before": before[:, 1], "dx_after": after[:, 0], "dy_after": after[:, 1],
+        "used": ok, "accepted": ok,
+    })
+
+
+def global_wcs_step(sidecar, corrections, output):
+    """The corrected WCS sidecar of one image from the global solve (``global_wcs`` rule)."""
+    tab = read_table(corrections)
+    sc = read_sidecar(sidecar)
+    ref = read_sidecar(tab.meta["reference_sidecar"])
+    ref_entry = (fits_chip_entries(ref, Table({"x": [0.0], "y": [0.0]}), 0)[0] if ref["kind"] == "fits" else
+                 {"name": ref["filename"], "wcs": ref["wcs"], "wcsinfo": ref["wcsinfo"], "catalog": Table({"x": [0.0], "y": [0.0]}), "group_id": ref["group_id"]})
+    ref_tp = entry_corrector(ref_entry)
+    row = tab[np.asarray(tab["group_id"]) == sc["group_id"]]
+    if not len(row):
+        raise InputError(f"{sidecar}: group {sc['group_id']} is not in {corrections}")
+    row = row[0]
+    status, reason, stage = str(row["status"]), str(row["reason"]), tab.meta["stage"]
+    empty = Table({"x": np.zeros(0), "y": np.zeros(0)})
+    if sc["kind"] == "fits":
+        entries = fits_chip_entries(sc, empty, 0)
+    else:
+        entries = [{"name": sc["filename"], "wcs": sc["wcs"], "wcsinfo": sc["wcsinfo"], "catalog": empty, "group_id": sc["group_id"], "sidecar": sc}]
+    wcs_list = []
+    for e in entries:
+        if status == "COMPLETE":
+            c = entry_corrector(e)
+            c.set_correction(matrix=np.array([[row["m00"], row["m01"]], [row["m10"], row["m11"]]]), shift=np.array([row["shift_x"], row["shift_y"]]), ref_tpwcs=ref_tp)
+            wcs_list.append(c.wcs)
+        else:
+            wcs_list.append(e["wcs"])
+    rows = [{"status": status, "reason": reason, "stage": stage, "wcsname": tab.meta["wcsname"] if status == "COMPLETE" else ""} for _ in entries]
+    write_solution_sidecars(entries, wcs_list, rows, [output])
+    log.info("%s: %s%s", sc["filename"], status, f" ({reason})" if reason else "")
