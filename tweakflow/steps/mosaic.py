@@ -169,14 +169,14 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
     sols = solve_groups(rows, len(group_ids), corners, fitgeom=p["fitgeometry"], nclip=p["nclip"], sigma=float(p["sigma"]),
                         pair_min=pair_min_matches(q), quality=q, limits=gate_limits(q, p["tolerance"]), tps=tps)
     anchored = bool(np.any(rows["gb"] < 0))
-    stage, name = ("absolute", wcs_name(refcat_name)) if anchored and refcat_name else ("relative", "")
-    _write_corrections(corrections_out, group_ids, sols, ref_im, stage, name)
-    write_catalog(rows_to_table(_image_rows(ims, group_ids, sols, stage, tps)), solutions_out)
+    name = wcs_name(refcat_name) if anchored and refcat_name else ""
+    _write_corrections(corrections_out, group_ids, sols, ref_im, "global", name)
+    write_catalog(rows_to_table(_image_rows(ims, group_ids, sols, "global", tps)), solutions_out)
     write_catalog(summary, summary_out)
     write_catalog(_qa_matches(matches, rows, ims, group_ids, sols, tps), matches_out)
     write_catalog(attempt_table([]), attempts_out)
     n_ok = sum(s["status"] == "COMPLETE" for s in sols)
-    log.info("global solve: %d of %d groups aligned (%s), %d of %d pairs accepted", n_ok, len(sols), stage, int(np.sum(summary["accepted"])) if len(summary) else 0, len(summary))
+    log.info("global solve: %d of %d groups aligned (%s), %d of %d pairs accepted", n_ok, len(sols), "to the reference catalog" if name else "relative", int(np.sum(summary["accepted"])) if len(summary) else 0, len(summary))
 
 
 def _solve_rows(matches, summary, ims, group_ids, tp):
