@@ -100,7 +100,7 @@ def test_reference_catalog_anchors_every_tile_absolutely():
 
 
 def test_an_isolated_group_is_skipped_with_the_reason():
-    rows, corners, centers, observed = _mosaic(4, 4, seed=3)
+    rows, corners, _, _ = _mosaic(4, 4, seed=3)
     cut = (rows["ga"] == 15) | (rows["gb"] == 15)  # the far corner loses every overlap
     rows = {k: v[~cut] for k, v in rows.items()}
     sols = _solve(rows, corners, 16)
@@ -117,7 +117,7 @@ def test_a_false_pair_is_clipped():
 
 
 def test_too_few_matches_for_the_geometry_fail_the_gate():
-    rows, corners, centers, observed = _mosaic(3, 1, seed=5, per_tile=25)
+    rows, corners, _, _ = _mosaic(3, 1, seed=5, per_tile=25)
     sols = _solve(rows, corners, 3, min_matches=40)
     assert all(s["status"] == "SKIPPED" for s in sols if "fixed" not in s.get("reason", ""))
     assert any("sources used in the fit" in s["reason"] for s in sols)
