@@ -1,0 +1,43 @@
+"""End to end with relative_solver: global: pairs, batched pair jobs, one solve, against the truth."""
+
+import os
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from test_workflow_absolute import _errors
+
+from workflow_runner import run_workflow
+
+pytestmark = pytest.mark.slow
+
+
+def test_global_solve_with_the_reference_catalog(tmp_path, small_dataset):
+    """Relative and absolute in one solve: every image COMPLETE, at the noise floor of the catalog."""
+    config = {"inputs": small_dataset["images"], "output_dir": "out", "relative_solver": "global", "pair_batch_size": 2,
+              "tweakreg": {"abs_refcat": small_dataset["refcat"]}}
+    run_workflow(tmp_path, config)
+    out = tmp_path / "out"
+    ab, rel = _errors(str(out), small_dataset, wcs_name=f"FIT-LVL3-{small_dataset['refcat']}")
+    assert np.all(ab < 5.0), ab
+    assert np.all(rel < 1.0), rel
+    summary = Table.read(out / "tweakreg_summary.ecsv")
+    assert set(summary["status"]) == {"COMPLETE"} and np.all(summary["n_used"] >= 15)
+    # 4 images -> 2 pair jobs; the pairs' table says which were accepted
+    batches = sorted(os.listdir(out / "work" / "global" / "matches"))
+    assert batches == ["batch_0.ecsv", "batch_1.ecsv", "pairs_0.ecsv", "pairs_1.ecsv"]
+    pairs = Table.read(out / "work" / "global" / "pair_summary.ecsv")
+    assert np.all(pairs["accepted"]) and "<refcat>" in set(pairs["group_b"])
+    assert not (out / "work" / "relative").exists() and not (out / "work" / "absolute").exists()
+
+
+def test_global_solve_relative_only_and_a_retune(tmp_path, small_dataset):
+    config = {"inputs": small_dataset["images"], "output_dir": "out", "relative_solver": "global"}
+    run_workflow(tmp_path, config)
+    _, rel = _errors(str(tmp_path / "out"), small_dataset)
+    assert np.all(rel < 1.0), rel
+    summary = Table.read(tmp_path / "out" / "tweakreg_summary.ecsv")
+    assert list(summary["reason"]).count("alignment reference (held fixed)") == 2  # the two detectors of one exposure
+    # a matching parameter re-runs the pair jobs and the solve, never detection
+    dry = run_workflow(tmp_path, {**config, "tweakreg": {"tolerance": 0.6}}, "-n").stdout
+    assert "match_pairs" in dry and "global_solve" in dry and "detect_sources" not in dry
