@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 from astropy.table import Table
-from test_workflow_absolute import _errors
 
+from test_workflow_absolute import _errors
 from workflow_runner import run_workflow
 
 pytestmark = pytest.mark.slow
