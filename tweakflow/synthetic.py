@@ -33,7 +33,11 @@ from .io import DO_NOT_USE
 __all__ = [
     "SyntheticConfig",
     "DETECTOR_LAYOUT",
+    "PIXEL_SCALE",
+    "MOSAIC_STAR_DENSITY",
     "exposure_filenames",
+    "grid_positions",
+    "grid_step",
     "make_dataset",
     "make_jwst_gwcs",
     "world_to_pixel_exact",
@@ -63,6 +67,10 @@ DETECTOR_LAYOUT = {
 MODULE_V2V3 = (86.0, -493.0)
 
 PIXEL_SCALE = 0.031  # arcsec / pixel
+
+#: Stars per square arcminute (magnitudes 16-25) of `SyntheticConfig.mosaic`:
+#: ~40 detected sources per 1024 x 1024 tile (default detection parameters).
+MOSAIC_STAR_DENSITY = 300
 
 HOT = 2048  # JWST DQ bit HOT
 
@@ -99,6 +107,14 @@ class SyntheticConfig:
         Observation date (ISO) of the first exposure.
     program : str
         Program number written to the metadata.
+    grid : tuple of int or None
+        ``(columns, rows)``: the exposures are the tiles of a mosaic, exposure
+        ``k`` at grid cell ``(k % columns, k // columns)`` centred on
+        (``ra``, ``dec``), instead of small dithers about it; then
+        ``n_exposures`` must be ``columns * rows``. See `mosaic`.
+    grid_step : float or None
+        Grid step (arcsec) along both detector axes; None: 0.7 times the
+        detector's extent along each axis (~30% overlap between neighbours).
     """
 
     n_exposures: int = 4
@@ -115,18 +131,72 @@ class SyntheticConfig:
     refcat_maglim: float = 21.5
     date: str = "2026-03-14T10:00:00"
     program: str = "04242"
+    grid: tuple | None = None
+    grid_step: float | None = None
+
+    def __post_init__(self):
+        if self.grid is None:
+            return
+        cols, rows = (int(v) for v in self.grid)
+        if cols < 1 or rows < 1:
+            raise ValueError(f"grid must be (columns, rows) of positive integers, not {self.grid!r}")
+        self.grid = (cols, rows)
+        if self.n_exposures != cols * rows:
+            raise ValueError(f"a {cols} x {rows} grid needs n_exposures = {cols * rows}, not {self.n_exposures}")
 
     @classmethod
     def from_dict(cls, d):
-        """Build from a (config) mapping, ignoring unknown keys."""
+        """Build from a (config) mapping, ignoring unknown keys.
+
+        With a ``grid`` and no ``n_exposures``, ``n_exposures`` is the
+        number of grid cells.
+        """
         d = dict(d or {})
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for k in ("shape", "shift_error"):
-            if k in kw:
+        for k in ("shape", "shift_error", "grid"):
+            if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         if "detectors" in kw:
             kw["detectors"] = list(kw["detectors"])
+        if kw.get("grid") is not None and "n_exposures" not in kw:
+            kw["n_exposures"] = int(kw["grid"][0]) * int(kw["grid"][1])
         return cls(**kw)
+
+    @classmethod
+    def mosaic(cls, columns=7, rows=7, shape=(1024, 1024), seed=42, **kw):
+        """A sparse NIRCam-SW-like mosaic: ``columns x rows`` tiles, one detector each.
+
+        Each tile is an exposure of its own (its own alignment group) of
+        ``nrca1``, on a grid of step 0.7 times the tile size (~30% overlap
+        between neighbours), with the usual pointing errors (shift
+        ``shift_error``, roll up to ``rotation_error``). The star density
+        `MOSAIC_STAR_DENSITY` gives ~40 sources per 1024 x 1024 tile to the
+        default source detection, ~6-12 of them shared with each
+        side neighbour.
+
+        Parameters
+        ----------
+        columns, rows : int
+            Grid size.
+        shape : tuple of int
+            Tile shape (ny, nx).
+        seed : int
+            Seed of every random draw.
+        **kw
+            Any other `SyntheticConfig` field (``detectors``, ``n_stars``,
+            ``grid_step``, ...).
+
+        Returns
+        -------
+        SyntheticConfig
+        """
+        kw.setdefault("detectors", ["nrca1"])
+        kw.setdefault("n_stars", MOSAIC_STAR_DENSITY)
+        return cls(n_exposures=int(columns) * int(rows), shape=tuple(shape), seed=seed, grid=(columns, rows), **kw)
+
+
+#: The grid fields of `SyntheticConfig`: left out of the truth of a dataset without a grid.
+_GRID_FIELDS = ("grid", "grid_step")
 
 
 def exposure_filenames(cfg: SyntheticConfig) -> list[str]:
@@ -430,51 +500,86 @@ def _write_refcat(outdir, ra, dec, mag, maglim, noise_mas, seed):
     return path
 
 
-def make_dataset(outdir, cfg: SyntheticConfig | None = None):
-    """Write a synthetic dataset into ``outdir``.
+def grid_positions(cfg: SyntheticConfig) -> list[tuple[int, int]]:
+    """Grid cell ``(column, row)`` of every image, in `exposure_filenames` order.
 
-    Writes the ``*_cal.fits`` images, ``truth.asdf`` (the true GWCS and
-    pointing errors of every image), ``asn.json`` (a level-3 association)
-    and ``refcat.ecsv`` (a Gaia-like reference catalog, ``RA``/``DEC`` in
-    degrees with ``cfg.refcat_noise`` mas of noise). Each file is written
-    under a temporary name and renamed.
+    Exposure ``k`` sits at ``(k % columns, k // columns)``; all detectors of
+    an exposure share its cell. Empty for a dataset without ``grid``.
+    """
+    if cfg.grid is None:
+        return []
+    cols = cfg.grid[0]
+    return [(iexp % cols, iexp // cols) for iexp in range(cfg.n_exposures) for _ in cfg.detectors]
+
+
+def grid_step(cfg: SyntheticConfig) -> tuple[float, float]:
+    """Grid step (arcsec) along the detector x and y axes.
+
+    ``cfg.grid_step`` on both axes, else 0.7 times the detector's extent
+    along that axis (neighbouring tiles overlap by ~30%).
+    """
+    if cfg.grid_step is not None:
+        return float(cfg.grid_step), float(cfg.grid_step)
+    ny, nx = cfg.shape
+    return 0.7 * nx * PIXEL_SCALE, 0.7 * ny * PIXEL_SCALE
+
+
+def _detectors_centre(detectors):
+    """Mean V2/V3 offset (arcsec) of the detectors from the module centre."""
+    return tuple(float(np.mean([DETECTOR_LAYOUT[d][i] for d in detectors])) for i in (0, 1))
+
+
+def _pointing_offset(cfg, iexp):
+    """V2/V3 offset (arcsec) of exposure ``iexp``'s module centre on the base attitude.
+
+    Without a grid: a deterministic dither spiral of a few arcsec to ~10
+    arcsec. With one: the grid cell's offset, columns along the detectors'
+    x axis (-V2: ``vparity`` is -1) and rows along y (V3), the detectors'
+    mean position placed on the field centre for the middle of the grid.
+    """
+    if cfg.grid is None:
+        if iexp == 0:
+            return (0.0, 0.0)
+        ang = 2.4 * iexp
+        rad = 3.0 + 2.5 * iexp
+        return (rad * np.cos(ang), rad * np.sin(ang))
+    cols, rows = cfg.grid
+    sx, sy = grid_step(cfg)
+    dv2, dv3 = _detectors_centre(cfg.detectors)
+    col, row = iexp % cols, iexp // cols
+    return (-(col - (cols - 1) / 2.0) * sx - dv2, (row - (rows - 1) / 2.0) * sy - dv3)
+
+
+def _star_field_radius(cfg):
+    """Half side (arcsec) of the square star field: covers every image of the dataset."""
+    ny, nx = cfg.shape
+    if cfg.grid is None:
+        half_fov = 0.5 * max(nx, ny) * PIXEL_SCALE + 40.0  # small dithers about the field centre
+        return half_fov + 15.0
+    cols, rows = cfg.grid
+    sx, sy = grid_step(cfg)
+    cv2, cv3 = _detectors_centre(cfg.detectors)
+    spread = max(np.hypot(DETECTOR_LAYOUT[d][0] - cv2, DETECTOR_LAYOUT[d][1] - cv3) for d in cfg.detectors)
+    reach = np.hypot((cols - 1) / 2.0 * sx, (rows - 1) / 2.0 * sy) + spread
+    return float(reach + 0.5 * np.hypot(nx, ny) * PIXEL_SCALE + max(cfg.shift_error) + 15.0)
+
+
+def _exposure_attitudes(cfg, rng):
+    """True and erroneous focal-plane attitudes of every exposure.
+
+    Draws the pointing errors from ``rng`` (shift amplitude, angle, roll:
+    three draws per exposure, in exposure order).
 
     Returns
     -------
-    dict
-        Paths: ``images`` (list), ``truth``, ``asn``, ``refcat``.
+    list of dict
+        ``true``, ``error`` (V2/V3 -> sky models), ``shift_v2``,
+        ``shift_v3``, ``roll_arcsec`` (the pointing error).
     """
-    import asdf
-    from astropy.time import Time, TimeDelta
-    from stdatamodels.jwst.datamodels import ImageModel
-
-    cfg = cfg or SyntheticConfig()
-    os.makedirs(outdir, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    ny, nx = cfg.shape
     v2c, v3c = MODULE_V2V3
-
-    # Star field covering all dithers of all detectors.
-    half_fov = 0.5 * max(nx, ny) * PIXEL_SCALE + 40.0
-    ra_s, dec_s, mag = _star_field(rng, cfg.ra, cfg.dec, half_fov + 15.0, cfg.n_stars)
-    flux = 10 ** (-0.4 * (mag - 25.0)) * 400.0  # electrons
-
-    dcoeffs = {det: _distortion_coeffs(np.random.default_rng([cfg.seed, i])) for i, det in enumerate(DETECTOR_LAYOUT)}
-    names = exposure_filenames(cfg)
-    t0 = Time(cfg.date, scale="utc")
-
-    truth = {"images": {}, "errors": {}, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
-    images = []
-    k = 0
+    out = []
     for iexp in range(cfg.n_exposures):
-        # dither pattern: a few arcsec to ~10 arcsec, deterministic
-        if iexp == 0:
-            dith = (0.0, 0.0)
-        else:
-            ang = 2.4 * iexp
-            rad = 3.0 + 2.5 * iexp
-            dith = (rad * np.cos(ang), rad * np.sin(ang))
-        # true attitude: module centre at dithered position
+        dith = _pointing_offset(cfg, iexp)
         true_att = _v23tosky(v2c, v3c, cfg.pa_v3, cfg.ra, cfg.dec)
         ra_t, dec_t = true_att(v2c + dith[0], v3c + dith[1])
         true_att = _module_attitude(v2c, v3c, ra_t, dec_t, cfg.pa_v3)
@@ -486,97 +591,135 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
         droll = rng.uniform(-cfg.rotation_error, cfg.rotation_error)  # arcsec
         ra_e, dec_e = true_att(v2c + dv2, v3c + dv3)
         err_att = _module_attitude(v2c, v3c, ra_e, dec_e, cfg.pa_v3 + droll / 3600.0)
-        tstart = t0 + TimeDelta(600.0 * iexp, format="sec")
+        out.append({"true": true_att, "error": err_att, "shift_v2": float(dv2), "shift_v3": float(dv3), "roll_arcsec": float(droll)})
+    return out
 
-        for det in cfg.detectors:
-            dv2_det, dv3_det, v3yangle = DETECTOR_LAYOUT[det]
-            v2_ref, v3_ref = v2c + dv2_det, v3c + dv3_det
-            base = {"v2_ref": v2_ref, "v3_ref": v3_ref, "v3yangle": v3yangle, "vparity": -1}
-            r, d, roll = _attitude_refs(true_att, v2_ref, v3_ref)
-            true_info = dict(base, ra_ref=r, dec_ref=d, roll_ref=roll)
-            r, d, roll = _attitude_refs(err_att, v2_ref, v3_ref)
-            err_info = dict(base, ra_ref=r, dec_ref=d, roll_ref=roll)
-            true_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], true_info)
-            file_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], err_info)
 
-            # render stars at exact pixel positions of the TRUE wcs
-            cra, cdec = true_wcs(nx / 2, ny / 2, with_bounding_box=False)
-            sep = np.hypot(((ra_s - cra + 180) % 360 - 180) * np.cos(np.deg2rad(cdec)), dec_s - cdec) * 3600
-            near = sep < 0.75 * max(nx, ny) * PIXEL_SCALE + 5
-            xs, ys = world_to_pixel_exact(true_wcs, ra_s[near], dec_s[near])
-            inside = (xs > -10) & (xs < nx + 9) & (ys > -10) & (ys < ny + 9)
-            img_rng = np.random.default_rng([cfg.seed, 1000 + k])
-            sky = 100.0
-            model_img = sky + _render_stars(cfg.shape, xs[inside], ys[inside], flux[near][inside])
-            data = img_rng.poisson(model_img).astype(np.float64)
-            rn = 10.0
-            data += img_rng.normal(0.0, rn, size=cfg.shape)
-            var_poisson = np.maximum(model_img, 0.0)
-            var_rnoise = np.full(cfg.shape, rn**2)
-            dq = np.zeros(cfg.shape, dtype=np.uint32)
-            nbad = int(0.001 * nx * ny)
-            bx = img_rng.integers(0, nx, nbad)
-            by = img_rng.integers(0, ny, nbad)
-            dq[by, bx] = DO_NOT_USE | HOT
-            data[by, bx] = img_rng.uniform(5e3, 5e4, nbad)  # hot pixels: flagged
-            data -= sky  # level-2 products are background-subtracted-ish: keep a small residual
-            data += 0.5
+def _detector_wcsinfo(attitude, det):
+    """``wcsinfo`` of detector ``det`` under a focal-plane attitude."""
+    v2c, v3c = MODULE_V2V3
+    dv2_det, dv3_det, v3yangle = DETECTOR_LAYOUT[det]
+    v2_ref, v3_ref = v2c + dv2_det, v3c + dv3_det
+    r, d, roll = _attitude_refs(attitude, v2_ref, v3_ref)
+    return {"v2_ref": v2_ref, "v3_ref": v3_ref, "v3yangle": v3yangle, "vparity": -1, "ra_ref": r, "dec_ref": d, "roll_ref": roll}
 
-            model = ImageModel(data=data.astype(np.float32))
-            model.err = np.sqrt(var_poisson + var_rnoise).astype(np.float32)
-            model.dq = dq
-            model.var_poisson = var_poisson.astype(np.float32)
-            model.var_rnoise = var_rnoise.astype(np.float32)
-            m = model.meta
-            m.filename = names[k]
-            m.telescope = "JWST"
-            m.instrument.name = "NIRCAM"
-            m.instrument.detector = det.upper().replace("NRC", "NRC")
-            m.instrument.channel = "SHORT"
-            m.instrument.module = det[3].upper()
-            m.instrument.filter = "F200W"
-            m.instrument.pupil = "CLEAR"
-            m.exposure.type = "NRC_IMAGE"
-            m.exposure.start_time = float(tstart.mjd)
-            m.observation.date = tstart.isot[:10]
-            m.observation.time = tstart.isot[11:]
-            m.observation.program_number = cfg.program
-            m.observation.observation_number = "001"
-            m.observation.visit_number = "001"
-            m.observation.visit_group = "02"
-            m.observation.sequence_id = "1"
-            m.observation.activity_id = "01"
-            m.observation.exposure_number = f"{iexp + 1:05d}"
-            m.wcsinfo.v2_ref = v2_ref
-            m.wcsinfo.v3_ref = v3_ref
-            m.wcsinfo.v3yangle = v3yangle
-            m.wcsinfo.vparity = -1
-            m.wcsinfo.roll_ref = err_info["roll_ref"]
-            m.wcsinfo.ra_ref = err_info["ra_ref"]
-            m.wcsinfo.dec_ref = err_info["dec_ref"]
-            m.cal_step.assign_wcs = "COMPLETE"
-            m.cal_step.flat_field = "COMPLETE"
-            m.cal_step.photom = "COMPLETE"
-            m.wcs = file_wcs
-            path = os.path.join(outdir, names[k])
-            with atomic_output(path) as tmp:
-                model.save(tmp, overwrite=True)
-            model.close()
-            images.append(path)
-            truth["images"][names[k]] = true_wcs
-            truth["errors"][names[k]] = {
-                "shift_v2": float(dv2),
-                "shift_v3": float(dv3),
-                "roll_arcsec": float(droll),
-                "exposure": iexp,
-            }
-            k += 1
 
-    truth["stars"] = {"ra": ra_s, "dec": dec_s, "mag": mag}
-    truth_path = os.path.join(outdir, "truth.asdf")
-    with atomic_output(truth_path) as tmp:
-        asdf.AsdfFile(truth).write_to(tmp)
+def _field(cfg):
+    """The seeded star field and exposure attitudes of a dataset.
 
+    Returns
+    -------
+    stars : tuple of numpy.ndarray
+        ``ra``, ``dec`` (deg), ``mag``.
+    attitudes : list of dict
+        `_exposure_attitudes`.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    stars = _star_field(rng, cfg.ra, cfg.dec, _star_field_radius(cfg), cfg.n_stars)
+    return stars, _exposure_attitudes(cfg, rng)
+
+
+def _star_flux(mag):
+    """Total flux (electrons) of a star of magnitude ``mag``."""
+    return 10 ** (-0.4 * (mag - 25.0)) * 400.0
+
+
+def _all_distortion_coeffs(seed):
+    """Distortion coefficients of every detector of `DETECTOR_LAYOUT` (seeded per detector)."""
+    return {det: _distortion_coeffs(np.random.default_rng([seed, i])) for i, det in enumerate(DETECTOR_LAYOUT)}
+
+
+def _config_tree(cfg):
+    """The configuration as stored in a truth file (the grid fields only for a grid)."""
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in cfg.__dict__.items()
+        if cfg.grid is not None or k not in _GRID_FIELDS
+    }
+
+
+def _render_image(cfg, true_wcs, stars, flux, k):
+    """Pixel arrays of image ``k``: stars at their exact pixel positions through the TRUE wcs.
+
+    Returns
+    -------
+    dict
+        ``data``, ``err``, ``dq``, ``var_poisson``, ``var_rnoise``.
+    """
+    ra_s, dec_s = stars
+    ny, nx = cfg.shape
+    cra, cdec = true_wcs(nx / 2, ny / 2, with_bounding_box=False)
+    sep = np.hypot(((ra_s - cra + 180) % 360 - 180) * np.cos(np.deg2rad(cdec)), dec_s - cdec) * 3600
+    near = sep < 0.75 * max(nx, ny) * PIXEL_SCALE + 5
+    xs, ys = world_to_pixel_exact(true_wcs, ra_s[near], dec_s[near])
+    inside = (xs > -10) & (xs < nx + 9) & (ys > -10) & (ys < ny + 9)
+    img_rng = np.random.default_rng([cfg.seed, 1000 + k])
+    sky = 100.0
+    model_img = sky + _render_stars(cfg.shape, xs[inside], ys[inside], flux[near][inside])
+    data = img_rng.poisson(model_img).astype(np.float64)
+    rn = 10.0
+    data += img_rng.normal(0.0, rn, size=cfg.shape)
+    var_poisson = np.maximum(model_img, 0.0)
+    var_rnoise = np.full(cfg.shape, rn**2)
+    dq = np.zeros(cfg.shape, dtype=np.uint32)
+    nbad = int(0.001 * nx * ny)
+    bx = img_rng.integers(0, nx, nbad)
+    by = img_rng.integers(0, ny, nbad)
+    dq[by, bx] = DO_NOT_USE | HOT
+    data[by, bx] = img_rng.uniform(5e3, 5e4, nbad)  # hot pixels: flagged
+    data -= sky  # level-2 products are background-subtracted-ish: keep a small residual
+    data += 0.5
+    return {"data": data, "err": np.sqrt(var_poisson + var_rnoise), "dq": dq, "var_poisson": var_poisson, "var_rnoise": var_rnoise}
+
+
+def _observation(cfg, iexp, tstart):
+    """``meta.observation`` of exposure ``iexp`` (its own exposure group)."""
+    return {
+        "date": tstart.isot[:10],
+        "time": tstart.isot[11:],
+        "program_number": cfg.program,
+        "observation_number": "001",
+        "visit_number": "001",
+        "visit_group": "02",
+        "sequence_id": "1",
+        "activity_id": "01",
+        "exposure_number": f"{iexp + 1:05d}",
+    }
+
+
+def _cal_model(arrays, name, det, tstart, obs, wcsinfo, wcs):
+    """The level-2 ``ImageModel`` of one detector image (file WCS and ``wcsinfo``)."""
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    model = ImageModel(data=arrays["data"].astype(np.float32))
+    model.err = arrays["err"].astype(np.float32)
+    model.dq = arrays["dq"]
+    model.var_poisson = arrays["var_poisson"].astype(np.float32)
+    model.var_rnoise = arrays["var_rnoise"].astype(np.float32)
+    m = model.meta
+    m.filename = name
+    m.telescope = "JWST"
+    m.instrument.name = "NIRCAM"
+    m.instrument.detector = det.upper()
+    m.instrument.channel = "SHORT"
+    m.instrument.module = det[3].upper()
+    m.instrument.filter = "F200W"
+    m.instrument.pupil = "CLEAR"
+    m.exposure.type = "NRC_IMAGE"
+    m.exposure.start_time = float(tstart.mjd)
+    for key, value in obs.items():
+        setattr(m.observation, key, value)
+    for key in ("v2_ref", "v3_ref", "v3yangle", "vparity", "roll_ref", "ra_ref", "dec_ref"):
+        setattr(m.wcsinfo, key, wcsinfo[key])
+    m.cal_step.assign_wcs = "COMPLETE"
+    m.cal_step.flat_field = "COMPLETE"
+    m.cal_step.photom = "COMPLETE"
+    m.wcs = wcs
+    return model
+
+
+def _write_asn(outdir, cfg, names):
+    """The level-3 association ``asn.json`` of all images."""
     asn = {
         "asn_type": "image3",
         "asn_rule": "candidate_Asn_Lv3Image",
@@ -594,9 +737,69 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
     asn_path = os.path.join(outdir, "asn.json")
     with atomic_output(asn_path) as tmp, open(tmp, "w") as f:
         json.dump(asn, f, indent=2)
+    return asn_path
 
+
+def make_dataset(outdir, cfg: SyntheticConfig | None = None):
+    """Write a synthetic dataset into ``outdir``.
+
+    Writes the ``*_cal.fits`` images, ``truth.asdf`` (the true GWCS and
+    pointing errors of every image), ``asn.json`` (a level-3 association)
+    and ``refcat.ecsv`` (a Gaia-like reference catalog, ``RA``/``DEC`` in
+    degrees with ``cfg.refcat_noise`` mas of noise). Each file is written
+    under a temporary name and renamed.
+
+    With ``cfg.grid`` the exposures are the tiles of a mosaic (see
+    `SyntheticConfig.mosaic`) instead of small dithers; the truth's
+    ``errors`` then also give each image's ``grid`` cell (column, row).
+
+    Returns
+    -------
+    dict
+        Paths: ``images`` (list), ``truth``, ``asn``, ``refcat``.
+    """
+    import asdf
+    from astropy.time import Time, TimeDelta
+
+    cfg = cfg or SyntheticConfig()
+    os.makedirs(outdir, exist_ok=True)
+    (ra_s, dec_s, mag), attitudes = _field(cfg)
+    flux = _star_flux(mag)  # electrons
+    dcoeffs = _all_distortion_coeffs(cfg.seed)
+    names = exposure_filenames(cfg)
+    cells = grid_positions(cfg)
+    t0 = Time(cfg.date, scale="utc")
+
+    truth = {"images": {}, "errors": {}, "config": _config_tree(cfg)}
+    images = []
+    k = 0
+    for iexp, att in enumerate(attitudes):
+        tstart = t0 + TimeDelta(600.0 * iexp, format="sec")
+        obs = _observation(cfg, iexp, tstart)
+        for det in cfg.detectors:
+            true_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], _detector_wcsinfo(att["true"], det))
+            err_info = _detector_wcsinfo(att["error"], det)
+            file_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], err_info)
+            arrays = _render_image(cfg, true_wcs, (ra_s, dec_s), flux, k)
+            model = _cal_model(arrays, names[k], det, tstart, obs, err_info, file_wcs)
+            path = os.path.join(outdir, names[k])
+            with atomic_output(path) as tmp:
+                model.save(tmp, overwrite=True)
+            model.close()
+            images.append(path)
+            truth["images"][names[k]] = true_wcs
+            truth["errors"][names[k]] = {key: att[key] for key in ("shift_v2", "shift_v3", "roll_arcsec")}
+            truth["errors"][names[k]]["exposure"] = iexp
+            if cells:
+                truth["errors"][names[k]]["grid"] = list(cells[k])
+            k += 1
+
+    truth["stars"] = {"ra": ra_s, "dec": dec_s, "mag": mag}
+    truth_path = os.path.join(outdir, "truth.asdf")
+    with atomic_output(truth_path) as tmp:
+        asdf.AsdfFile(truth).write_to(tmp)
+    asn_path = _write_asn(outdir, cfg, names)
     ref_path = _write_refcat(outdir, ra_s, dec_s, mag, cfg.refcat_maglim, cfg.refcat_noise, cfg.seed)
-
     return {"images": images, "truth": truth_path, "asn": asn_path, "refcat": ref_path}
 
 
