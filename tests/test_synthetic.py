@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from astropy.io import fits
 
 from tweakflow import synthetic
@@ -58,3 +59,22 @@ def test_deterministic(tmp_path):
         for ext in ("SCI", "DQ", "ERR"):
             np.testing.assert_array_equal(ha[ext].data, hb[ext].data)
     assert open(a["refcat"]).read() == open(b["refcat"]).read()
+
+
+def test_without_grid_unchanged(tmp_path):
+    """A dataset without a grid is what the generator gave before grids existed (same draws, same WCSs)."""
+    import asdf
+
+    cfg = synthetic.SyntheticConfig(n_exposures=2, detectors=["nrca1", "nrca3"], shape=(64, 64), seed=3)
+    out = synthetic.make_dataset(str(tmp_path), cfg)
+    _, errors, stars = synthetic.load_truth(out["truth"], stars=True)
+    last = out["images"][-1].rsplit("/", 1)[1]
+    assert errors[last] == {"exposure": 1, "roll_arcsec": 6.872867611068088, "shift_v2": -0.42792889183608623, "shift_v3": 0.7242093442391572}
+    assert len(stars) == 1741 and stars["ra"][0] == 53.14543256154653 and stars["mag"][-1] == 24.886031815422097
+    im = read_image(out["images"][-1])
+    expected = {"dec_ref": -27.77605594269532, "ra_ref": 53.17412710609633, "roll_ref": 34.995181899380036,
+                "v2_ref": 119.2, "v3_ref": -460.0, "v3yangle": 0.08, "vparity": -1}
+    assert im.wcsinfo == pytest.approx(expected, rel=1e-13)
+    assert float(im.data.astype(float).sum()) == pytest.approx(120853.1937476322, rel=1e-12)
+    with asdf.open(out["truth"]) as af:
+        assert "grid" not in af.tree["config"] and "grid_step" not in af.tree["config"]

@@ -16,6 +16,13 @@ exposure, as a guide-star error would be.
 Stars are rendered at pixel positions found by inverting the *forward* true
 WCS iteratively (to 1e-6 px), never by trusting an approximate inverse.
 
+With ``SyntheticConfig.grid`` the exposures are the tiles of a mosaic (see
+`SyntheticConfig.mosaic`: a sparse NIRCam-SW-like mosaic, one detector and
+one alignment group per tile, ~30% overlap between neighbours).
+`make_catalog_mosaic` writes the same mosaic, of any size, as what the
+workflow's detection jobs would write for it (catalogs and image sidecars,
+no pixels), for scale tests of the gather steps.
+
 Everything is seeded: the same parameters give byte-identical files.
 """
 
@@ -33,8 +40,15 @@ from .io import DO_NOT_USE
 __all__ = [
     "SyntheticConfig",
     "DETECTOR_LAYOUT",
+    "PIXEL_SCALE",
+    "MOSAIC_STAR_DENSITY",
     "exposure_filenames",
+    "grid_positions",
+    "grid_step",
     "make_dataset",
+    "make_catalog_mosaic",
+    "load_catalog_mosaic_truth",
+    "MOSAIC_DETECTION_MAGLIM",
     "make_jwst_gwcs",
     "world_to_pixel_exact",
     "load_truth",
@@ -63,6 +77,10 @@ DETECTOR_LAYOUT = {
 MODULE_V2V3 = (86.0, -493.0)
 
 PIXEL_SCALE = 0.031  # arcsec / pixel
+
+#: Stars per square arcminute (magnitudes 16-25) of `SyntheticConfig.mosaic`:
+#: ~40 detected sources per 1024 x 1024 tile (default detection parameters).
+MOSAIC_STAR_DENSITY = 300
 
 HOT = 2048  # JWST DQ bit HOT
 
@@ -99,6 +117,14 @@ class SyntheticConfig:
         Observation date (ISO) of the first exposure.
     program : str
         Program number written to the metadata.
+    grid : tuple of int or None
+        ``(columns, rows)``: the exposures are the tiles of a mosaic, exposure
+        ``k`` at grid cell ``(k % columns, k // columns)`` centred on
+        (``ra``, ``dec``), instead of small dithers about it; then
+        ``n_exposures`` must be ``columns * rows``. See `mosaic`.
+    grid_step : float or None
+        Grid step (arcsec) along both detector axes; None: 0.7 times the
+        detector's extent along each axis (~30% overlap between neighbours).
     """
 
     n_exposures: int = 4
@@ -115,18 +141,72 @@ class SyntheticConfig:
     refcat_maglim: float = 21.5
     date: str = "2026-03-14T10:00:00"
     program: str = "04242"
+    grid: tuple | None = None
+    grid_step: float | None = None
+
+    def __post_init__(self):
+        if self.grid is None:
+            return
+        cols, rows = (int(v) for v in self.grid)
+        if cols < 1 or rows < 1:
+            raise ValueError(f"grid must be (columns, rows) of positive integers, not {self.grid!r}")
+        self.grid = (cols, rows)
+        if self.n_exposures != cols * rows:
+            raise ValueError(f"a {cols} x {rows} grid needs n_exposures = {cols * rows}, not {self.n_exposures}")
 
     @classmethod
     def from_dict(cls, d):
-        """Build from a (config) mapping, ignoring unknown keys."""
+        """Build from a (config) mapping, ignoring unknown keys.
+
+        With a ``grid`` and no ``n_exposures``, ``n_exposures`` is the
+        number of grid cells.
+        """
         d = dict(d or {})
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for k in ("shape", "shift_error"):
-            if k in kw:
+        for k in ("shape", "shift_error", "grid"):
+            if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         if "detectors" in kw:
             kw["detectors"] = list(kw["detectors"])
+        if kw.get("grid") is not None and "n_exposures" not in kw:
+            kw["n_exposures"] = int(kw["grid"][0]) * int(kw["grid"][1])
         return cls(**kw)
+
+    @classmethod
+    def mosaic(cls, columns=7, rows=7, shape=(1024, 1024), seed=42, **kw):
+        """A sparse NIRCam-SW-like mosaic: ``columns x rows`` tiles, one detector each.
+
+        Each tile is an exposure of its own (its own alignment group) of
+        ``nrca1``, on a grid of step 0.7 times the tile size (~30% overlap
+        between neighbours), with the usual pointing errors (shift
+        ``shift_error``, roll up to ``rotation_error``). The star density
+        `MOSAIC_STAR_DENSITY` gives ~40 sources per 1024 x 1024 tile to the
+        default source detection, ~6-12 of them shared with each
+        side neighbour.
+
+        Parameters
+        ----------
+        columns, rows : int
+            Grid size.
+        shape : tuple of int
+            Tile shape (ny, nx).
+        seed : int
+            Seed of every random draw.
+        **kw
+            Any other `SyntheticConfig` field (``detectors``, ``n_stars``,
+            ``grid_step``, ...).
+
+        Returns
+        -------
+        SyntheticConfig
+        """
+        kw.setdefault("detectors", ["nrca1"])
+        kw.setdefault("n_stars", MOSAIC_STAR_DENSITY)
+        return cls(n_exposures=int(columns) * int(rows), shape=tuple(shape), seed=seed, grid=(columns, rows), **kw)
+
+
+#: The grid fields of `SyntheticConfig`: left out of the truth of a dataset without a grid.
+_GRID_FIELDS = ("grid", "grid_step")
 
 
 def exposure_filenames(cfg: SyntheticConfig) -> list[str]:
@@ -224,11 +304,6 @@ def make_jwst_gwcs(shape, distortion_coeffs, wcsinfo):
     -------
     gwcs.WCS
     """
-    from astropy import coordinates as coord
-    from astropy import units as u
-    from gwcs import coordinate_frames as cf
-    from gwcs import wcs as gwcs_wcs
-
     det2v23 = _distortion(
         shape,
         wcsinfo["v2_ref"],
@@ -237,6 +312,16 @@ def make_jwst_gwcs(shape, distortion_coeffs, wcsinfo):
         distortion_coeffs,
         wcsinfo.get("vparity", -1),
     )
+    return _jwst_gwcs(shape, det2v23, wcsinfo)
+
+
+def _jwst_gwcs(shape, det2v23, wcsinfo):
+    """`make_jwst_gwcs` with the detector -> V2/V3 model given (it may be shared)."""
+    from astropy import coordinates as coord
+    from astropy import units as u
+    from gwcs import coordinate_frames as cf
+    from gwcs import wcs as gwcs_wcs
+
     v23sky = _v23tosky(
         wcsinfo["v2_ref"],
         wcsinfo["v3_ref"],
@@ -430,153 +515,290 @@ def _write_refcat(outdir, ra, dec, mag, maglim, noise_mas, seed):
     return path
 
 
-def make_dataset(outdir, cfg: SyntheticConfig | None = None):
-    """Write a synthetic dataset into ``outdir``.
+def grid_positions(cfg: SyntheticConfig) -> list[tuple[int, int]]:
+    """Grid cell ``(column, row)`` of every image, in `exposure_filenames` order.
 
-    Writes the ``*_cal.fits`` images, ``truth.asdf`` (the true GWCS and
-    pointing errors of every image), ``asn.json`` (a level-3 association)
-    and ``refcat.ecsv`` (a Gaia-like reference catalog, ``RA``/``DEC`` in
-    degrees with ``cfg.refcat_noise`` mas of noise). Each file is written
-    under a temporary name and renamed.
+    Exposure ``k`` sits at ``(k % columns, k // columns)``; all detectors of
+    an exposure share its cell. Empty for a dataset without ``grid``.
+    """
+    if cfg.grid is None:
+        return []
+    cols = cfg.grid[0]
+    return [(iexp % cols, iexp // cols) for iexp in range(cfg.n_exposures) for _ in cfg.detectors]
+
+
+def grid_step(cfg: SyntheticConfig) -> tuple[float, float]:
+    """Grid step (arcsec) along the detector x and y axes.
+
+    ``cfg.grid_step`` on both axes, else 0.7 times the detector's extent
+    along that axis (neighbouring tiles overlap by ~30%).
+    """
+    if cfg.grid_step is not None:
+        return float(cfg.grid_step), float(cfg.grid_step)
+    ny, nx = cfg.shape
+    return 0.7 * nx * PIXEL_SCALE, 0.7 * ny * PIXEL_SCALE
+
+
+def _detectors_centre(detectors):
+    """Mean V2/V3 offset (arcsec) of the detectors from the module centre."""
+    return tuple(float(np.mean([DETECTOR_LAYOUT[d][i] for d in detectors])) for i in (0, 1))
+
+
+def _pointing_offset(cfg, iexp):
+    """V2/V3 offset (arcsec) of exposure ``iexp``'s module centre on the base attitude.
+
+    Without a grid: a deterministic dither spiral of a few arcsec to ~10
+    arcsec. With one: the grid cell's offset, columns along the detectors'
+    x axis (-V2: ``vparity`` is -1) and rows along y (V3), the detectors'
+    mean position placed on the field centre for the middle of the grid.
+    """
+    if cfg.grid is None:
+        if iexp == 0:
+            return (0.0, 0.0)
+        ang = 2.4 * iexp
+        rad = 3.0 + 2.5 * iexp
+        return (rad * np.cos(ang), rad * np.sin(ang))
+    cols, rows = cfg.grid
+    sx, sy = grid_step(cfg)
+    dv2, dv3 = _detectors_centre(cfg.detectors)
+    col, row = iexp % cols, iexp // cols
+    return (-(col - (cols - 1) / 2.0) * sx - dv2, (row - (rows - 1) / 2.0) * sy - dv3)
+
+
+def _star_field_radius(cfg):
+    """Half side (arcsec) of the square star field: covers every image of the dataset."""
+    ny, nx = cfg.shape
+    if cfg.grid is None:
+        half_fov = 0.5 * max(nx, ny) * PIXEL_SCALE + 40.0  # small dithers about the field centre
+        return half_fov + 15.0
+    cols, rows = cfg.grid
+    sx, sy = grid_step(cfg)
+    cv2, cv3 = _detectors_centre(cfg.detectors)
+    spread = max(np.hypot(DETECTOR_LAYOUT[d][0] - cv2, DETECTOR_LAYOUT[d][1] - cv3) for d in cfg.detectors)
+    reach = np.hypot((cols - 1) / 2.0 * sx, (rows - 1) / 2.0 * sy) + spread
+    return float(reach + 0.5 * np.hypot(nx, ny) * PIXEL_SCALE + max(cfg.shift_error) + 15.0)
+
+
+def _pointing_error(cfg, rng):
+    """A pointing error drawn from ``rng``: shift (arcsec) in V2, V3 and roll (arcsec)."""
+    smin, smax = cfg.shift_error
+    amp = rng.uniform(smin, smax)
+    phi = rng.uniform(0, 2 * np.pi)
+    droll = rng.uniform(-cfg.rotation_error, cfg.rotation_error)  # arcsec
+    return amp * np.cos(phi), amp * np.sin(phi), droll
+
+
+def _exposure_attitudes(cfg, rng):
+    """True and erroneous focal-plane attitudes of every exposure.
+
+    Draws the pointing errors from ``rng`` (shift amplitude, angle, roll:
+    three draws per exposure, in exposure order). The attitudes are
+    `_v23tosky` models without a grid (as they always were) and, with one,
+    the matrices of the same rotations (`_attitude_matrix`: ~100x faster,
+    for mosaics of thousands of tiles).
 
     Returns
     -------
-    dict
-        Paths: ``images`` (list), ``truth``, ``asn``, ``refcat``.
+    list of dict
+        ``true``, ``error`` (attitudes), ``shift_v2``, ``shift_v3``,
+        ``roll_arcsec`` (the pointing error).
     """
-    import asdf
-    from astropy.time import Time, TimeDelta
-    from stdatamodels.jwst.datamodels import ImageModel
-
-    cfg = cfg or SyntheticConfig()
-    os.makedirs(outdir, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    ny, nx = cfg.shape
+    if cfg.grid is not None:
+        return _exposure_attitude_matrices(cfg, rng)
     v2c, v3c = MODULE_V2V3
-
-    # Star field covering all dithers of all detectors.
-    half_fov = 0.5 * max(nx, ny) * PIXEL_SCALE + 40.0
-    ra_s, dec_s, mag = _star_field(rng, cfg.ra, cfg.dec, half_fov + 15.0, cfg.n_stars)
-    flux = 10 ** (-0.4 * (mag - 25.0)) * 400.0  # electrons
-
-    dcoeffs = {det: _distortion_coeffs(np.random.default_rng([cfg.seed, i])) for i, det in enumerate(DETECTOR_LAYOUT)}
-    names = exposure_filenames(cfg)
-    t0 = Time(cfg.date, scale="utc")
-
-    truth = {"images": {}, "errors": {}, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
-    images = []
-    k = 0
+    out = []
     for iexp in range(cfg.n_exposures):
-        # dither pattern: a few arcsec to ~10 arcsec, deterministic
-        if iexp == 0:
-            dith = (0.0, 0.0)
-        else:
-            ang = 2.4 * iexp
-            rad = 3.0 + 2.5 * iexp
-            dith = (rad * np.cos(ang), rad * np.sin(ang))
-        # true attitude: module centre at dithered position
+        dith = _pointing_offset(cfg, iexp)
         true_att = _v23tosky(v2c, v3c, cfg.pa_v3, cfg.ra, cfg.dec)
         ra_t, dec_t = true_att(v2c + dith[0], v3c + dith[1])
         true_att = _module_attitude(v2c, v3c, ra_t, dec_t, cfg.pa_v3)
         # pointing error: shift in V2/V3 and roll about the module centre
-        smin, smax = cfg.shift_error
-        amp = rng.uniform(smin, smax)
-        phi = rng.uniform(0, 2 * np.pi)
-        dv2, dv3 = amp * np.cos(phi), amp * np.sin(phi)
-        droll = rng.uniform(-cfg.rotation_error, cfg.rotation_error)  # arcsec
+        dv2, dv3, droll = _pointing_error(cfg, rng)
         ra_e, dec_e = true_att(v2c + dv2, v3c + dv3)
         err_att = _module_attitude(v2c, v3c, ra_e, dec_e, cfg.pa_v3 + droll / 3600.0)
-        tstart = t0 + TimeDelta(600.0 * iexp, format="sec")
+        out.append({"true": true_att, "error": err_att, "shift_v2": float(dv2), "shift_v3": float(dv3), "roll_arcsec": float(droll)})
+    return out
 
-        for det in cfg.detectors:
-            dv2_det, dv3_det, v3yangle = DETECTOR_LAYOUT[det]
-            v2_ref, v3_ref = v2c + dv2_det, v3c + dv3_det
-            base = {"v2_ref": v2_ref, "v3_ref": v3_ref, "v3yangle": v3yangle, "vparity": -1}
-            r, d, roll = _attitude_refs(true_att, v2_ref, v3_ref)
-            true_info = dict(base, ra_ref=r, dec_ref=d, roll_ref=roll)
-            r, d, roll = _attitude_refs(err_att, v2_ref, v3_ref)
-            err_info = dict(base, ra_ref=r, dec_ref=d, roll_ref=roll)
-            true_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], true_info)
-            file_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], err_info)
 
-            # render stars at exact pixel positions of the TRUE wcs
-            cra, cdec = true_wcs(nx / 2, ny / 2, with_bounding_box=False)
-            sep = np.hypot(((ra_s - cra + 180) % 360 - 180) * np.cos(np.deg2rad(cdec)), dec_s - cdec) * 3600
-            near = sep < 0.75 * max(nx, ny) * PIXEL_SCALE + 5
-            xs, ys = world_to_pixel_exact(true_wcs, ra_s[near], dec_s[near])
-            inside = (xs > -10) & (xs < nx + 9) & (ys > -10) & (ys < ny + 9)
-            img_rng = np.random.default_rng([cfg.seed, 1000 + k])
-            sky = 100.0
-            model_img = sky + _render_stars(cfg.shape, xs[inside], ys[inside], flux[near][inside])
-            data = img_rng.poisson(model_img).astype(np.float64)
-            rn = 10.0
-            data += img_rng.normal(0.0, rn, size=cfg.shape)
-            var_poisson = np.maximum(model_img, 0.0)
-            var_rnoise = np.full(cfg.shape, rn**2)
-            dq = np.zeros(cfg.shape, dtype=np.uint32)
-            nbad = int(0.001 * nx * ny)
-            bx = img_rng.integers(0, nx, nbad)
-            by = img_rng.integers(0, ny, nbad)
-            dq[by, bx] = DO_NOT_USE | HOT
-            data[by, bx] = img_rng.uniform(5e3, 5e4, nbad)  # hot pixels: flagged
-            data -= sky  # level-2 products are background-subtracted-ish: keep a small residual
-            data += 0.5
+def _exposure_attitude_matrices(cfg, rng):
+    """`_exposure_attitudes` as rotation matrices (`_attitude_matrix`)."""
+    v2c, v3c = MODULE_V2V3
+    base = _attitude_matrix(v2c, v3c, cfg.pa_v3, cfg.ra, cfg.dec)
+    out = []
+    for iexp in range(cfg.n_exposures):
+        dith = _pointing_offset(cfg, iexp)
+        ra_t, dec_t = _v2v3_to_sky(base, v2c + dith[0], v3c + dith[1])
+        true_att = _attitude_matrix(v2c, v3c, cfg.pa_v3, ra_t, dec_t)
+        dv2, dv3, droll = _pointing_error(cfg, rng)
+        ra_e, dec_e = _v2v3_to_sky(true_att, v2c + dv2, v3c + dv3)
+        err_att = _attitude_matrix(v2c, v3c, cfg.pa_v3 + droll / 3600.0, ra_e, dec_e)
+        out.append({"true": true_att, "error": err_att, "shift_v2": float(dv2), "shift_v3": float(dv3), "roll_arcsec": float(droll)})
+    return out
 
-            model = ImageModel(data=data.astype(np.float32))
-            model.err = np.sqrt(var_poisson + var_rnoise).astype(np.float32)
-            model.dq = dq
-            model.var_poisson = var_poisson.astype(np.float32)
-            model.var_rnoise = var_rnoise.astype(np.float32)
-            m = model.meta
-            m.filename = names[k]
-            m.telescope = "JWST"
-            m.instrument.name = "NIRCAM"
-            m.instrument.detector = det.upper().replace("NRC", "NRC")
-            m.instrument.channel = "SHORT"
-            m.instrument.module = det[3].upper()
-            m.instrument.filter = "F200W"
-            m.instrument.pupil = "CLEAR"
-            m.exposure.type = "NRC_IMAGE"
-            m.exposure.start_time = float(tstart.mjd)
-            m.observation.date = tstart.isot[:10]
-            m.observation.time = tstart.isot[11:]
-            m.observation.program_number = cfg.program
-            m.observation.observation_number = "001"
-            m.observation.visit_number = "001"
-            m.observation.visit_group = "02"
-            m.observation.sequence_id = "1"
-            m.observation.activity_id = "01"
-            m.observation.exposure_number = f"{iexp + 1:05d}"
-            m.wcsinfo.v2_ref = v2_ref
-            m.wcsinfo.v3_ref = v3_ref
-            m.wcsinfo.v3yangle = v3yangle
-            m.wcsinfo.vparity = -1
-            m.wcsinfo.roll_ref = err_info["roll_ref"]
-            m.wcsinfo.ra_ref = err_info["ra_ref"]
-            m.wcsinfo.dec_ref = err_info["dec_ref"]
-            m.cal_step.assign_wcs = "COMPLETE"
-            m.cal_step.flat_field = "COMPLETE"
-            m.cal_step.photom = "COMPLETE"
-            m.wcs = file_wcs
-            path = os.path.join(outdir, names[k])
-            with atomic_output(path) as tmp:
-                model.save(tmp, overwrite=True)
-            model.close()
-            images.append(path)
-            truth["images"][names[k]] = true_wcs
-            truth["errors"][names[k]] = {
-                "shift_v2": float(dv2),
-                "shift_v3": float(dv3),
-                "roll_arcsec": float(droll),
-                "exposure": iexp,
-            }
-            k += 1
 
-    truth["stars"] = {"ra": ra_s, "dec": dec_s, "mag": mag}
-    truth_path = os.path.join(outdir, "truth.asdf")
-    with atomic_output(truth_path) as tmp:
-        asdf.AsdfFile(truth).write_to(tmp)
+def _axis_matrix(angle, axis):
+    """`astropy.coordinates.matrix_utilities.rotation_matrix` (``angle`` in deg) without its overhead."""
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    if axis == "x":
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
+    if axis == "y":
+        return np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
+    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
 
+
+def _attitude_matrix(v2_ref, v3_ref, roll_ref, ra_ref, dec_ref):
+    """The matrix of `_v23tosky`'s rotation: V2/V3 unit vectors -> sky unit vectors."""
+    m = np.eye(3)
+    for angle, axis in zip((v2_ref / 3600.0, -v3_ref / 3600.0, roll_ref, dec_ref, -ra_ref), "zyxyz"):
+        m = _axis_matrix(angle, axis) @ m
+    return m
+
+
+def _v2v3_to_sky(matrix, v2, v3):
+    """RA, Dec (deg) of V2/V3 positions (arcsec) under an attitude matrix."""
+    return _to_radec(matrix @ _unit_vector(np.asarray(v2) / 3600.0, np.asarray(v3) / 3600.0))
+
+
+def _matrix_refs(matrix, v2_ref, v3_ref):
+    """`_attitude_refs` of an attitude matrix, exactly (no iteration).
+
+    ``ra_ref``, ``dec_ref`` are where the attitude puts (``v2_ref``,
+    ``v3_ref``); the roll is what is left of the attitude once the
+    rotations of `_v23tosky` on either side of it are undone.
+    """
+    ra, dec = _v2v3_to_sky(matrix, v2_ref, v3_ref)
+    inner = _axis_matrix(-v3_ref / 3600.0, "y") @ _axis_matrix(v2_ref / 3600.0, "z")
+    outer = _axis_matrix(-ra, "z") @ _axis_matrix(dec, "y")
+    roll = outer.T @ matrix @ inner.T
+    return float(ra), float(dec), float(np.rad2deg(np.arctan2(roll[1, 2], roll[1, 1])) % 360.0)
+
+
+def _detector_wcsinfo(attitude, det):
+    """``wcsinfo`` of detector ``det`` under a focal-plane attitude (a model or a matrix)."""
+    v2c, v3c = MODULE_V2V3
+    dv2_det, dv3_det, v3yangle = DETECTOR_LAYOUT[det]
+    v2_ref, v3_ref = v2c + dv2_det, v3c + dv3_det
+    refs = _matrix_refs if isinstance(attitude, np.ndarray) else _attitude_refs
+    r, d, roll = refs(attitude, v2_ref, v3_ref)
+    return {"v2_ref": v2_ref, "v3_ref": v3_ref, "v3yangle": v3yangle, "vparity": -1, "ra_ref": r, "dec_ref": d, "roll_ref": roll}
+
+
+def _field(cfg):
+    """The seeded star field and exposure attitudes of a dataset.
+
+    Returns
+    -------
+    stars : tuple of numpy.ndarray
+        ``ra``, ``dec`` (deg), ``mag``.
+    attitudes : list of dict
+        `_exposure_attitudes`.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    stars = _star_field(rng, cfg.ra, cfg.dec, _star_field_radius(cfg), cfg.n_stars)
+    return stars, _exposure_attitudes(cfg, rng)
+
+
+def _star_flux(mag):
+    """Total flux (electrons) of a star of magnitude ``mag``."""
+    return 10 ** (-0.4 * (mag - 25.0)) * 400.0
+
+
+def _all_distortion_coeffs(seed):
+    """Distortion coefficients of every detector of `DETECTOR_LAYOUT` (seeded per detector)."""
+    return {det: _distortion_coeffs(np.random.default_rng([seed, i])) for i, det in enumerate(DETECTOR_LAYOUT)}
+
+
+def _config_tree(cfg):
+    """The configuration as stored in a truth file (the grid fields only for a grid)."""
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in cfg.__dict__.items()
+        if cfg.grid is not None or k not in _GRID_FIELDS
+    }
+
+
+def _render_image(cfg, true_wcs, stars, flux, k):
+    """Pixel arrays of image ``k``: stars at their exact pixel positions through the TRUE wcs.
+
+    Returns
+    -------
+    dict
+        ``data``, ``err``, ``dq``, ``var_poisson``, ``var_rnoise``.
+    """
+    ra_s, dec_s = stars
+    ny, nx = cfg.shape
+    cra, cdec = true_wcs(nx / 2, ny / 2, with_bounding_box=False)
+    sep = np.hypot(((ra_s - cra + 180) % 360 - 180) * np.cos(np.deg2rad(cdec)), dec_s - cdec) * 3600
+    near = sep < 0.75 * max(nx, ny) * PIXEL_SCALE + 5
+    xs, ys = world_to_pixel_exact(true_wcs, ra_s[near], dec_s[near])
+    inside = (xs > -10) & (xs < nx + 9) & (ys > -10) & (ys < ny + 9)
+    img_rng = np.random.default_rng([cfg.seed, 1000 + k])
+    sky = 100.0
+    model_img = sky + _render_stars(cfg.shape, xs[inside], ys[inside], flux[near][inside])
+    data = img_rng.poisson(model_img).astype(np.float64)
+    rn = 10.0
+    data += img_rng.normal(0.0, rn, size=cfg.shape)
+    var_poisson = np.maximum(model_img, 0.0)
+    var_rnoise = np.full(cfg.shape, rn**2)
+    dq = np.zeros(cfg.shape, dtype=np.uint32)
+    nbad = int(0.001 * nx * ny)
+    bx = img_rng.integers(0, nx, nbad)
+    by = img_rng.integers(0, ny, nbad)
+    dq[by, bx] = DO_NOT_USE | HOT
+    data[by, bx] = img_rng.uniform(5e3, 5e4, nbad)  # hot pixels: flagged
+    data -= sky  # level-2 products are background-subtracted-ish: keep a small residual
+    data += 0.5
+    return {"data": data, "err": np.sqrt(var_poisson + var_rnoise), "dq": dq, "var_poisson": var_poisson, "var_rnoise": var_rnoise}
+
+
+def _observation(cfg, iexp, isot):
+    """``meta.observation`` of exposure ``iexp`` (its own exposure group), starting at ``isot``."""
+    return {
+        "date": isot[:10],
+        "time": isot[11:],
+        "program_number": cfg.program,
+        "observation_number": "001",
+        "visit_number": "001",
+        "visit_group": "02",
+        "sequence_id": "1",
+        "activity_id": "01",
+        "exposure_number": f"{iexp + 1:05d}",
+    }
+
+
+def _cal_model(arrays, name, det, tstart, obs, wcsinfo, wcs):
+    """The level-2 ``ImageModel`` of one detector image (file WCS and ``wcsinfo``)."""
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    model = ImageModel(data=arrays["data"].astype(np.float32))
+    model.err = arrays["err"].astype(np.float32)
+    model.dq = arrays["dq"]
+    model.var_poisson = arrays["var_poisson"].astype(np.float32)
+    model.var_rnoise = arrays["var_rnoise"].astype(np.float32)
+    m = model.meta
+    m.filename = name
+    m.telescope = "JWST"
+    m.instrument.name = "NIRCAM"
+    m.instrument.detector = det.upper()
+    m.instrument.channel = "SHORT"
+    m.instrument.module = det[3].upper()
+    m.instrument.filter = "F200W"
+    m.instrument.pupil = "CLEAR"
+    m.exposure.type = "NRC_IMAGE"
+    m.exposure.start_time = float(tstart.mjd)
+    for key, value in obs.items():
+        setattr(m.observation, key, value)
+    for key in ("v2_ref", "v3_ref", "v3yangle", "vparity", "roll_ref", "ra_ref", "dec_ref"):
+        setattr(m.wcsinfo, key, wcsinfo[key])
+    m.cal_step.assign_wcs = "COMPLETE"
+    m.cal_step.flat_field = "COMPLETE"
+    m.cal_step.photom = "COMPLETE"
+    m.wcs = wcs
+    return model
+
+
+def _write_asn(outdir, cfg, names):
+    """The level-3 association ``asn.json`` of all images."""
     asn = {
         "asn_type": "image3",
         "asn_rule": "candidate_Asn_Lv3Image",
@@ -594,9 +816,69 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
     asn_path = os.path.join(outdir, "asn.json")
     with atomic_output(asn_path) as tmp, open(tmp, "w") as f:
         json.dump(asn, f, indent=2)
+    return asn_path
 
+
+def make_dataset(outdir, cfg: SyntheticConfig | None = None):
+    """Write a synthetic dataset into ``outdir``.
+
+    Writes the ``*_cal.fits`` images, ``truth.asdf`` (the true GWCS and
+    pointing errors of every image), ``asn.json`` (a level-3 association)
+    and ``refcat.ecsv`` (a Gaia-like reference catalog, ``RA``/``DEC`` in
+    degrees with ``cfg.refcat_noise`` mas of noise). Each file is written
+    under a temporary name and renamed.
+
+    With ``cfg.grid`` the exposures are the tiles of a mosaic (see
+    `SyntheticConfig.mosaic`) instead of small dithers; the truth's
+    ``errors`` then also give each image's ``grid`` cell (column, row).
+
+    Returns
+    -------
+    dict
+        Paths: ``images`` (list), ``truth``, ``asn``, ``refcat``.
+    """
+    import asdf
+    from astropy.time import Time, TimeDelta
+
+    cfg = cfg or SyntheticConfig()
+    os.makedirs(outdir, exist_ok=True)
+    (ra_s, dec_s, mag), attitudes = _field(cfg)
+    flux = _star_flux(mag)  # electrons
+    dcoeffs = _all_distortion_coeffs(cfg.seed)
+    names = exposure_filenames(cfg)
+    cells = grid_positions(cfg)
+    t0 = Time(cfg.date, scale="utc")
+
+    truth = {"images": {}, "errors": {}, "config": _config_tree(cfg)}
+    images = []
+    k = 0
+    for iexp, att in enumerate(attitudes):
+        tstart = t0 + TimeDelta(600.0 * iexp, format="sec")
+        obs = _observation(cfg, iexp, tstart.isot)
+        for det in cfg.detectors:
+            true_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], _detector_wcsinfo(att["true"], det))
+            err_info = _detector_wcsinfo(att["error"], det)
+            file_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], err_info)
+            arrays = _render_image(cfg, true_wcs, (ra_s, dec_s), flux, k)
+            model = _cal_model(arrays, names[k], det, tstart, obs, err_info, file_wcs)
+            path = os.path.join(outdir, names[k])
+            with atomic_output(path) as tmp:
+                model.save(tmp, overwrite=True)
+            model.close()
+            images.append(path)
+            truth["images"][names[k]] = true_wcs
+            truth["errors"][names[k]] = {key: att[key] for key in ("shift_v2", "shift_v3", "roll_arcsec")}
+            truth["errors"][names[k]]["exposure"] = iexp
+            if cells:
+                truth["errors"][names[k]]["grid"] = list(cells[k])
+            k += 1
+
+    truth["stars"] = {"ra": ra_s, "dec": dec_s, "mag": mag}
+    truth_path = os.path.join(outdir, "truth.asdf")
+    with atomic_output(truth_path) as tmp:
+        asdf.AsdfFile(truth).write_to(tmp)
+    asn_path = _write_asn(outdir, cfg, names)
     ref_path = _write_refcat(outdir, ra_s, dec_s, mag, cfg.refcat_maglim, cfg.refcat_noise, cfg.seed)
-
     return {"images": images, "truth": truth_path, "asn": asn_path, "refcat": ref_path}
 
 
@@ -620,6 +902,360 @@ def load_truth(path, stars=False):
         if stars:
             st = af.tree["stars"]
             out = out + (Table({k: np.array(st[k]) for k in ("ra", "dec", "mag")}),)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Catalog-only mosaics (no pixels), for scale tests of the gather steps
+# ---------------------------------------------------------------------------
+
+#: Faintest magnitude of the catalogs of `make_catalog_mosaic` by default:
+#: as many sources per tile as the default source detection finds on the
+#: synthetic images (measured on the 7 x 7 `SyntheticConfig.mosaic`, seed 42:
+#: 42.8 detected per tile, 42.0 stars brighter than this limit; the
+#: detection finds all stars to 23.5, 86% at 23.75-24, 41% at 24-24.25,
+#: 4% at 24.25-24.5).
+MOSAIC_DETECTION_MAGLIM = 24.05
+
+#: Sentinels of the per-image values in a `_BlobTemplate`: the ``wcsinfo``
+#: values and those the GWCS holds (floats whose YAML text is unique).
+_SENTINEL_INFO = {"ra_ref": 1.25e121, "dec_ref": 1.25e122, "roll_ref": 1.25e123}
+_SENTINEL_WCS = {"ra_ref": 1.25e124, "dec_ref": 1.25e125, "roll_ref": 1.25e126}
+
+
+def _yaml_float(value):
+    """The YAML text of a float as the ASDF (PyYAML) representer writes it."""
+    text = repr(float(value)).lower()
+    if "." not in text and "e" in text:
+        text = text.replace("e", ".0e", 1)
+    return text
+
+
+def _yaml_angle(value):
+    """The YAML text of an angle (deg) of a ``RotationSequence3D``: kept in radians, written in degrees."""
+    return _yaml_float(np.rad2deg(np.deg2rad(float(value))))
+
+
+def _yaml_str(value):
+    """The YAML text of a short plain string: single-quoted when plain text would read back as another type."""
+    import yaml
+
+    if not value or value != value.strip() or any(c in value for c in ",[]{}#&*!|>'\"%@`") or ": " in value:
+        raise ValueError(f"not a plain YAML string: {value!r}")
+    tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False))
+    return value if tag == "tag:yaml.org,2002:str" else f"'{value}'"
+
+
+class _BlobTemplate:
+    """The ASDF extension of a detector's images, serialized once.
+
+    The images of one detector differ only by their attitude (``ra_ref``,
+    ``dec_ref``, ``roll_ref`` in ``wcsinfo`` and in the angles of the
+    V2/V3 -> sky rotation), file name and observation metadata; their
+    distortion (all the binary blocks) is the same. `fill` writes those
+    values into the template's YAML as the ASDF writer does and moves the
+    block index by the change of length: microseconds instead of the
+    ~30-60 ms of serializing each image's GWCS, and the same tree once read
+    (checked by the tests).
+    """
+
+    def __init__(self, det2v23, shape, wcsinfo, observation):
+        import io
+
+        import asdf
+
+        self.keys = ["filename", *(f"observation.{k}" for k in observation)]
+        self.sentinels = {k: f"ZZSENTINEL{i:03d}" for i, k in enumerate(self.keys)}
+        info = dict(wcsinfo, **_SENTINEL_INFO)
+        obs = {k: self.sentinels[f"observation.{k}"] for k in observation}
+        wcs = _jwst_gwcs(shape, det2v23, dict(wcsinfo, **_SENTINEL_WCS))
+        buf = io.BytesIO()
+        asdf.AsdfFile({"meta": {"wcs": wcs, "wcsinfo": info, "observation": obs, "filename": self.sentinels["filename"]}}).write_to(buf)
+        raw = buf.getvalue()
+        end = raw.index(b"\n...\n") + 5
+        self.yaml, blocks = raw[:end].decode("utf-8"), raw[end:]
+        self.blocks, _, index = blocks.partition(b"#ASDF BLOCK INDEX\n")
+        self.offsets = [int(line[2:]) for line in index.splitlines() if line.startswith(b"- ")]
+        texts = [*self.sentinels.values(), *map(_yaml_float, _SENTINEL_INFO.values()), *map(_yaml_angle, _SENTINEL_WCS.values())]
+        if any(self.yaml.count(t) != 1 for t in texts) or f"-{_yaml_angle(_SENTINEL_WCS['ra_ref'])}" not in self.yaml:
+            raise RuntimeError("ASDF template: the per-image values are not written as expected")
+
+    def fill(self, wcsinfo, filename, observation):
+        """The ASDF bytes of an image with this ``wcsinfo`` (attitude), file name and observation."""
+        text = self.yaml
+        for key in _SENTINEL_INFO:
+            # the rotation holds -ra_ref: the sign stays in the text (ra_ref >= 0)
+            text = text.replace(_yaml_float(_SENTINEL_INFO[key]), _yaml_float(wcsinfo[key]))
+            text = text.replace(_yaml_angle(_SENTINEL_WCS[key]), _yaml_angle(wcsinfo[key]))
+        values = {"filename": filename, **{f"observation.{k}": v for k, v in observation.items()}}
+        for key, sentinel in self.sentinels.items():
+            text = text.replace(sentinel, _yaml_str(values[key]))
+        head = text.encode("utf-8")
+        delta = len(head) - len(self.yaml.encode("utf-8"))
+        index = "".join(f"- {o + delta}\n" for o in self.offsets)
+        return head + self.blocks + f"#ASDF BLOCK INDEX\n%YAML 1.1\n---\n{index}...\n".encode("ascii")
+
+
+class _DetectorPolynomial:
+    """The detector -> V2/V3 model of `_distortion` in numpy, with an exact inverse.
+
+    The same polynomial, ideal-frame rotation and parity as the GWCS of
+    a detector (`make_jwst_gwcs`), evaluated without astropy's modeling
+    overhead: `from_v2v3` inverts it by Newton iterations to ``tol``
+    pixels, ~50x faster than `world_to_pixel_exact` on the GWCS.
+    """
+
+    def __init__(self, shape, wcsinfo, coeffs):
+        from numpy.polynomial import polynomial
+
+        ny, nx = shape
+        self.centre = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
+        self.poly = [np.array([[c.get(f"c{i}_{j}", 0.0) for j in range(4)] for i in range(4)]) for c in (coeffs["x"], coeffs["y"])]
+        self.grad = [[polynomial.polyder(c, axis=a) for a in (0, 1)] for c in self.poly]
+        ang, vparity = np.deg2rad(wcsinfo["v3yangle"]), wcsinfo.get("vparity", -1)
+        self.matrix = np.array([[vparity * np.cos(ang), np.sin(ang)], [-vparity * np.sin(ang), np.cos(ang)]])
+        self.ref = np.array([wcsinfo["v2_ref"], wcsinfo["v3_ref"]])
+
+    def _ideal(self, u, v):
+        from numpy.polynomial.polynomial import polyval2d
+
+        return np.array([polyval2d(u, v, c) for c in self.poly])
+
+    def to_v2v3(self, x, y):
+        """V2, V3 (arcsec) of 0-based detector positions."""
+        u, v = (np.asarray(x, float) - self.centre[0]) * 1e-3, (np.asarray(y, float) - self.centre[1]) * 1e-3
+        return self.matrix @ self._ideal(u, v) + self.ref[:, np.newaxis]
+
+    def from_v2v3(self, v2, v3, tol=1e-9, maxiter=20):
+        """0-based detector positions of V2, V3 (arcsec), to ``tol`` pixels."""
+        from numpy.polynomial.polynomial import polyval2d
+
+        target = np.linalg.solve(self.matrix, np.array([v2, v3], float) - self.ref[:, np.newaxis])
+        lin = np.array([[self.poly[k][1, 0], self.poly[k][0, 1]] for k in (0, 1)])
+        u, v = np.linalg.solve(lin, target)
+        for _ in range(maxiter):
+            r = self._ideal(u, v) - target
+            j = [[polyval2d(u, v, g) for g in row] for row in self.grad]
+            det = j[0][0] * j[1][1] - j[0][1] * j[1][0]
+            du = (j[1][1] * r[0] - j[0][1] * r[1]) / det
+            dv = (-j[1][0] * r[0] + j[0][0] * r[1]) / det
+            u, v = u - du, v - dv
+            if np.all(np.hypot(du, dv) * 1e3 < tol):
+                break
+        return u * 1e3 + self.centre[0], v * 1e3 + self.centre[1]
+
+
+def _sky_to_detector(wcsinfo, poly, ra, dec):
+    """0-based detector positions of RA, Dec (deg) through the WCS of ``wcsinfo`` (exact)."""
+    m = _attitude_matrix(*(wcsinfo[k] for k in ("v2_ref", "v3_ref", "roll_ref", "ra_ref", "dec_ref")))
+    lon, lat = _to_radec(m.T @ _unit_vector(ra, dec))
+    return poly.from_v2v3(((lon + 180.0) % 360.0 - 180.0) * 3600.0, lat * 3600.0)
+
+
+def _near_stars(tree, wcsinfo, shape):
+    """Indices of the stars within the circle around a detector (a k-d tree of unit vectors)."""
+    ny, nx = shape
+    radius = np.deg2rad((0.55 * np.hypot(nx, ny) * PIXEL_SCALE + 5.0) / 3600.0)
+    centre = _unit_vector(wcsinfo["ra_ref"], wcsinfo["dec_ref"])
+    return np.sort(np.asarray(tree.query_ball_point(centre, 2.0 * np.sin(radius / 2.0)), dtype=np.int64))
+
+
+def _tile_sources(wcsinfo, poly, stars, near, shape, maglim, max_sources, edge=2.0):
+    """The stars a detection would keep: inside the detector (``edge`` px from its
+    border), brighter than ``maglim``, the ``max_sources`` brightest first.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        Star indices.
+    x, y : numpy.ndarray
+        Their exact 0-based pixel positions through the TRUE WCS (``wcsinfo``, ``poly``).
+    """
+    ra_s, dec_s, mag = stars
+    near = near[mag[near] < maglim]
+    x, y = _sky_to_detector(wcsinfo, poly, ra_s[near], dec_s[near])
+    ny, nx = shape
+    inside = (x >= edge) & (x <= nx - 1 - edge) & (y >= edge) & (y <= ny - 1 - edge)
+    order = np.argsort(mag[near][inside], kind="stable")[:max_sources]
+    return near[inside][order], x[inside][order], y[inside][order]
+
+
+def _tile_catalog(name, index, x, y, mag, file_wcs, noise):
+    """The catalog of one tile as the detect job writes it (``ra``/``dec`` through the file WCS)."""
+    from astropy.table import Table
+
+    from .geometry import det_to_world
+
+    flux = _star_flux(mag[index])
+    # peak: the central pixel of the synthetic PSF holds ~16% of the flux
+    cat = Table({"id": np.arange(1, len(index) + 1, dtype=np.int64), "x": x + noise[0], "y": y + noise[1], "flux": flux, "peak": 0.16 * flux})
+    cat.meta["image"] = name
+    cat["ra"], cat["dec"] = det_to_world(file_wcs, np.asarray(cat["x"]), np.asarray(cat["y"]))
+    cat["ra"].unit = cat["dec"].unit = "deg"
+    return cat
+
+
+def _write_tile(paths, cat, doc, file_wcs, shape):
+    """Write a tile's catalog and image sidecar (with its ``sky``) as the detect job does."""
+    from .catalogs import write_catalog
+    from .geometry import footprint_world
+    from .grouping import resolve_group_id
+    from .io import write_image_sidecar
+
+    gid = resolve_group_id(doc["observation"], None, doc["asn_group_id"], fallback=doc["filename"])
+    sky = {"group_id": gid, "footprints": [np.column_stack(footprint_world(file_wcs, shape, edges=True))]}
+    write_catalog(cat, paths[0], "ascii.ecsv")
+    write_image_sidecar(paths[1], doc, sky=sky)
+
+
+def _tile_doc(outdir, name, wcsinfo, obs, shape, blob):
+    """The image sidecar document of a tile (`tweakflow.io.image_sidecar_doc` of an image without pixels)."""
+    from .io import ImageData, image_sidecar_doc
+
+    meta = {"filename": name, "observation": obs, "date": f"{obs['date']}T{obs['time']}"}
+    im = ImageData(path=os.path.join(outdir, name), kind="jwst", data=None, dq=None, wcs=None, wcsinfo=wcsinfo, meta=meta, shape=tuple(shape), wcs_blob=blob)
+    return image_sidecar_doc(im, None)
+
+
+def make_catalog_mosaic(outdir, cfg: SyntheticConfig | None = None, *, maglim=MOSAIC_DETECTION_MAGLIM, centroid_noise=0.03, max_sources=200):
+    """Write a mosaic as the detect jobs' outputs only: catalogs and image sidecars, no pixels.
+
+    The images are those `make_dataset` would write for ``cfg`` (same star
+    field, true and file WCSs, names; any ``columns x rows`` grid, e.g.
+    32 x 32): for each, what the workflow's ``detect_sources`` job writes,
+
+    - ``catalogs/<stem>_cat.ecsv``: ``id``, ``x``, ``y`` (0-based pixels:
+      the stars' exact positions through the TRUE WCS, plus
+      ``centroid_noise`` px of Gaussian noise per axis), ``flux``
+      (electrons, as `make_dataset` renders the star), ``peak`` (16% of
+      it), and ``ra``, ``dec`` (deg) of ``x``, ``y`` through the FILE
+      WCS; the stars a detection keeps: inside the detector, brighter than
+      ``maglim``, the ``max_sources`` brightest;
+    - ``sidecars/<stem>_meta.json``: the image sidecar (the image's ASDF
+      tree ``meta.wcs``, ``wcsinfo``, ``observation``, ``filename``) with
+      its ``sky`` (the resolved group id: one group per exposure; the
+      detector's footprint through the file WCS).
+
+    Also ``truth.asdf`` (`load_catalog_mosaic_truth`) and ``refcat.ecsv``
+    (the stars brighter than ``cfg.refcat_maglim``, ``cfg.refcat_noise``
+    mas of noise). ~10 ms per image (1,000 images of 1024 x 1024 px: ~10 s,
+    ~30 MB).
+
+    Parameters
+    ----------
+    outdir : str
+    cfg : SyntheticConfig or None
+        With a ``grid``; default `SyntheticConfig.mosaic` ().
+    maglim : float
+        Faintest magnitude detected (default: as many sources as the
+        default detection finds on the synthetic images).
+    centroid_noise : float
+        Gaussian noise (pixels, per axis) of the catalog positions.
+    max_sources : int
+        Most sources per catalog (the brightest; the detection's ``brightest``).
+
+    Returns
+    -------
+    dict
+        ``catalogs``, ``sidecars``, ``names`` (lists, in `exposure_filenames`
+        order), ``truth``, ``refcat`` (paths).
+    """
+    import asdf
+    from astropy.time import Time, TimeDelta
+    from scipy.spatial import cKDTree
+
+    from .io import output_stem
+
+    cfg = cfg or SyntheticConfig.mosaic()
+    if cfg.grid is None:
+        raise ValueError("make_catalog_mosaic needs a SyntheticConfig with a grid (see SyntheticConfig.mosaic)")
+    for sub in ("catalogs", "sidecars"):
+        os.makedirs(os.path.join(outdir, sub), exist_ok=True)
+    stars, attitudes = _field(cfg)
+    tree = cKDTree(_unit_vector(stars[0], stars[1]).T)
+    dcoeffs = _all_distortion_coeffs(cfg.seed)
+    names, cells = exposure_filenames(cfg), grid_positions(cfg)
+    times = (Time(cfg.date, scale="utc") + TimeDelta(600.0 * np.arange(cfg.n_exposures), format="sec")).isot
+    out = {"catalogs": [], "sidecars": [], "names": names}
+    truth = {"kind": "catalog_mosaic", "config": _config_tree(cfg), "shape": list(cfg.shape), "distortion": {}, "tiles": {}}
+    truth["catalog"] = {"maglim": float(maglim), "centroid_noise": float(centroid_noise), "max_sources": int(max_sources)}
+    models, polys, templates, star_index = {}, {}, {}, []
+    k = nrows = 0
+    for iexp, att in enumerate(attitudes):
+        obs = _observation(cfg, iexp, times[iexp])
+        for det in cfg.detectors:
+            true_info, err_info = _detector_wcsinfo(att["true"], det), _detector_wcsinfo(att["error"], det)
+            if det not in models:
+                models[det] = _distortion(cfg.shape, true_info["v2_ref"], true_info["v3_ref"], true_info["v3yangle"], dcoeffs[det])
+                polys[det] = _DetectorPolynomial(cfg.shape, true_info, dcoeffs[det])
+                templates[det] = _BlobTemplate(models[det], cfg.shape, err_info, obs)
+                truth["distortion"][det] = dcoeffs[det]
+            file_wcs = _jwst_gwcs(cfg.shape, models[det], err_info)
+            near = _near_stars(tree, true_info, cfg.shape)
+            index, x, y = _tile_sources(true_info, polys[det], stars, near, cfg.shape, maglim, max_sources)
+            noise = np.random.default_rng([cfg.seed, 3000 + k]).normal(0.0, centroid_noise, (2, len(index)))
+            cat = _tile_catalog(names[k], index, x, y, stars[2], file_wcs, noise)
+            doc = _tile_doc(outdir, names[k], err_info, obs, cfg.shape, templates[det].fill(err_info, names[k], obs))
+            stem = output_stem(names[k])
+            paths = (os.path.join(outdir, "catalogs", f"{stem}_cat.ecsv"), os.path.join(outdir, "sidecars", f"{stem}_meta.json"))
+            _write_tile(paths, cat, doc, file_wcs, cfg.shape)
+            out["catalogs"].append(paths[0])
+            out["sidecars"].append(paths[1])
+            truth["tiles"][names[k]] = {
+                "detector": det, "exposure": iexp, "grid": list(cells[k]), "wcsinfo": true_info, "file_wcsinfo": err_info,
+                "shift_v2": att["shift_v2"], "shift_v3": att["shift_v3"], "roll_arcsec": att["roll_arcsec"],
+                "rows": [nrows, nrows + len(index)],
+            }
+            star_index.append(index)
+            nrows += len(index)
+            k += 1
+    truth["star_index"] = np.concatenate(star_index) if star_index else np.zeros(0, np.int64)
+    truth["stars"] = {"ra": stars[0], "dec": stars[1], "mag": stars[2]}
+    out["truth"] = os.path.join(outdir, "truth.asdf")
+    with atomic_output(out["truth"]) as tmp:
+        asdf.AsdfFile(truth).write_to(tmp)
+    out["refcat"] = _write_refcat(outdir, stars[0], stars[1], stars[2], cfg.refcat_maglim, cfg.refcat_noise, cfg.seed)
+    return out
+
+
+def load_catalog_mosaic_truth(path):
+    """Read the ``truth.asdf`` of `make_catalog_mosaic`.
+
+    The true WCSs are rebuilt from the true ``wcsinfo`` of each image and
+    the distortion of its detector (built once per detector and shared).
+
+    Returns
+    -------
+    dict
+        ``wcs`` (name -> true gwcs), ``errors`` (name -> ``shift_v2``,
+        ``shift_v3``, ``roll_arcsec``, ``exposure``, ``grid``),
+        ``star_index`` (name -> index in ``stars`` of each catalog row, in
+        ``id`` order), ``stars`` (`astropy.table.Table`: ra, dec, mag),
+        ``file_wcsinfo`` (name -> the file's ``wcsinfo``), ``catalog``
+        (``maglim``, ``centroid_noise``, ``max_sources``), ``config``.
+    """
+    import asdf
+    from astropy.table import Table
+
+    with asdf.open(path, lazy_load=False, memmap=False) as af:
+        t = af.tree
+        shape = tuple(int(n) for n in t["shape"])
+        coeffs = {d: {a: dict(c) for a, c in v.items()} for d, v in t["distortion"].items()}
+        tiles = {n: dict(v) for n, v in t["tiles"].items()}
+        index = np.array(t["star_index"])
+        stars = Table({k: np.array(t["stars"][k]) for k in ("ra", "dec", "mag")})
+        extra = {"catalog": dict(t["catalog"]), "config": dict(t["config"])}
+    models = {}
+    out = {"wcs": {}, "errors": {}, "star_index": {}, "file_wcsinfo": {}, "stars": stars, **extra}
+    for name, tile in tiles.items():
+        info, det = dict(tile["wcsinfo"]), tile["detector"]
+        if det not in models:
+            models[det] = _distortion(shape, info["v2_ref"], info["v3_ref"], info["v3yangle"], coeffs[det], info.get("vparity", -1))
+        out["wcs"][name] = _jwst_gwcs(shape, models[det], info)
+        out["errors"][name] = {k: tile[k] for k in ("shift_v2", "shift_v3", "roll_arcsec", "exposure")}
+        out["errors"][name]["grid"] = tuple(int(v) for v in tile["grid"])
+        out["star_index"][name] = index[slice(*(int(v) for v in tile["rows"]))]
+        out["file_wcsinfo"][name] = dict(tile["file_wcsinfo"])
     return out
 
 
