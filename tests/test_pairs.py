@@ -34,7 +34,7 @@ def _sides(rng, n_common, offset_arcsec, n_own=30, noise_arcsec=0.001):
     own_b = np.c_[rng.uniform(10.0 + 17 * DEG, 10.0 + 37 * DEG, n_own), rng.uniform(-15 * DEG, 15 * DEG, n_own)]
     a = np.vstack([common, own_a]) + rng.normal(0, noise_arcsec * DEG, (n_common + n_own, 2))
     b = np.vstack([common, own_b]) + np.array(offset_arcsec) * DEG + rng.normal(0, noise_arcsec * DEG, (n_common + n_own, 2))
-    side = lambda xy, fp: {"ra": xy[:, 0], "dec": xy[:, 1], "footprints": [fp]}  # noqa: E731
+    side = lambda xy, fp: {"ra": xy[:, 0], "dec": xy[:, 1], "footprints": [fp], "pixel_scale": 0.031}  # noqa: E731
     return side(a, fa), side(b, fb)
 
 

@@ -25,7 +25,7 @@ LAYERS = [
 ]
 
 #: Generators of synthetic data: one long recipe each, read top to bottom.
-LONG_FUNCTIONS_ALLOWED = {("synthetic", "make_dataset"), ("synthetic", "make_fits_dataset")}
+LONG_FUNCTIONS_ALLOWED = {("synthetic", "make_dataset"), ("synthetic", "make_fits_dataset"), ("synthetic", "make_catalog_mosaic")}
 
 MAX_FUNCTION_LINES = 80
 

@@ -96,6 +96,10 @@ class _Problem:
         y = (self.pb[idx] - self.pa[idx]).ravel()
         return a, y, idx
 
+    def kinds(self):
+        """Row kinds: 0 a pair of groups, 1 a reference-catalog star (their noises differ)."""
+        return (self.gb < 0).astype(int)
+
 
 def _components(n_groups, ga, gb, used, anchors):
     """Groups connected to an anchor through used rows (refcat rows connect to every anchor)."""
@@ -109,13 +113,15 @@ def _components(n_groups, ga, gb, used, anchors):
     return np.array([label[i] in keep for i in range(n_groups)])
 
 
-def _solve_once(prob, free):
-    """Parameters per group (zeros for fixed ones), residuals of the used rows, normal matrix."""
+def _solve_once(prob, free, weights):
+    """Weighted least squares: parameters per group (zeros for fixed ones), residuals of the used rows, normal matrix."""
+    from scipy.sparse import diags
     from scipy.sparse.linalg import spsolve
 
     a, y, idx = prob.matrix(free)
-    normal = (a.T @ a).tocsc()
-    x = np.atleast_1d(spsolve(normal, a.T @ y))
+    w = diags(np.repeat(weights[idx], 2))
+    normal = (a.T @ w @ a).tocsc()
+    x = np.atleast_1d(spsolve(normal, a.T @ (w @ y)))
     params = np.zeros((prob.n_groups, prob.k))
     for g in np.flatnonzero(free >= 0):
         params[g] = x[free[g] * prob.k : (free[g] + 1) * prob.k]
@@ -124,15 +130,27 @@ def _solve_once(prob, free):
 
 
 def _clip(prob, free, nclip, sigma):
-    """Solve, clipping rows beyond ``sigma`` x RMS, at most ``nclip`` times."""
-    for i in range(int(nclip) + 1):
-        params, res, idx, normal = _solve_once(prob, free)
+    """Solve, weighting each kind of row by its noise and clipping rows beyond
+    ``sigma`` x their kind's RMS, at most ``nclip`` times.
+
+    Pairs of groups and reference-catalog stars have different noises (a
+    catalog of 5 mas against detections of 1 mas): each kind's rows weigh
+    1 / RMS^2 of their residuals, re-estimated at each round, so that the
+    catalog ties the mosaic as a whole and the overlaps hold the tiles
+    together.
+    """
+    kinds = prob.kinds()
+    weights = np.ones(len(kinds))
+    for i in range(int(nclip) + 2):
+        params, res, idx, normal = _solve_once(prob, free, weights)
         r = np.hypot(*res.T)
-        rmse = math.sqrt(float(np.mean(r**2))) if len(r) else 0.0
-        bad = r > sigma * rmse
-        if i == int(nclip) or rmse == 0.0 or not np.any(bad):
+        rms = {kd: math.sqrt(float(np.mean(r[kinds[idx] == kd] ** 2))) for kd in (0, 1) if np.any(kinds[idx] == kd)}
+        new_w = np.array([1.0 / max(rms.get(kd, 1.0), 1e-9) ** 2 for kd in (0, 1)])[kinds]
+        bad = r > sigma * np.array([rms[kd] for kd in kinds[idx]])
+        if i == int(nclip) + 1 or (not np.any(bad) and np.allclose(new_w, weights, rtol=0.05)):
             return params, res, idx, normal
         prob.used[idx[bad]] = False
+        weights = new_w
     raise AssertionError("unreachable")
 
 
@@ -191,7 +209,7 @@ def solve_groups(rows, n_groups, corners, *, fitgeom, nclip, sigma, pair_min, qu
     prob = _Problem(rows["ga"], rows["gb"], rows["pa"], rows["pb"], rows["pair"], n_groups, fitgeom)
     base = prob.used.copy()
     excluded = {}
-    for _ in range(10):
+    for _ in range(4 * n_groups + 10):  # each round drops a pair or a group, or returns
         active = np.array([g not in excluded for g in range(n_groups)])
         prob.used = base & active[prob.ga] & ((prob.gb < 0) | active[np.maximum(prob.gb, 0)])
         fixed, connected = _anchor(prob, n_groups)
@@ -204,7 +222,9 @@ def solve_groups(rows, n_groups, corners, *, fitgeom, nclip, sigma, pair_min, qu
             break
         free[solved] = np.arange(len(solved))
         params, res, idx, normal = _clip(prob, free, nclip, sigma)
-        if _drop_thin_pairs(prob, pair_min):
+        thin = _thin_pairs(prob, pair_min)
+        if len(thin):
+            base &= ~np.isin(prob.pair, thin)
             continue
         stats = _group_stats(prob, res, idx, normal, free, corners, tps)
         failed = {g: "; ".join(f) for g, st in stats.items() if g != fixed and quality["enabled"] and (f := check_fit(st, limits))}
@@ -224,21 +244,16 @@ def _anchor(prob, n_groups):
     return fixed, _components(n_groups, prob.ga, prob.gb, used, [fixed])
 
 
-def _drop_thin_pairs(prob, pair_min):
-    """Drop (from the used rows) the pairs left with fewer than ``pair_min`` matches; True when any was."""
+def _thin_pairs(prob, pair_min):
+    """The pairs left with fewer than ``pair_min`` used matches after clipping."""
     n = np.bincount(prob.pair[prob.used], minlength=int(prob.pair.max()) + 1 if len(prob.pair) else 0)
-    thin = np.flatnonzero((n > 0) & (n < pair_min))
-    if not len(thin):
-        return False
-    prob.used &= ~np.isin(prob.pair, thin)
-    return True
+    return np.flatnonzero((n > 0) & (n < pair_min))
 
 
 def _group_stats(prob, res, idx, normal, free, corners, tps):
     """Per group (free or fixed, with used rows): the statistics `tweakflow.quality.check_fit` reads."""
     k = prob.k
-    dof = max(2 * len(idx) - normal.shape[0], 1)
-    cov = _covariance_blocks(normal, k, float(np.sum(res**2)) / dof)
+    cov = _covariance_blocks(normal, k, 1.0)  # rows weigh 1 / their noise^2
     r_mas = 1000.0 * tps * np.hypot(*res.T)
     stats = {}
     for g in np.unique(np.r_[prob.ga[idx], prob.gb[idx][prob.gb[idx] >= 0]]):

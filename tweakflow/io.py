@@ -870,7 +870,7 @@ def write_image_sidecar(path, image, asn_group_id=None, sky=None):
 
 
 def read_sidecar_sky(path):
-    """``filename``, ``kind``, ``group_id`` and ``footprints`` of an image sidecar, without its WCS.
+    """``filename``, ``kind``, ``group_id``, ``footprints`` and ``shapes`` (per chip) of an image sidecar, without its WCS.
 
     None for a sidecar without them (an unreadable image, or one written
     without ``sky``).
@@ -884,7 +884,9 @@ def read_sidecar_sky(path):
         raise InputError(f"{path}: unreadable image sidecar ({type(exc).__name__}: {exc})") from None
     if "sky" not in doc:
         return None
-    return {"filename": doc["filename"], "kind": doc["kind"], "group_id": doc["sky"]["group_id"], "footprints": [np.asarray(f, float) for f in doc["sky"]["footprints"]]}
+    shapes = [tuple(c["shape"]) for c in doc["chips"]] if doc["kind"] == "fits" else [tuple(doc["shape"])]
+    return {"filename": doc["filename"], "kind": doc["kind"], "group_id": doc["sky"]["group_id"], "shapes": shapes,
+            "footprints": [np.asarray(f, float) for f in doc["sky"]["footprints"]]}
 
 
 @_input_errors

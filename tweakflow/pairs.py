@@ -121,8 +121,10 @@ def match_pair(side_a, side_b, p, q, limits):
     Parameters
     ----------
     side_a, side_b : dict
-        ``ra``, ``dec`` (deg) of every source and ``footprints`` (list of
-        (4, 2) RA, Dec corners) of each side.
+        ``ra``, ``dec`` (deg) of every source, ``footprints`` (list of
+        (4, 2) RA, Dec corners) and ``pixel_scale`` (arcsec; None for a
+        reference catalog) of each side: the 2-D histogram of the offset
+        search has bins of one pixel, as tweakwcs makes them.
     p : dict
         Relative-alignment parameters (``searchrad``, ``separation``,
         ``tolerance``, ``use2dhist``, ``nclip``, ``sigma``).
@@ -151,8 +153,9 @@ def match_pair(side_a, side_b, p, q, limits):
     if min(len(sel_a), len(sel_b)) < n_min:
         out.update(reason=f"{min(len(sel_a), len(sel_b))} sources in the overlap < {n_min}", stats=stats)
         return out
+    pscale = min(s["pixel_scale"] for s in (side_a, side_b) if s.get("pixel_scale")) if any(s.get("pixel_scale") for s in (side_a, side_b)) else 1.0
     for k, radius in enumerate(radii):
-        res = _match_attempt(xy_a[sel_a], xy_b[sel_b], radius, p["use2dhist"] if k == 0 else True, p, q, limits, n_min)
+        res = _match_attempt(xy_a[sel_a], xy_b[sel_b], radius, p["use2dhist"] if k == 0 else True, p, q, limits, n_min, pscale)
         stats.update(res["stats"], attempts=k + 1, searchrad=radius)
         out.update(reason=res["reason"], stats=stats)
         if res["accepted"]:
@@ -161,12 +164,12 @@ def match_pair(side_a, side_b, p, q, limits):
     return out
 
 
-def _match_attempt(xy_a, xy_b, searchrad, use2dhist, p, q, limits, n_min):
+def _match_attempt(xy_a, xy_b, searchrad, use2dhist, p, q, limits, n_min, pscale):
     """One matching radius: xyxymatch, refined shift fit, gates."""
     matcher = make_matcher(searchrad, p["separation"], use2dhist, p["tolerance"])
     ta, tb = Table({"TPx": xy_a[:, 0], "TPy": xy_a[:, 1]}), Table({"TPx": xy_b[:, 0], "TPy": xy_b[:, 1]})
     try:
-        ib, ia = matcher(tb, ta, tp_pscale=1.0, tp_units="arcsec")
+        ib, ia = matcher(tb, ta, tp_pscale=pscale, tp_units="arcsec")
     except Exception as exc:  # tweakwcs: MatchSourceConfusionError, ValueError...
         return {"accepted": False, "reason": f"matching failed: {type(exc).__name__}: {exc}", "stats": {}}
     if len(ia) < n_min:

@@ -35,7 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_output
-from .io import DO_NOT_USE
+from .catalogs import write_catalog
+from .geometry import det_to_world, footprint_world
+from .grouping import resolve_group_id
+from .io import DO_NOT_USE, ImageData, image_sidecar_doc, output_stem, write_image_sidecar
 
 __all__ = [
     "SyntheticConfig",
@@ -1084,7 +1087,6 @@ def _tile_catalog(name, index, x, y, mag, file_wcs, noise):
     """The catalog of one tile as the detect job writes it (``ra``/``dec`` through the file WCS)."""
     from astropy.table import Table
 
-    from .geometry import det_to_world
 
     flux = _star_flux(mag[index])
     # peak: the central pixel of the synthetic PSF holds ~16% of the flux
@@ -1097,10 +1099,6 @@ def _tile_catalog(name, index, x, y, mag, file_wcs, noise):
 
 def _write_tile(paths, cat, doc, file_wcs, shape):
     """Write a tile's catalog and image sidecar (with its ``sky``) as the detect job does."""
-    from .catalogs import write_catalog
-    from .geometry import footprint_world
-    from .grouping import resolve_group_id
-    from .io import write_image_sidecar
 
     gid = resolve_group_id(doc["observation"], None, doc["asn_group_id"], fallback=doc["filename"])
     sky = {"group_id": gid, "footprints": [np.column_stack(footprint_world(file_wcs, shape, edges=True))]}
@@ -1110,7 +1108,6 @@ def _write_tile(paths, cat, doc, file_wcs, shape):
 
 def _tile_doc(outdir, name, wcsinfo, obs, shape, blob):
     """The image sidecar document of a tile (`tweakflow.io.image_sidecar_doc` of an image without pixels)."""
-    from .io import ImageData, image_sidecar_doc
 
     meta = {"filename": name, "observation": obs, "date": f"{obs['date']}T{obs['time']}"}
     im = ImageData(path=os.path.join(outdir, name), kind="jwst", data=None, dq=None, wcs=None, wcsinfo=wcsinfo, meta=meta, shape=tuple(shape), wcs_blob=blob)
@@ -1163,8 +1160,6 @@ def make_catalog_mosaic(outdir, cfg: SyntheticConfig | None = None, *, maglim=MO
     import asdf
     from astropy.time import Time, TimeDelta
     from scipy.spatial import cKDTree
-
-    from .io import output_stem
 
     cfg = cfg or SyntheticConfig.mosaic()
     if cfg.grid is None:

@@ -28,11 +28,11 @@ from ..globalsolve import solve_groups
 from ..io import read_sidecar, read_sidecar_sky
 from ..pairs import MATCH_PAIR_COLUMNS, PAIR_COLUMNS, REFCAT, match_pair, overlapping_pairs, pair_min_matches
 from ..params import RELATIVE_PARS, resolve_block
-from ..quality import gate_limits, resolve_quality
+from ..quality import consistent_rms_limit, gate_limits, resolve_quality
 from ..refcat import read_reference_catalog
 from ..results import MATCH_COLUMNS, attempt_table, fit_row, rows_to_table
 
-__all__ = ["overlap_pairs_step", "match_pairs_step", "global_solve_step", "global_wcs_step"]
+__all__ = ["overlap_pairs_step", "match_pairs_step", "global_solve_step", "global_wcs_step", "reference_plane"]
 
 log = logging.getLogger("tweakflow")
 
@@ -58,7 +58,7 @@ def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, 
                 continue
             raise InputError(f"{side}: the image's WCS could not be read at detection (see its detect_sources log)")
         images.append({"name": sky["filename"], "group": sky["group_id"], "catalog": cat, "kind": sky["kind"], "sidecar": side,
-                       "footprints": [f.tolist() for f in sky["footprints"]]})
+                       "footprints": [f.tolist() for f in sky["footprints"]], "pixel_scale": _pixel_scale(sky)})
     groups = {}
     for im in images:
         groups.setdefault(im["group"], []).extend(np.asarray(f) for f in im["footprints"])
@@ -74,6 +74,15 @@ def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, 
         json.dump({"images": images}, f)
 
 
+def _pixel_scale(sky):
+    """Mean pixel scale (arcsec) of an image: its footprints' area over their pixels."""
+    area = 0.0
+    for f in sky["footprints"]:
+        xy = 3600.0 * np.c_[(f[:, 0] - f[0, 0]) * np.cos(np.deg2rad(f[:, 1])), f[:, 1] - f[0, 1]]
+        area += 0.5 * abs(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1)))
+    return float(np.sqrt(area / sum(float(ny) * float(nx) for ny, nx in sky["shapes"])))
+
+
 def _group_sides(images, groups_needed):
     """Per group: the sky positions of all its sources and its footprints."""
     sides = {}
@@ -81,7 +90,7 @@ def _group_sides(images, groups_needed):
         if im["group"] not in groups_needed:
             continue
         cat = read_table(im["catalog"])
-        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "footprints": []})
+        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "footprints": [], "pixel_scale": im["pixel_scale"]})
         s["ra"].append(np.asarray(cat["ra"], float))
         s["dec"].append(np.asarray(cat["dec"], float))
         s["x"].append(np.asarray(cat["x"], float))
@@ -97,7 +106,7 @@ def _group_sides(images, groups_needed):
 
 def _refcat_side(refcat, footprints):
     """The reference catalog as the other side of a group's pair."""
-    return {"ra": np.asarray(refcat["RA"], float), "dec": np.asarray(refcat["DEC"], float), "footprints": list(footprints),
+    return {"ra": np.asarray(refcat["RA"], float), "dec": np.asarray(refcat["DEC"], float), "footprints": list(footprints), "pixel_scale": None,
             "image": np.full(len(refcat), -1), "row": np.arange(len(refcat)), "x": np.full(len(refcat), np.nan), "y": np.full(len(refcat), np.nan)}
 
 
@@ -132,17 +141,25 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
     write_catalog(_table(PAIR_COLUMNS, summary), summary_out)
 
 
-def _reference_entry(ims):
+def _entry_of(sc):
+    """An alignment entry (no catalog) of a sidecar: of its first chip for a plain FITS file."""
+    empty = Table({"x": np.zeros(0), "y": np.zeros(0)})
+    if sc["kind"] == "fits":
+        return fits_chip_entries(sc, empty, 0)[0]
+    return {"name": sc["filename"], "wcs": sc["wcs"], "wcsinfo": sc["wcsinfo"], "catalog": empty, "group_id": sc["group_id"], "sidecar": sc}
+
+
+def reference_plane(sidecar):
+    """The tweakwcs corrector whose tangent plane the global solve works in (``sidecar``: the reference image's)."""
+    return entry_corrector(_entry_of(read_sidecar(sidecar)))
+
+
+def _reference_image(ims):
     """The image whose tangent plane the solve works in: the one nearest the mosaic's centre."""
     centers = np.array([np.mean(np.vstack(im["footprints"]), axis=0) for im in ims])
     ra0 = np.rad2deg(np.arctan2(np.mean(np.sin(np.deg2rad(centers[:, 0]))), np.mean(np.cos(np.deg2rad(centers[:, 0])))))
     d = np.hypot(((centers[:, 0] - ra0 + 180) % 360 - 180) * np.cos(np.deg2rad(centers[:, 1])), centers[:, 1] - np.mean(centers[:, 1]))
-    im = ims[int(np.argmin(d))]
-    sc = read_sidecar(im["sidecar"])
-    if sc["kind"] == "fits":
-        cat = Table({"x": [0.0], "y": [0.0]})
-        return im, fits_chip_entries(sc, cat, 0)[0]
-    return im, {"name": sc["filename"], "wcs": sc["wcs"], "wcsinfo": sc["wcsinfo"], "catalog": Table({"x": [0.0], "y": [0.0]}), "group_id": sc["group_id"]}
+    return ims[int(np.argmin(d))]
 
 
 def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_out, corrections_out, summary_out, matches_out, attempts_out, *,
@@ -161,9 +178,11 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
         ims = json.load(f)["images"]
     summary = vstack([read_table(s) for s in batch_summaries]) if batch_summaries else _table(PAIR_COLUMNS, [])
     matches = vstack([read_table(m) for m in batch_matches]) if batch_matches else _table(MATCH_PAIR_COLUMNS, [])
-    ref_im, ref_entry = _reference_entry(ims)
-    tp = entry_corrector(ref_entry)
-    tps = tangent_plane_scale([ref_entry["wcs"]])
+    if q["enabled"] and len(summary):
+        matches = matches[~np.isin(np.asarray(matches["pair"], int), _inconsistent_pairs(summary, q["max_rms_ratio"]))]
+    ref_im = _reference_image(ims)
+    tp = reference_plane(ref_im["sidecar"])
+    tps = tangent_plane_scale([tp.wcs])
     group_ids = list(dict.fromkeys(im["group"] for im in ims))
     rows, corners = _solve_rows(matches, summary, ims, group_ids, tp)
     sols = solve_groups(rows, len(group_ids), corners, fitgeom=p["fitgeometry"], nclip=p["nclip"], sigma=float(p["sigma"]),
@@ -177,6 +196,30 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
     write_catalog(attempt_table([]), attempts_out)
     n_ok = sum(s["status"] == "COMPLETE" for s in sols)
     log.info("global solve: %d of %d groups aligned (%s), %d of %d pairs accepted", n_ok, len(sols), "to the reference catalog" if name else "relative", int(np.sum(summary["accepted"])) if len(summary) else 0, len(summary))
+
+
+def _inconsistent_pairs(summary, ratio):
+    """Accepted pairs whose RMS the run's other pairs of their kind contradict
+    (`tweakflow.quality.consistent_rms_limit`): marked rejected in ``summary``; their ids.
+
+    Pairs of groups share the detections' noise, pairs with the reference
+    catalog the catalog's: a pair several times worse than the median of
+    its kind holds false matches, which would pull its groups however
+    robust the solve.
+    """
+    refcat = np.asarray(summary["group_b"]) == REFCAT
+    summary["reason"] = summary["reason"].astype(object)
+    bad = []
+    for kind in (refcat, ~refcat):
+        ok = kind & np.asarray(summary["accepted"], bool)
+        limit = consistent_rms_limit(np.asarray(summary["rms_mas"], float)[ok], ratio)
+        for k in np.flatnonzero(ok & (np.asarray(summary["rms_mas"], float) > limit)):
+            summary["accepted"][k] = False
+            summary["reason"][k] = f"RMS {summary['rms_mas'][k]:.1f} mas inconsistent with the run's other pairs (limit {limit:.1f} mas)"
+            bad.append(int(summary["pair"][k]))
+    if bad:
+        log.warning("%d pair(s) with an RMS inconsistent with the others left out of the solve", len(bad))
+    return np.array(bad, int)
 
 
 def _solve_rows(matches, summary, ims, group_ids, tp):
@@ -247,20 +290,13 @@ def global_wcs_step(sidecar, corrections, output):
     """The corrected WCS sidecar of one image from the global solve (``global_wcs`` rule)."""
     tab = read_table(corrections)
     sc = read_sidecar(sidecar)
-    ref = read_sidecar(tab.meta["reference_sidecar"])
-    ref_entry = (fits_chip_entries(ref, Table({"x": [0.0], "y": [0.0]}), 0)[0] if ref["kind"] == "fits" else
-                 {"name": ref["filename"], "wcs": ref["wcs"], "wcsinfo": ref["wcsinfo"], "catalog": Table({"x": [0.0], "y": [0.0]}), "group_id": ref["group_id"]})
-    ref_tp = entry_corrector(ref_entry)
+    ref_tp = reference_plane(tab.meta["reference_sidecar"])
     row = tab[np.asarray(tab["group_id"]) == sc["group_id"]]
     if not len(row):
         raise InputError(f"{sidecar}: group {sc['group_id']} is not in {corrections}")
     row = row[0]
     status, reason, stage = str(row["status"]), str(row["reason"]), tab.meta["stage"]
-    empty = Table({"x": np.zeros(0), "y": np.zeros(0)})
-    if sc["kind"] == "fits":
-        entries = fits_chip_entries(sc, empty, 0)
-    else:
-        entries = [{"name": sc["filename"], "wcs": sc["wcs"], "wcsinfo": sc["wcsinfo"], "catalog": empty, "group_id": sc["group_id"], "sidecar": sc}]
+    entries = fits_chip_entries(sc, Table({"x": np.zeros(0), "y": np.zeros(0)}), 0) if sc["kind"] == "fits" else [_entry_of(sc)]
     wcs_list = []
     for e in entries:
         if status == "COMPLETE":
