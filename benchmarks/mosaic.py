@@ -190,6 +190,8 @@ def _drift(m, out, side):
         ims = json.load(f)["images"]
     tp = reference_plane(corr.meta["reference_sidecar"])
     by_group = {str(r["group_id"]): r for r in corr}
+    complete = np.array([str(by_group[im["group"]]["status"]) == "COMPLETE" for im in ims])
+    print(f"| tiles COMPLETE | {complete.sum()} of {len(ims)} |")
     err = []
     for im in ims:
         cat = Table.read(im["catalog"])
@@ -206,7 +208,7 @@ def _drift(m, out, side):
     print("| tiles by distance from the centre (tile steps) | sources' RMS error after the solve, with the 5 mas catalog (mas): median / worst |")
     print("|---|---|")
     for lo, hi in ((0, 3), (3, side / 4), (side / 4, side / 2 - 1), (side / 2 - 1, side)):
-        sel = (dist >= lo) & (dist < hi)
+        sel = (dist >= lo) & (dist < hi) & complete
         if sel.any():
             print(f"| {lo:.0f}-{hi:.0f} ({sel.sum()} tiles) | {np.median(err[sel]):.2f} / {np.max(err[sel]):.2f} |")
 

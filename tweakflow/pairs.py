@@ -150,8 +150,13 @@ def match_pair(side_a, side_b, p, q, limits):
     stats = {"n_a": len(sel_a), "n_b": len(sel_b), "n_matches": 0, "n_used": 0, "rms_mas": math.nan, "dx_mas": math.nan, "dy_mas": math.nan,
              "chance_log10p": math.nan, "searchrad": math.nan, "attempts": 0}
     n_min = pair_min_matches(q)
-    if min(len(sel_a), len(sel_b)) < n_min:
-        out.update(reason=f"{min(len(sel_a), len(sel_b))} sources in the overlap < {n_min}", stats=stats)
+    # sources inside the other side's footprint (give or take the configured
+    # search radius): fewer than a pair needs, and no radius can match it
+    near = float(p["searchrad"]) + float(p["tolerance"])
+    n_in = min(int(np.count_nonzero(_in_overlap(xy_a[sel_a], [_plane(f[:, 0], f[:, 1], center) for f in side_b["footprints"]], near))),
+               int(np.count_nonzero(_in_overlap(xy_b[sel_b], [_plane(f[:, 0], f[:, 1], center) for f in side_a["footprints"]], near))))
+    if n_in < n_min:
+        out.update(reason=f"{n_in} sources in the overlap < {n_min}", stats=stats)
         return out
     pscale = min(s["pixel_scale"] for s in (side_a, side_b) if s.get("pixel_scale")) if any(s.get("pixel_scale") for s in (side_a, side_b)) else 1.0
     for k, radius in enumerate(radii):

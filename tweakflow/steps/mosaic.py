@@ -10,9 +10,11 @@ only and solves for every group's correction. Scatter:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import threading
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -110,6 +112,24 @@ def _refcat_side(refcat, footprints):
             "image": np.full(len(refcat), -1), "row": np.arange(len(refcat)), "x": np.full(len(refcat), np.nan), "y": np.full(len(refcat), np.nan)}
 
 
+@contextlib.contextmanager
+def _quiet_offset_search():
+    """Keep tweakwcs' per-match warnings (no 2-D histogram peak, no match within
+    the radius) out of the console for this thread: for a pair job they are
+    one line per pair tried, and the pair's table says what happened."""
+    ident = threading.get_ident()
+    logger = logging.getLogger("tweakwcs.matchutils")
+
+    def keep(record):
+        return record.thread != ident or record.levelno >= logging.ERROR
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative, quality=None, refcat=None):
     """Match the catalogs of the pairs of one batch (``match_pairs`` rule).
 
@@ -130,7 +150,8 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
     for row in mine:
         a = sides[str(row["group_a"])]
         b = _refcat_side(ref, a["footprints"]) if str(row["group_b"]) == REFCAT else sides[str(row["group_b"])]
-        res = match_pair(a, b, p, q, limits)
+        with _quiet_offset_search():
+            res = match_pair(a, b, p, q, limits)
         summary.append(dict(res["stats"], pair=int(row["pair"]), group_a=str(row["group_a"]), group_b=str(row["group_b"]), accepted=res["accepted"], reason=res["reason"]))
         ia, ib = res["idx_a"], res["idx_b"]
         matches += [{"pair": int(row["pair"]), "image_a": int(a["image"][i]), "row_a": int(a["row"][i]), "image_b": int(b["image"][j]), "row_b": int(b["row"][j]),
