@@ -101,7 +101,7 @@ def run_global(m, outdir, refcat=None, n_batches=2, processes=False):
 def _run_step(spec, step):
     import resource
 
-    from tweakflow.params import QUALITY_DEFAULTS, RELATIVE_PARS
+    from tweakflow.params import ABSOLUTE_PARS, QUALITY_DEFAULTS, RELATIVE_PARS
     from tweakflow.steps import global_solve_step, match_pairs_step, overlap_pairs_step
 
     m, out, n = spec["m"], spec["out"], spec["n_batches"]
@@ -111,7 +111,7 @@ def _run_step(spec, step):
     elif step.startswith("batch"):
         k = int(step.split()[1])
         match_pairs_step(f"{out}/pairs.ecsv", f"{out}/images.json", k, f"{out}/batch_{k}.ecsv", f"{out}/pairs_{k}.ecsv",
-                         relative=dict(RELATIVE_PARS), quality=dict(QUALITY_DEFAULTS), refcat=spec["refcat"])
+                         relative=dict(RELATIVE_PARS), quality=dict(QUALITY_DEFAULTS), refcat=spec["refcat"], absolute=dict(ABSOLUTE_PARS))
     else:
         global_solve_step(f"{out}/pairs.ecsv", f"{out}/images.json", [f"{out}/batch_{k}.ecsv" for k in range(n)], [f"{out}/pairs_{k}.ecsv" for k in range(n)],
                           f"{out}/solutions.ecsv", f"{out}/corrections.ecsv", f"{out}/pair_summary.ecsv", f"{out}/matches.ecsv", f"{out}/attempts.ecsv",

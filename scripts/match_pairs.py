@@ -13,4 +13,5 @@ run_rule(
     relative=dict(snakemake.params.relative),
     quality=dict(snakemake.params.quality),
     refcat=snakemake.input.refcat or None,
+    absolute=dict(snakemake.params.absolute),
 )

@@ -29,7 +29,7 @@ from ..geometry import tangent_plane_scale, to_tangent_plane
 from ..globalsolve import solve_groups
 from ..io import read_sidecar, read_sidecar_sky
 from ..pairs import MATCH_PAIR_COLUMNS, PAIR_COLUMNS, REFCAT, match_pair, overlapping_pairs, pair_min_matches
-from ..params import RELATIVE_PARS, resolve_block
+from ..params import ABSOLUTE_PARS, RELATIVE_PARS, resolve_block
 from ..quality import consistent_rms_limit, gate_limits, resolve_quality
 from ..refcat import read_reference_catalog
 from ..results import MATCH_COLUMNS, attempt_table, fit_row, rows_to_table
@@ -130,16 +130,25 @@ def _quiet_offset_search():
         logger.removeFilter(keep)
 
 
-def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative, quality=None, refcat=None):
+def _absolute_matching(absolute):
+    """The ``abs_*`` matching parameters under the names `tweakflow.pairs.match_pair` takes."""
+    a = resolve_block("tweakreg", ABSOLUTE_PARS, absolute)
+    return {k: a[f"abs_{k}"] for k in ("searchrad", "separation", "tolerance", "use2dhist", "nclip", "sigma")}
+
+
+def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative, quality=None, refcat=None, absolute=None):
     """Match the catalogs of the pairs of one batch (``match_pairs`` rule).
 
-    Writes ``matches_out`` (`tweakflow.pairs.MATCH_PAIR_COLUMNS`, plus the
-    detector ``x_a``, ``y_a``: one row per matched source of each accepted
-    pair) and ``summary_out`` (`tweakflow.pairs.PAIR_COLUMNS`: one row per pair).
+    Pairs of groups are matched with the relative parameters, a group and
+    the reference catalog with the ``abs_*`` ones (``absolute``). Writes
+    ``matches_out`` (`tweakflow.pairs.MATCH_PAIR_COLUMNS`, plus the detector
+    ``x_a``, ``y_a``: one row per matched source of each accepted pair) and
+    ``summary_out`` (`tweakflow.pairs.PAIR_COLUMNS`: one row per pair).
     """
     p = resolve_block("tweakreg", RELATIVE_PARS, relative)
+    p_ref = _absolute_matching(absolute)
     q = resolve_quality(quality)
-    limits = gate_limits(q, p["tolerance"])
+    limits, limits_ref = gate_limits(q, p["tolerance"]), gate_limits(q, p_ref["tolerance"])
     tab = read_table(pairs)
     mine = tab[np.asarray(tab["batch"]) == int(batch)]
     with open(images, encoding="utf-8") as f:
@@ -149,9 +158,10 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
     summary, matches = [], []
     for row in mine:
         a = sides[str(row["group_a"])]
-        b = _refcat_side(ref, a["footprints"]) if str(row["group_b"]) == REFCAT else sides[str(row["group_b"])]
+        with_refcat = str(row["group_b"]) == REFCAT
+        b = _refcat_side(ref, a["footprints"]) if with_refcat else sides[str(row["group_b"])]
         with _quiet_offset_search():
-            res = match_pair(a, b, p, q, limits)
+            res = match_pair(a, b, p_ref if with_refcat else p, q, limits_ref if with_refcat else limits)
         summary.append(dict(res["stats"], pair=int(row["pair"]), group_a=str(row["group_a"]), group_b=str(row["group_b"]), accepted=res["accepted"], reason=res["reason"]))
         ia, ib = res["idx_a"], res["idx_b"]
         matches += [{"pair": int(row["pair"]), "image_a": int(a["image"][i]), "row_a": int(a["row"][i]), "image_b": int(b["image"][j]), "row_b": int(b["row"][j]),

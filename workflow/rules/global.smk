@@ -40,6 +40,7 @@ if GLOBAL:
         params:
             relative=relative_params(),
             quality=quality_params(),
+            absolute=absolute_params(),
         log:
             f"{LOGS}/match_pairs_{{batch}}.log",
         benchmark:
