@@ -82,7 +82,7 @@ def thousand_inputs(tmp_path_factory):
 @pytest.mark.slow
 def test_dry_run_groups_per_image_jobs(thousand_inputs, executor_plugins):
     sizes = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())["group-components"]
-    assert sizes == {"detect": 50, "apply": 50}, sizes
+    assert sizes == {"detect": 50, "apply": 50, "match_pairs": 20}, sizes
     cfg = thousand_inputs / "config.yaml"
     cfg.write_text(yaml.safe_dump({"inputs": ["data/*_cal.fits"], "output_dir": "results"}))
     proc = subprocess.run(
@@ -230,3 +230,35 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tiny_dataset, tmp_path):
         got, ref = wcs_offsets(w_remote, w_local, shape, n=16)
         worst = float(np.max(np.hypot(*(got - ref).T)))  # arcsec
         assert worst < 1e-9 * 3600, f"{out}: corrected WCSs differ by {worst * 1e3:.3g} mas"
+
+
+@pytest.mark.slow
+def test_global_solve_pair_jobs_on_slurm_match_local(slurm_cluster, tiny_dataset, tmp_path):
+    """relative_solver: global: the pair jobs (two batches) run as one SLURM group job,
+    the solve as its own job, and the solution equals a local run's."""
+    config = {"inputs": list(tiny_dataset["images"]), "output_dir": "results", "quality": {"report": False},
+              "relative_solver": "global", "pair_batch_size": 1}
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    run_workflow(local, config)
+    remote.mkdir()
+    cfg = remote / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = slurm_cluster.run_snakemake(
+        ["--snakefile", SNAKEFILE, "--directory", remote, "--configfile", cfg,
+         "--cores", slurm_cluster.cpus, "--slurm-init-seconds-before-status-checks", 12],
+        cwd=remote,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    submitted = _SUBMIT_RE.findall(proc.stdout)
+    per_kind = Counter(kind for _, kind in submitted)
+    assert per_kind["group_match_pairs_match_pairs"] == 1, per_kind  # both batches in one submission
+    assert per_kind["rule_overlap_pairs"] == 1 and per_kind["rule_global_solve"] == 1, per_kind
+    assert not {"rule_match_pairs", "rule_align"} & set(per_kind), per_kind
+    _check_sacct(slurm_cluster, slurm_cluster.job_ids_from_log(proc.stdout))
+    work_local, work_remote = local / "results" / "work" / "global", remote / "results" / "work" / "global"
+    assert sorted(p.name for p in (work_remote / "matches").iterdir()) == ["batch_0.ecsv", "batch_1.ecsv", "pairs_0.ecsv", "pairs_1.ecsv"]
+    c_local, c_remote = Table.read(work_local / "corrections.ecsv"), Table.read(work_remote / "corrections.ecsv")
+    assert list(c_local["status"]) == list(c_remote["status"]) == ["COMPLETE"] * 2
+    for col in ("m00", "m01", "m10", "m11", "shift_x", "shift_y"):
+        np.testing.assert_allclose(c_remote[col], c_local[col], rtol=0, atol=1e-12, err_msg=col)

@@ -89,6 +89,8 @@ if GLOBAL:
             f"{LOGS}/global_wcs/{{stem}}.log",
         benchmark:
             f"{BENCH}/global_wcs/{{stem}}.tsv"
+        group:
+            "apply"
         resources:
             mem_mb=lambda wc, attempt: attempt * 500,
             runtime=lambda wc, attempt: attempt * 5,
