@@ -27,12 +27,14 @@ __all__ = [
     "plot_footprints",
     "plot_overview",
     "plot_absolute",
+    "plot_overlaps",
     "summary_html",
     "attempts_html",
     "config_html",
     "run_record_html",
     "qa_plots_step",
     "qa_absolute_step",
+    "qa_overlaps_step",
     "qa_tables_step",
 ]
 
@@ -460,6 +462,73 @@ def _footprints_figure(footprints, title="Image footprints on the sky"):
     return fig
 
 
+def plot_overlaps(path, images, pairs, solutions):
+    """The global solve's overlap graph on the sky: tiles, pairs used and rejected.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    images : list of dict
+        ``name``, ``group`` and ``footprints`` (list of (4, 2) RA, Dec corners, input WCS).
+    pairs : astropy.table.Table
+        The pairs' table (`tweakflow.pairs.PAIR_COLUMNS`); pairs with the
+        reference catalog are shown as a dot on their group.
+    solutions : astropy.table.Table
+        The solve's solution table (``group_id``, ``status``).
+    """
+    _save(_overlaps_figure(images, pairs, solutions), path)
+
+
+def _overlaps_figure(images, pairs, solutions):
+    from matplotlib.collections import LineCollection, PolyCollection
+    from matplotlib.lines import Line2D
+
+    width, height = 10.0, 9.0
+    fig = _figure(width, height)
+    ax = fig.add_axes((0.1, 0.08, 0.86, 0.84))
+    allc = np.vstack([np.vstack(im["footprints"]) for im in images])
+    ra0, dec0 = float(np.median(allc[:, 0])), float(np.median(allc[:, 1]))
+
+    def plane(radec):
+        radec = np.asarray(radec, float)
+        return np.c_[((radec[:, 0] - ra0 + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(dec0)) * 3600.0, (radec[:, 1] - dec0) * 3600.0]
+
+    status = {str(g): str(st) for g, st in zip(solutions["group_id"], solutions["status"])}
+    centre = {}
+    verts, edges = [], []
+    for im in images:
+        for f in im["footprints"]:
+            xy = plane(f)
+            verts.append(xy)
+            edges.append(STATUS_STYLE.get(status.get(im["group"], "SKIPPED"), STATUS_STYLE["FAILED"])["edgecolor"])
+            centre.setdefault(im["group"], []).append(xy.mean(axis=0))
+    centre = {g: np.mean(c, axis=0) for g, c in centre.items()}
+    ax.add_collection(PolyCollection(verts, closed=True, facecolors="none", edgecolors=edges, linewidths=1.0))
+    groups = pairs[np.asarray(pairs["group_b"]) != "<refcat>"]
+    for accepted, colour, style in ((True, "tab:green", "-"), (False, "tab:red", ":")):
+        sel = groups[np.asarray(groups["accepted"], bool) == accepted]
+        segs = [[centre[str(r["group_a"])], centre[str(r["group_b"])]] for r in sel if str(r["group_a"]) in centre and str(r["group_b"]) in centre]
+        if segs:
+            ax.add_collection(LineCollection(segs, colors=colour, linestyles=style, linewidths=1.5 if accepted else 1.0))
+    ref = pairs[(np.asarray(pairs["group_b"]) == "<refcat>") & np.asarray(pairs["accepted"], bool)]
+    if len(ref):
+        xy = np.array([centre[str(g)] for g in ref["group_a"] if str(g) in centre])
+        ax.plot(xy[:, 0], xy[:, 1], "o", color="tab:blue", ms=4)
+    ax.autoscale_view()
+    ax.set_aspect("equal")
+    ax.invert_xaxis()
+    ax.set_xlabel(f"ΔRA cos(Dec) (arcsec) from RA {ra0:.5f} deg")
+    ax.set_ylabel(f"ΔDec (arcsec) from Dec {dec0:.5f} deg")
+    n_ok = int(np.sum(groups["accepted"])) if len(groups) else 0
+    ax.set_title(f"Overlaps of the global solve: {len(centre)} groups, {n_ok} of {len(groups)} pairs used, {len(ref)} groups matched to the reference catalog",
+                 fontsize=10)
+    handles = [Line2D([], [], color="tab:green", lw=1.5, label="pair used"), Line2D([], [], color="tab:red", ls=":", label="pair rejected"),
+               Line2D([], [], color="tab:blue", marker="o", ls="none", label="matched to the reference catalog")]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    return fig
+
+
 def plot_overview(path, solutions, matches):
     """All images: pooled residual histogram and per-image fit RMS and match fraction.
 
@@ -879,6 +948,15 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
         save(_draw_image_residuals(figures[len(chips)], sc["filename"], chips, mt, images), png)
     save(_footprints_figure(fps), footprints_out)
     save(_overview_figure(sol, mt), overview_out)
+
+
+def qa_overlaps_step(images, pairs, solutions, output):
+    """The global solve's overlap graph (``qa_overlaps`` rule)."""
+    import json
+
+    with open(images, encoding="utf-8") as f:
+        ims = json.load(f)["images"]
+    plot_overlaps(output, ims, read_table(pairs), read_table(solutions))
 
 
 def qa_absolute_step(solutions, matches, output):

@@ -21,7 +21,7 @@ output), `tweakflow.steps.report` and `tweakflow.qa` (summary, plots,
 pages); `tweakflow.steps.jobs` runs any of them as a job.
 """
 
-from ..qa import qa_absolute_step, qa_plots_step, qa_tables_step
+from ..qa import qa_absolute_step, qa_overlaps_step, qa_plots_step, qa_tables_step
 from .fanout import demo_step, detect_step, fetch_refcat_step, publish_catalog_step
 from .gather import absolute_step, align_step, publish_refcat_step
 from .jobs import job_logging, run_rule
@@ -49,4 +49,5 @@ __all__ = [
     "qa_plots_step",
     "qa_absolute_step",
     "qa_tables_step",
+    "qa_overlaps_step",
 ]

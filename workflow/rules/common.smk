@@ -282,6 +282,8 @@ def qa_outputs():
     outs += QA_TABLES
     if ABSOLUTE and not GLOBAL:
         outs.append(f"{QA}/absolute_fit.png")
+    if GLOBAL:
+        outs.append(f"{QA}/overlaps.png")
     return outs
 
 

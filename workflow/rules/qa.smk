@@ -68,6 +68,30 @@ if ABSOLUTE and not GLOBAL:
             run_script("qa_absolute.py", input, output, params, wildcards, log)
 
 
+if GLOBAL:
+
+    rule qa_overlaps:
+        input:
+            images=f"{WORK}/global/images.json",
+            pairs=f"{WORK}/global/pair_summary.ecsv",
+            solutions=f"{WORK}/global/solutions.ecsv",
+        output:
+            report(
+                f"{QA}/overlaps.png",
+                caption="../report/qa_overlaps.rst",
+                category="2. Alignment quality",
+                subcategory="all images",
+                labels={"figure": "overlap graph"},
+            ),
+        log:
+            f"{LOGS}/qa_overlaps.log",
+        resources:
+            mem_mb=lambda wc, attempt: attempt * (400 + len(STEMS)),
+            runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 500),
+        run:
+            run_script("qa_overlaps.py", input, output, params, wildcards, log)
+
+
 rule qa_tables:
     input:
         summary=f"{OUT}/tweakreg_summary.ecsv",
