@@ -4,7 +4,7 @@ One command prints one table; every figure is measured in this session on the
 same synthetic data (generated here, seeded), and speed figures are ratios
 against a baseline measured in the same run:
 
-    python benchmarks/run.py [--workdir DIR] [--cores 2] [--skip-jwst] [--skip-scale]
+    python benchmarks/run.py [--workdir DIR] [--cores 2] [--skip-jwst] [--skip-scale] [--skip-mosaic]
 
 Sections:
   e2e       wall time of the whole alignment (relative + absolute, default
@@ -18,6 +18,8 @@ Sections:
   scale     dry-run DAG construction for 1,000 and 5,000 inputs (fake files),
             and the peak memory and time of the gather steps (align, align
             with expand_refcat, absolute_align) with 1,000 catalogs
+  mosaic    benchmarks/mosaic.py: the demo with each relative solver, 7 x 7
+            sparse mosaics (2 seeds), and the global gather at 1,024 tiles
 
 The JWST pipeline runs in the benchmark's own environment
 (benchmarks/jwst_env.sh creates it); it is never a dependency of tweakflow.
@@ -257,6 +259,7 @@ def main():
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--skip-jwst", action="store_true")
     ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--skip-mosaic", action="store_true", help="skip the sparse-mosaic section (benchmarks/mosaic.py)")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     sys.path.insert(0, HERE)
@@ -286,6 +289,16 @@ def main():
         labels = {"default": "align (default parameters)", "expand": "align with `expand_refcat` (forced by absolute alignment)", "absolute": "absolute_align"}
         for step, (mb, t) in sc["gather"].items():
             print(f"| {labels[step]} on 1,000 catalogs + sidecars: peak memory / time | {mb:.0f} MB / {t:.0f} s |")
+    if not args.skip_mosaic:
+        import mosaic  # (same folder)
+
+        print()
+        mosaic.bench_eight(args.workdir)
+        print()
+        mosaic.bench_accuracy(args.workdir, [1, 2])
+        if not args.skip_scale:
+            print()
+            mosaic.bench_scale(args.workdir, 1024)
 
 if __name__ == "__main__":
     main()
