@@ -147,6 +147,24 @@ def _requested(job_id):
     return {"cpus": int(cpus), "mem_mb": int(mem[:-1]), "minutes": 60 * h + m + (s > 0)}
 
 
+def _run_on_slurm(slurm_cluster, remote, config):
+    """The workflow on ``config`` through profiles/slurm-ci in ``remote``; its CompletedProcess."""
+    remote.mkdir()
+    cfg = remote / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = slurm_cluster.run_snakemake(
+        # --cores: a group job may use every CPU of the node, not more. Jobs of this
+        # workflow take 5-11 s from submission to end on a 2-core node: a first status
+        # check 12 s after a submission finds them done.
+        ["--snakefile", SNAKEFILE, "--directory", remote, "--configfile", cfg,
+         "--cores", slurm_cluster.cpus, "--slurm-init-seconds-before-status-checks", 12],
+        cwd=remote,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return proc
+
+
 def _check_sacct(slurm_cluster, job_ids):
     records = slurm_cluster.sacct(job_ids)
     assert sorted(r["JobIDRaw"] for r in records) == sorted(job_ids), records
@@ -165,20 +183,7 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tiny_dataset, tmp_path):
     config = {"inputs": list(tiny_dataset["images"]), "output_dir": "results", "quality": {"report": False}}
     local, remote = tmp_path / "local", tmp_path / "slurm"
     run_workflow(local, config)
-
-    remote.mkdir()
-    cfg = remote / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    proc = slurm_cluster.run_snakemake(
-        # --cores: a group job may use every CPU of the node, not more. Jobs of this
-        # workflow take 5-11 s from submission to end on a 2-core node: a first status
-        # check 12 s after a submission finds them done.
-        ["--snakefile", SNAKEFILE, "--directory", remote, "--configfile", cfg,
-         "--cores", slurm_cluster.cpus, "--slurm-init-seconds-before-status-checks", 12],
-        cwd=remote,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:]
+    proc = _run_on_slurm(slurm_cluster, remote, config)
 
     # jobs went to slurmctld: one SLURM job per group (both detections in one, both
     # output images in one), one for align; summary is a local rule
@@ -240,16 +245,7 @@ def test_global_solve_pair_jobs_on_slurm_match_local(slurm_cluster, tiny_dataset
               "relative_solver": "global", "pair_batch_size": 1}
     local, remote = tmp_path / "local", tmp_path / "slurm"
     run_workflow(local, config)
-    remote.mkdir()
-    cfg = remote / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    proc = slurm_cluster.run_snakemake(
-        ["--snakefile", SNAKEFILE, "--directory", remote, "--configfile", cfg,
-         "--cores", slurm_cluster.cpus, "--slurm-init-seconds-before-status-checks", 12],
-        cwd=remote,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:]
+    proc = _run_on_slurm(slurm_cluster, remote, config)
     submitted = _SUBMIT_RE.findall(proc.stdout)
     per_kind = Counter(kind for _, kind in submitted)
     assert per_kind["group_match_pairs_match_pairs"] == 1, per_kind  # both batches in one submission
