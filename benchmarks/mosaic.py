@@ -59,7 +59,11 @@ def _errors(m, wcs_paths):
     ws, tl = [sc["wcs"] for sc in scs], [truth["wcs"][n] for n in m["names"]]
     shapes = [sc["shape"] for sc in scs]
     status = np.array([sc["extra"].get("status", "") for sc in scs])
-    return status, metrics.relative_errors(ws, tl, shapes), metrics.absolute_errors(ws, tl, shapes)
+    ok = np.flatnonzero(status == "COMPLETE")
+    rel = np.full(len(scs), np.nan)
+    if len(ok):  # among the aligned tiles only: the others keep their pointing errors
+        rel[ok] = metrics.relative_errors([ws[i] for i in ok], [tl[i] for i in ok], [shapes[i] for i in ok])
+    return status, rel, metrics.absolute_errors(ws, tl, shapes)
 
 
 def run_sequential(m, outdir, refcat=None):
