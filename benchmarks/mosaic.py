@@ -1,6 +1,6 @@
 """Sparse mosaics: the global relative solve against the sequential one, and at scale.
 
-    python benchmarks/mosaic.py [--workdir DIR] [--seeds 1 2] [--tiles 1000] [--skip-eight] [--skip-accuracy] [--skip-scale]
+    python benchmarks/mosaic.py [--workdir DIR] [--seeds 1 2] [--tiles 1000] [--skip-eight] [--skip-accuracy] [--skip-scale] [--pixels]
 
 Sections (all on `tweakflow.synthetic` data with its truth, default
 parameters unless said):
@@ -13,6 +13,8 @@ parameters unless said):
             (`make_catalog_mosaic`), per seed: tiles COMPLETE and worst /
             RMS relative and absolute error of each solver, with and without
             a 5 mas reference catalog. The gather steps run in-process.
+  pixels    (--pixels) the 7 x 7 mosaics rendered, through the whole workflow
+            (detection included): catalog noise as detected, not modelled.
   scale     ``--tiles`` catalog-only tiles: wall time of the global gather
             (pair listing, pair jobs two at a time, solve), peak memory of
             every job (each its own process), and the error of near and
@@ -190,6 +192,48 @@ def bench_eight(work):
             print(f"| | {solver} | {'5 mas' if refcat else 'none'} | {np.max(acc['output_relative_mas']):.3f} | {ab} | {t:.1f} |", flush=True)
 
 
+def bench_pixels(work, seeds, columns=7, rows=7):
+    """The 7 x 7 mosaic rendered (1024^2 px tiles) through the whole workflow, detection included."""
+    import yaml
+    from astropy.table import Table
+
+    from tweakflow import metrics, synthetic
+    from tweakflow.io import read_image
+
+    print(f"| {columns} x {rows} rendered mosaic, seed | solver | reference catalog | COMPLETE | relative RMS / worst (mas) | absolute RMS / worst (mas) | wall (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for seed in seeds:
+        data = os.path.join(work, f"pixels_{columns}x{rows}_s{seed}")
+        if not os.path.exists(os.path.join(data, "truth.asdf")):
+            synthetic.make_dataset(data, synthetic.SyntheticConfig.mosaic(columns, rows, seed=seed))
+        images = sorted(p for p in os.listdir(data) if p.endswith("_cal.fits"))
+        truth, _ = synthetic.load_truth(os.path.join(data, "truth.asdf"))
+        for solver in ("sequential", "global"):
+            for refcat in (None, os.path.join(data, "refcat.ecsv")):
+                run = os.path.join(work, f"pixrun_s{seed}_{solver}_{'abs' if refcat else 'rel'}")
+                shutil.rmtree(run, ignore_errors=True)
+                os.makedirs(run)
+                cfg = {"inputs": [os.path.join(data, p) for p in images], "output_dir": "out", "relative_solver": solver, "quality": {"report": False}}
+                if refcat:
+                    cfg["tweakreg"] = {"abs_refcat": refcat}
+                with open(os.path.join(run, "config.yaml"), "w") as f:
+                    yaml.safe_dump(cfg, f)
+                t0 = time.perf_counter()
+                subprocess.run([os.path.join(os.path.dirname(sys.executable), "snakemake"), "-s", os.path.join(ROOT, "Snakefile"), "-d", run,
+                                "--configfile", os.path.join(run, "config.yaml"), "--cores", "2", "-q"], check=True, capture_output=True)
+                t = time.perf_counter() - t0
+                summ = Table.read(os.path.join(run, "out", "tweakreg_summary.ecsv"))
+                ok = np.asarray(summ["status"]) == "COMPLETE"
+                outs = [read_image(os.path.join(run, "out", p.replace("_cal.fits", "_tweakreg.fits")), with_data=False) for p in images]
+                ws, tl, shapes = [o.wcs for o in outs], [truth[p] for p in images], [o.shape for o in outs]
+                rel = np.full(len(ws), np.nan)
+                if ok.any():
+                    rel[ok] = metrics.relative_errors([w for w, k in zip(ws, ok) if k], [w for w, k in zip(tl, ok) if k], [s for s, k in zip(shapes, ok) if k])
+                ab = metrics.absolute_errors(ws, tl, shapes)
+                ab_txt = _fmt(ab, ok) if refcat else "(not aligned)"
+                print(f"| {seed} | {solver} | {'5 mas' if refcat else 'none'} | {ok.sum()} of {len(ok)} | {_fmt(rel, ok)} | {ab_txt} | {t:.1f} |", flush=True)
+
+
 def bench_scale(work, n_tiles, n_batches=4):
     side = round(float(np.sqrt(n_tiles)))
     m = _mosaic(work, side, side, 1)
@@ -253,6 +297,7 @@ def main():
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-eight", action="store_true")
+    ap.add_argument("--pixels", action="store_true", help="also the rendered 7 x 7 mosaics through the whole workflow (minutes)")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     if not args.skip_eight:
@@ -260,6 +305,9 @@ def main():
         print()
     if not args.skip_accuracy:
         bench_accuracy(args.workdir, args.seeds)
+    if args.pixels:
+        print()
+        bench_pixels(args.workdir, args.seeds)
     if not args.skip_scale:
         print()
         bench_scale(args.workdir, args.tiles)

@@ -53,7 +53,7 @@ def _mosaic(cols, rows, seed=1, noise=0.001, per_tile=40, refcat_noise=None):
 
 def _solve(rows, corners, n, **quality):
     q = resolve_quality(quality)
-    return solve_groups(rows, n, corners, fitgeom="rshift", nclip=3, sigma=3.0, pair_min=4, quality=q, limits=gate_limits(q, 0.7))
+    return solve_groups(rows, n, corners, fitgeom="rshift", nclip=3, sigma=3.0, pair_min=(4, 3), quality=q, limits=gate_limits(q, 0.7))
 
 
 GRID = np.stack(np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)), -1).reshape(-1, 2) * SIZE / 2

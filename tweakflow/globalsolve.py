@@ -194,8 +194,9 @@ def solve_groups(rows, n_groups, corners, *, fitgeom, nclip, sigma, pair_min, qu
         Per group, its footprint corners in the plane (for the predicted error).
     fitgeom, nclip, sigma :
         The fit geometry, clipping rounds and clipping limit (x RMS).
-    pair_min : int
-        Matches a pair must keep after clipping.
+    pair_min : tuple of int
+        Matches a pair must keep after clipping: a pair of groups, a group
+        and the reference catalog.
     quality, limits : dict
         Resolved ``quality`` block and `tweakflow.quality.gate_limits`.
     tps : float
@@ -245,9 +246,12 @@ def _anchor(prob, n_groups):
 
 
 def _thin_pairs(prob, pair_min):
-    """The pairs left with fewer than ``pair_min`` used matches after clipping."""
-    n = np.bincount(prob.pair[prob.used], minlength=int(prob.pair.max()) + 1 if len(prob.pair) else 0)
-    return np.flatnonzero((n > 0) & (n < pair_min))
+    """The pairs left with fewer than their ``pair_min`` (groups, reference catalog) used matches after clipping."""
+    size = int(prob.pair.max()) + 1 if len(prob.pair) else 0
+    n = np.bincount(prob.pair[prob.used], minlength=size)
+    with_refcat = np.zeros(size, bool)
+    with_refcat[prob.pair[prob.gb < 0]] = True
+    return np.flatnonzero((n > 0) & (n < np.where(with_refcat, pair_min[1], pair_min[0])))
 
 
 def _group_stats(prob, res, idx, normal, free, corners, tps):

@@ -99,8 +99,17 @@ def overlapping_pairs(groups, margin_arcsec=0.0):
     return out
 
 
-def pair_min_matches(quality):
-    """Used matches a pair needs: ``matches_per_parameter`` for each of a shift's two parameters (never fewer than 4)."""
+def pair_min_matches(quality, refcat=False):
+    """Used matches a pair needs.
+
+    Two groups: ``matches_per_parameter`` for each of a shift's two
+    parameters (never fewer than 4). A group and the reference catalog:
+    ``matches_per_parameter`` (never fewer than 3): such a pair does not
+    fix its group on its own (the overlaps do), it ties the mosaic to the
+    catalog, and every star helps; the chance gate still guards it.
+    """
+    if refcat:
+        return max(3, math.ceil(float(quality["matches_per_parameter"])))
     return max(4, math.ceil(2 * float(quality["matches_per_parameter"])))
 
 
@@ -149,7 +158,7 @@ def match_pair(side_a, side_b, p, q, limits):
     out = {"accepted": False, "reason": "", "idx_a": np.zeros(0, int), "idx_b": np.zeros(0, int)}
     stats = {"n_a": len(sel_a), "n_b": len(sel_b), "n_matches": 0, "n_used": 0, "rms_mas": math.nan, "dx_mas": math.nan, "dy_mas": math.nan,
              "chance_log10p": math.nan, "searchrad": math.nan, "attempts": 0}
-    n_min = pair_min_matches(q)
+    n_min = pair_min_matches(q, refcat=side_b.get("pixel_scale") is None)
     # sources inside the other side's footprint (give or take the configured
     # search radius): fewer than a pair needs, and no radius can match it
     near = float(p["searchrad"]) + float(p["tolerance"])

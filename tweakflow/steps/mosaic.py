@@ -217,7 +217,7 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
     group_ids = list(dict.fromkeys(im["group"] for im in ims))
     rows, corners = _solve_rows(matches, summary, ims, group_ids, tp)
     sols = solve_groups(rows, len(group_ids), corners, fitgeom=p["fitgeometry"], nclip=p["nclip"], sigma=float(p["sigma"]),
-                        pair_min=pair_min_matches(q), quality=q, limits=gate_limits(q, p["tolerance"]), tps=tps)
+                        pair_min=(pair_min_matches(q), pair_min_matches(q, refcat=True)), quality=q, limits=gate_limits(q, p["tolerance"]), tps=tps)
     anchored = bool(np.any(rows["gb"] < 0))
     name = wcs_name(refcat_name) if anchored and refcat_name else ""
     _write_corrections(corrections_out, group_ids, sols, ref_im, "global", name)
