@@ -107,8 +107,6 @@ def run_global(m, outdir, refcat=None, n_batches=2, processes=False):
 
 
 def _run_step(spec, step):
-    import resource
-
     from tweakflow.params import ABSOLUTE_PARS, QUALITY_DEFAULTS, RELATIVE_PARS
     from tweakflow.steps import global_solve_step, match_pairs_step, overlap_pairs_step
 
@@ -124,7 +122,18 @@ def _run_step(spec, step):
         global_solve_step(f"{out}/pairs.ecsv", f"{out}/images.json", [f"{out}/batch_{k}.ecsv" for k in range(n)], [f"{out}/pairs_{k}.ecsv" for k in range(n)],
                           f"{out}/solutions.ecsv", f"{out}/corrections.ecsv", f"{out}/pair_summary.ecsv", f"{out}/matches.ecsv", f"{out}/attempts.ecsv",
                           relative=dict(RELATIVE_PARS), quality=dict(QUALITY_DEFAULTS), refcat_name=spec["refcat"] or "")
-    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return time.perf_counter() - t0, _peak_mb()
+
+
+def _peak_mb():
+    """This process's peak resident memory (MB): VmHWM, which exec resets (ru_maxrss keeps the parent's)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _start(spec, step):
