@@ -8,4 +8,5 @@ run_rule(
     sidecar=snakemake.input.sidecar,
     corrections=snakemake.input.corrections,
     output=snakemake.output[0],
+    on_bad_input=snakemake.params.on_bad_input,
 )

@@ -383,6 +383,31 @@ def test_skip_mode_leaves_the_image_out(data, tmp_path, name):
     assert not (tmp_path / "x_tweakreg.fits").exists()
 
 
+@pytest.mark.parametrize("name", ["nowcs", "truncated"])
+def test_skip_mode_leaves_the_image_out_of_the_global_solve(data, tmp_path, name):
+    """relative_solver: global with on_bad_input: skip: the image is in no pair, its
+    WCS sidecar says why, and its apply_wcs job fails with that reason."""
+    from tweakflow.params import ABSOLUTE_PARS, RELATIVE_PARS
+    from tweakflow.steps import apply_step, global_solve_step, global_wcs_step, match_pairs_step, overlap_pairs_step
+
+    # the bad image first: the match tables index images.json, which lists it
+    cats, scs = zip(*[_detect(p, tmp_path, on_bad_input="skip") for p in (data[name], *data["good"])])
+    w = tmp_path / "global"
+    w.mkdir()
+    overlap_pairs_step(list(scs), list(cats), str(w / "pairs.ecsv"), str(w / "images.json"), n_batches=1, on_bad_input="skip")
+    match_pairs_step(str(w / "pairs.ecsv"), str(w / "images.json"), 0, str(w / "b0.ecsv"), str(w / "p0.ecsv"),
+                     relative=dict(RELATIVE_PARS, minobj=5), absolute=dict(ABSOLUTE_PARS))
+    global_solve_step(str(w / "pairs.ecsv"), str(w / "images.json"), [str(w / "b0.ecsv")], [str(w / "p0.ecsv")], str(w / "sol.ecsv"),
+                      str(w / "corr.ecsv"), str(w / "psum.ecsv"), str(w / "m.ecsv"), str(w / "att.ecsv"), relative=dict(RELATIVE_PARS))
+    sol = Table.read(w / "sol.ecsv")
+    assert sol["status"][0] == "FAILED" and sol["reason"][0].startswith("unreadable input: ")
+    assert "FAILED" not in list(sol["status"][1:]) and len(Table.read(w / "m.ecsv")) == len(Table.read(w / "b0.ecsv"))
+    global_wcs_step(scs[0], str(w / "corr.ecsv"), str(w / "bad_wcs.asdf"), on_bad_input="skip")
+    with pytest.raises(InputError, match="no output written") as exc:
+        apply_step(data[name], str(w / "bad_wcs.asdf"), str(tmp_path / "x_tweakreg.fits"))
+    assert str(exc.value).startswith(data[name])
+
+
 @pytest.mark.parametrize(
     "row,name,reason",
     [("M7", "allnan", "all pixels are masked"), ("M7", "allzero", "image is constant")],

@@ -23,7 +23,7 @@ from .errors import InputError
 from .geometry import footprint_world
 from .io import chip_label, read_sidecar, unreadable_sidecar, write_sidecar
 
-__all__ = ["load_entries", "fits_chip_entries", "relative_result", "write_solution_sidecars", "sky_footprints"]
+__all__ = ["load_entries", "read_sidecar_or_unreadable", "fits_chip_entries", "relative_result", "write_solution_sidecars", "sky_footprints"]
 
 log = logging.getLogger("tweakflow")
 
@@ -37,7 +37,7 @@ def load_entries(catalogs, sidecars, on_bad_input="fail"):
     """
     entries = []
     for index, (cpath, spath) in enumerate(zip(catalogs, sidecars)):
-        sc = _read_sidecar_or_unreadable(spath, on_bad_input)
+        sc = read_sidecar_or_unreadable(spath, on_bad_input)
         if sc["kind"] == "unreadable":
             entries.append(dict(_unreadable_entry(sc), index=index))
             continue
@@ -111,7 +111,7 @@ def fits_chip_entries(sc, cat, index):
     return out
 
 
-def _read_sidecar_or_unreadable(path, on_bad_input):
+def read_sidecar_or_unreadable(path, on_bad_input):
     """`read_sidecar`; with ``on_bad_input="skip"`` an image sidecar whose
     WCS cannot be read becomes an "unreadable" one instead of an error."""
     try:

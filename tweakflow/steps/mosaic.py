@@ -22,7 +22,7 @@ from astropy.table import Table, vstack
 from ..absolute import wcs_name
 from ..atomic import atomic_output
 from ..catalogs import read_table, write_catalog
-from ..entries import fits_chip_entries, write_solution_sidecars
+from ..entries import fits_chip_entries, read_sidecar_or_unreadable, write_solution_sidecars
 from ..errors import InputError
 from ..fitting import entry_corrector
 from ..geometry import tangent_plane_scale, to_tangent_plane
@@ -55,15 +55,17 @@ def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, 
     for side, cat in zip(sidecars, catalogs):
         sky = read_sidecar_sky(side)
         if sky is None:
-            if on_bad_input == "skip":
-                log.warning("%s: no footprint (image not readable): left out of the alignment", side)
-                continue
-            raise InputError(f"{side}: the image's WCS could not be read at detection (see its detect_sources log)")
+            sc = read_sidecar_or_unreadable(side, on_bad_input)  # raises the WCS's problem unless skipped
+            if sc["kind"] != "unreadable":
+                raise InputError(f"{side}: no footprint in the image sidecar (written by an older version: run detect_sources again)")
+            images.append({"name": sc["filename"], "group": sc["group_id"], "unreadable": sc["extra"]["reason"], "footprints": []})
+            continue
         images.append({"name": sky["filename"], "group": sky["group_id"], "catalog": cat, "kind": sky["kind"], "sidecar": side,
                        "footprints": [f.tolist() for f in sky["footprints"]], "pixel_scale": _pixel_scale(sky)})
     groups = {}
     for im in images:
-        groups.setdefault(im["group"], []).extend(np.asarray(f) for f in im["footprints"])
+        if not im.get("unreadable"):
+            groups.setdefault(im["group"], []).extend(np.asarray(f) for f in im["footprints"])
     pairs = overlapping_pairs(groups)
     if with_refcat:
         pairs += [(g, REFCAT) for g in groups]
@@ -89,7 +91,7 @@ def _group_sides(images, groups_needed):
     """Per group: the sky positions of all its sources and its footprints."""
     sides = {}
     for index, im in enumerate(images):
-        if im["group"] not in groups_needed:
+        if im["group"] not in groups_needed or im.get("unreadable"):
             continue
         cat = read_table(im["catalog"])
         s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "footprints": [], "pixel_scale": im["pixel_scale"]})
@@ -206,7 +208,8 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
     p = resolve_block("tweakreg", RELATIVE_PARS, relative)
     q = resolve_quality(quality)
     with open(images, encoding="utf-8") as f:
-        ims = json.load(f)["images"]
+        all_ims = json.load(f)["images"]
+    ims = [im for im in all_ims if not im.get("unreadable")]
     summary = vstack([read_table(s) for s in batch_summaries]) if batch_summaries else _table(PAIR_COLUMNS, [])
     matches = vstack([read_table(m) for m in batch_matches]) if batch_matches else _table(MATCH_PAIR_COLUMNS, [])
     if q["enabled"] and len(summary):
@@ -215,15 +218,15 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
     tp = reference_plane(ref_im["sidecar"])
     tps = tangent_plane_scale([tp.wcs])
     group_ids = list(dict.fromkeys(im["group"] for im in ims))
-    rows, corners = _solve_rows(matches, summary, ims, group_ids, tp)
+    rows, corners = _solve_rows(matches, all_ims, group_ids, tp)
     sols = solve_groups(rows, len(group_ids), corners, fitgeom=p["fitgeometry"], nclip=p["nclip"], sigma=float(p["sigma"]),
                         pair_min=(pair_min_matches(q), pair_min_matches(q, refcat=True)), quality=q, limits=gate_limits(q, p["tolerance"]), tps=tps)
     anchored = bool(np.any(rows["gb"] < 0))
     name = wcs_name(refcat_name) if anchored and refcat_name else ""
     _write_corrections(corrections_out, group_ids, sols, ref_im, "global", name)
-    write_catalog(rows_to_table(_image_rows(ims, group_ids, sols, "global", tps)), solutions_out)
+    write_catalog(rows_to_table(_image_rows(all_ims, group_ids, sols, "global", tps)), solutions_out)
     write_catalog(summary, summary_out)
-    write_catalog(_qa_matches(matches, rows, ims, group_ids, sols, tps), matches_out)
+    write_catalog(_qa_matches(matches, rows, all_ims, sols, tps), matches_out)
     write_catalog(attempt_table([]), attempts_out)
     n_ok = sum(s["status"] == "COMPLETE" for s in sols)
     log.info("global solve: %d of %d groups aligned (%s), %d of %d pairs accepted", n_ok, len(sols), "to the reference catalog" if name else "relative", int(np.sum(summary["accepted"])) if len(summary) else 0, len(summary))
@@ -253,10 +256,14 @@ def _inconsistent_pairs(summary, ratio):
     return np.array(bad, int)
 
 
-def _solve_rows(matches, summary, ims, group_ids, tp):
-    """The solve's rows in the tangent plane of ``tp``, and each group's footprint corners there."""
+def _solve_rows(matches, ims, group_ids, tp):
+    """The solve's rows in the tangent plane of ``tp``, and each group's footprint corners there.
+
+    ``ims`` is every image of ``images.json`` (the match tables index them);
+    unreadable ones are in no match and have no footprint.
+    """
     gindex = {g: k for k, g in enumerate(group_ids)}
-    group_of_image = np.array([gindex[im["group"]] for im in ims])
+    group_of_image = np.array([gindex.get(im["group"], -1) for im in ims])
     image_a = np.asarray(matches["image_a"], int)
     image_b = np.asarray(matches["image_b"], int)
     pa = to_tangent_plane(tp, (np.asarray(matches["ra_a"], float), np.asarray(matches["dec_a"], float))) if len(matches) else np.zeros((0, 2))
@@ -265,6 +272,8 @@ def _solve_rows(matches, summary, ims, group_ids, tp):
             "pa": pa, "pb": pb, "pair": np.asarray(matches["pair"], int)}
     corners = [[] for _ in group_ids]
     for im in ims:
+        if im.get("unreadable"):
+            continue
         fp = np.vstack(im["footprints"])
         corners[gindex[im["group"]]].append(to_tangent_plane(tp, (fp[:, 0], fp[:, 1])))
     return rows, [np.vstack(c) for c in corners]
@@ -288,6 +297,9 @@ def _image_rows(ims, group_ids, sols, stage, tps):
     by_group = dict(zip(group_ids, sols))
     out = []
     for im in ims:
+        if im.get("unreadable"):
+            out.append(fit_row(im["name"], im["group"], stage, "FAILED", im["unreadable"]))
+            continue
         s = by_group[im["group"]]
         row = fit_row(im["name"], im["group"], stage, s["status"], s["reason"])
         if s["status"] == "COMPLETE":
@@ -299,7 +311,7 @@ def _image_rows(ims, group_ids, sols, stage, tps):
     return out
 
 
-def _qa_matches(matches, rows, ims, group_ids, sols, tps):
+def _qa_matches(matches, rows, ims, sols, tps):
     """The matched sources as a relative matches table (`tweakflow.results.MATCH_COLUMNS`) for the QA plots."""
     if not len(matches):
         return _table(MATCH_COLUMNS, [])
@@ -317,10 +329,18 @@ def _qa_matches(matches, rows, ims, group_ids, sols, tps):
     })
 
 
-def global_wcs_step(sidecar, corrections, output):
-    """The corrected WCS sidecar of one image from the global solve (``global_wcs`` rule)."""
+def global_wcs_step(sidecar, corrections, output, *, on_bad_input="fail"):
+    """The corrected WCS sidecar of one image from the global solve (``global_wcs`` rule).
+
+    An image left out (``on_bad_input: skip``) gets an "unreadable" sidecar,
+    from which its ``apply_wcs`` job reports why no output is written.
+    """
     tab = read_table(corrections)
-    sc = read_sidecar(sidecar)
+    sc = read_sidecar_or_unreadable(sidecar, on_bad_input)
+    if sc["kind"] == "unreadable":  # on_bad_input: skip: left out; its apply_wcs job says why
+        entry = {"name": sc["filename"], "group_id": sc["group_id"], "sidecar": sc}
+        write_solution_sidecars([entry], [None], [{"status": "FAILED", "reason": sc["extra"]["reason"], "stage": "global", "wcsname": ""}], [output])
+        return
     ref_tp = reference_plane(tab.meta["reference_sidecar"])
     row = tab[np.asarray(tab["group_id"]) == sc["group_id"]]
     if not len(row):

@@ -85,6 +85,8 @@ if GLOBAL:
             corrections=f"{WORK}/global/corrections.ecsv",
         output:
             f"{WORK}/global/{{stem}}_wcs.asdf",
+        params:
+            on_bad_input=ON_BAD_INPUT,
         log:
             f"{LOGS}/global_wcs/{{stem}}.log",
         benchmark:
