@@ -157,12 +157,12 @@ def _fmt(err, ok):
     return f"{np.sqrt(np.mean(err[ok] ** 2)):.2f} / {np.max(err[ok]):.2f}" if ok.any() else "n/a"
 
 
-def bench_accuracy(work, seeds, columns=7, rows=7):
+def bench_accuracy(work, seeds, columns=7, rows=7, solvers=("sequential", "global")):
     print(f"| {columns} x {rows} mosaic, seed | solver | reference catalog | COMPLETE | relative RMS / worst (mas) | absolute RMS / worst (mas) | gather (s) |")
     print("|---|---|---|---|---|---|---|")
     for seed in seeds:
         m = _mosaic(work, columns, rows, seed)
-        for solver in ("sequential", "global"):
+        for solver in solvers:
             for refcat in (None, m["refcat"]):
                 out = os.path.join(work, f"run_{columns}x{rows}_s{seed}_{solver}_{'abs' if refcat else 'rel'}")
                 shutil.rmtree(out, ignore_errors=True)
@@ -201,7 +201,7 @@ def bench_eight(work):
             print(f"| | {solver} | {'5 mas' if refcat else 'none'} | {np.max(acc['output_relative_mas']):.3f} | {ab} | {t:.1f} |", flush=True)
 
 
-def bench_pixels(work, seeds, columns=7, rows=7):
+def bench_pixels(work, seeds, columns=7, rows=7, solvers=("sequential", "global")):
     """The 7 x 7 mosaic rendered (1024^2 px tiles) through the whole workflow, detection included."""
     import yaml
     from astropy.table import Table
@@ -217,7 +217,7 @@ def bench_pixels(work, seeds, columns=7, rows=7):
             synthetic.make_dataset(data, synthetic.SyntheticConfig.mosaic(columns, rows, seed=seed))
         images = sorted(p for p in os.listdir(data) if p.endswith("_cal.fits"))
         truth, _ = synthetic.load_truth(os.path.join(data, "truth.asdf"))
-        for solver in ("sequential", "global"):
+        for solver in solvers:
             for refcat in (None, os.path.join(data, "refcat.ecsv")):
                 run = os.path.join(work, f"pixrun_s{seed}_{solver}_{'abs' if refcat else 'rel'}")
                 shutil.rmtree(run, ignore_errors=True)

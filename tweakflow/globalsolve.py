@@ -30,7 +30,7 @@ import numpy as np
 from .fitting import N_PARAMS, design_matrix
 from .quality import check_fit
 
-__all__ = ["GroupSolution", "solve_groups", "correction_matrix"]
+__all__ = ["GroupSolution", "solve_groups", "correction_matrix", "match_variances"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,34 @@ def correction_matrix(params, fitgeom, center):
     return matrix, d - m @ np.asarray(center, float)
 
 
+def match_variances(flux_a, flux_b):
+    """Each matched pair's noise variance relative to the others of its kind, from the sources' fluxes.
+
+    A centroid's error falls as one over the square root of the source's
+    flux (photon noise), so a pair of two bright stars says more than a
+    pair of two stars at the detection limit: the variance of a pair of
+    groups is ``f_med / f_a + f_med / f_b``, normalised to a median of 1.
+    A pair with a reference-catalog star (``flux_b`` NaN) has variance 1:
+    the catalog's own error dominates it. Rows without fluxes (user
+    catalogs without ``flux``) have variance 1.
+    """
+    fa, fb = np.asarray(flux_a, float), np.asarray(flux_b, float)
+    pair = np.isfinite(fb)
+    ok = pair & np.isfinite(fa) & (fa > 0) & (fb > 0)
+    var = np.ones(len(fa))
+    if np.any(ok):
+        fmed = float(np.median(np.r_[fa[ok], fb[ok]]))
+        v = fmed / fa[ok] + fmed / fb[ok]
+        var[ok] = v / np.median(v)
+    return var
+
+
 class _Problem:
     """Rows of the least-squares problem: one per matched source pair."""
 
-    def __init__(self, ga, gb, pa, pb, pair, n_groups, fitgeom):
+    def __init__(self, ga, gb, pa, pb, pair, n_groups, fitgeom, var=None):
         self.ga, self.gb, self.pa, self.pb, self.pair = ga, gb, pa, pb, pair
+        self.var = np.ones(len(ga)) if var is None else np.asarray(var, float)
         self.k = N_PARAMS[fitgeom]
         self.fitgeom = fitgeom
         self.n_groups = n_groups
@@ -140,12 +163,12 @@ def _clip(prob, free, nclip, sigma):
     together.
     """
     kinds = prob.kinds()
-    weights = np.ones(len(kinds))
+    weights = 1.0 / prob.var
     for i in range(int(nclip) + 2):
         params, res, idx, normal = _solve_once(prob, free, weights)
-        r = np.hypot(*res.T)
+        r = np.hypot(*res.T) / np.sqrt(prob.var[idx])  # in units of each row's expected noise
         rms = {kd: math.sqrt(float(np.mean(r[kinds[idx] == kd] ** 2))) for kd in (0, 1) if np.any(kinds[idx] == kd)}
-        new_w = np.array([1.0 / max(rms.get(kd, 1.0), 1e-9) ** 2 for kd in (0, 1)])[kinds]
+        new_w = np.array([1.0 / max(rms.get(kd, 1.0), 1e-9) ** 2 for kd in (0, 1)])[kinds] / prob.var
         bad = r > sigma * np.array([rms[kd] for kd in kinds[idx]])
         if i == int(nclip) + 1 or (not np.any(bad) and np.allclose(new_w, weights, rtol=0.05)):
             return params, res, idx, normal
@@ -188,7 +211,9 @@ def solve_groups(rows, n_groups, corners, *, fitgeom, nclip, sigma, pair_min, qu
         Arrays, one value per matched source pair: ``ga``, ``gb`` (group
         indices; ``gb = -1``: a reference-catalog star), ``pa``, ``pb``
         ((N, 2) positions in the tangent plane, through the input WCSs;
-        ``pb`` of a reference star is its catalog position) and ``pair``.
+        ``pb`` of a reference star is its catalog position), ``pair`` and,
+        optionally, ``var``: each row's noise variance relative to the
+        others of its kind (e.g. from the sources' fluxes; default 1).
     n_groups : int
     corners : list of (M, 2) array
         Per group, its footprint corners in the plane (for the predicted error).
@@ -207,7 +232,7 @@ def solve_groups(rows, n_groups, corners, *, fitgeom, nclip, sigma, pair_min, qu
     list of GroupSolution
         One per group.
     """
-    prob = _Problem(rows["ga"], rows["gb"], rows["pa"], rows["pb"], rows["pair"], n_groups, fitgeom)
+    prob = _Problem(rows["ga"], rows["gb"], rows["pa"], rows["pb"], rows["pair"], n_groups, fitgeom, rows.get("var"))
     base = prob.used.copy()
     excluded = {}
     for _ in range(4 * n_groups + 10):  # each round drops a pair or a group, or returns

@@ -1089,8 +1089,10 @@ def _tile_catalog(name, index, x, y, mag, file_wcs, noise):
 
 
     flux = _star_flux(mag[index])
+    # centroid noise falls as 1/sqrt(flux) (photon noise): `noise` holds it at the catalog's median flux
+    scale = np.sqrt(np.median(flux) / flux) if len(flux) else flux
     # peak: the central pixel of the synthetic PSF holds ~16% of the flux
-    cat = Table({"id": np.arange(1, len(index) + 1, dtype=np.int64), "x": x + noise[0], "y": y + noise[1], "flux": flux, "peak": 0.16 * flux})
+    cat = Table({"id": np.arange(1, len(index) + 1, dtype=np.int64), "x": x + noise[0] * scale, "y": y + noise[1] * scale, "flux": flux, "peak": 0.16 * flux})
     cat.meta["image"] = name
     cat["ra"], cat["dec"] = det_to_world(file_wcs, np.asarray(cat["x"]), np.asarray(cat["y"]))
     cat["ra"].unit = cat["dec"].unit = "deg"
@@ -1123,7 +1125,8 @@ def make_catalog_mosaic(outdir, cfg: SyntheticConfig | None = None, *, maglim=MO
 
     - ``catalogs/<stem>_cat.ecsv``: ``id``, ``x``, ``y`` (0-based pixels:
       the stars' exact positions through the TRUE WCS, plus
-      ``centroid_noise`` px of Gaussian noise per axis), ``flux``
+      ``centroid_noise`` px of Gaussian noise per axis at the median flux,
+      scaling as 1/sqrt(flux)), ``flux``
       (electrons, as `make_dataset` renders the star), ``peak`` (16% of
       it), and ``ra``, ``dec`` (deg) of ``x``, ``y`` through the FILE
       WCS; the stars a detection keeps: inside the detector, brighter than
@@ -1147,7 +1150,9 @@ def make_catalog_mosaic(outdir, cfg: SyntheticConfig | None = None, *, maglim=MO
         Faintest magnitude detected (default: as many sources as the
         default detection finds on the synthetic images).
     centroid_noise : float
-        Gaussian noise (pixels, per axis) of the catalog positions.
+        Gaussian noise (pixels, per axis) of the catalog positions of a
+        source of the catalog's median flux; it scales as 1/sqrt(flux), as
+        a detection's centroid error does.
     max_sources : int
         Most sources per catalog (the brightest; the detection's ``brightest``).
 

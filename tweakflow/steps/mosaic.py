@@ -26,7 +26,7 @@ from ..entries import fits_chip_entries, read_sidecar_or_unreadable, write_solut
 from ..errors import InputError
 from ..fitting import entry_corrector
 from ..geometry import tangent_plane_scale, to_tangent_plane
-from ..globalsolve import solve_groups
+from ..globalsolve import match_variances, solve_groups
 from ..io import read_sidecar, read_sidecar_sky
 from ..pairs import MATCH_PAIR_COLUMNS, PAIR_COLUMNS, REFCAT, match_pair, overlapping_pairs, pair_min_matches
 from ..params import ABSOLUTE_PARS, RELATIVE_PARS, resolve_block
@@ -94,16 +94,17 @@ def _group_sides(images, groups_needed):
         if im["group"] not in groups_needed or im.get("unreadable"):
             continue
         cat = read_table(im["catalog"])
-        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "footprints": [], "pixel_scale": im["pixel_scale"]})
+        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "flux": [], "footprints": [], "pixel_scale": im["pixel_scale"]})
         s["ra"].append(np.asarray(cat["ra"], float))
         s["dec"].append(np.asarray(cat["dec"], float))
         s["x"].append(np.asarray(cat["x"], float))
         s["y"].append(np.asarray(cat["y"], float))
+        s["flux"].append(np.asarray(cat["flux"], float) if "flux" in cat.colnames else np.full(len(cat), np.nan))
         s["image"].append(np.full(len(cat), index))
         s["row"].append(np.arange(len(cat)))
         s["footprints"].extend(np.asarray(f, float) for f in im["footprints"])
     for s in sides.values():
-        for key in ("ra", "dec", "image", "row", "x", "y"):
+        for key in ("ra", "dec", "image", "row", "x", "y", "flux"):
             s[key] = np.concatenate(s[key]) if s[key] else np.zeros(0)
     return sides
 
@@ -111,7 +112,8 @@ def _group_sides(images, groups_needed):
 def _refcat_side(refcat, footprints):
     """The reference catalog as the other side of a group's pair."""
     return {"ra": np.asarray(refcat["RA"], float), "dec": np.asarray(refcat["DEC"], float), "footprints": list(footprints), "pixel_scale": None,
-            "image": np.full(len(refcat), -1), "row": np.arange(len(refcat)), "x": np.full(len(refcat), np.nan), "y": np.full(len(refcat), np.nan)}
+            "image": np.full(len(refcat), -1), "row": np.arange(len(refcat)), "x": np.full(len(refcat), np.nan), "y": np.full(len(refcat), np.nan),
+            "flux": np.full(len(refcat), np.nan)}
 
 
 @contextlib.contextmanager
@@ -144,7 +146,8 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
     Pairs of groups are matched with the relative parameters, a group and
     the reference catalog with the ``abs_*`` ones (``absolute``). Writes
     ``matches_out`` (`tweakflow.pairs.MATCH_PAIR_COLUMNS`, plus the detector
-    ``x_a``, ``y_a``: one row per matched source of each accepted pair) and
+    ``x_a``, ``y_a`` and the sources' ``flux_a``, ``flux_b`` (NaN for a
+    reference star): one row per matched source of each accepted pair) and
     ``summary_out`` (`tweakflow.pairs.PAIR_COLUMNS`: one row per pair).
     """
     p = resolve_block("tweakreg", RELATIVE_PARS, relative)
@@ -167,10 +170,11 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
         summary.append(dict(res["stats"], pair=int(row["pair"]), group_a=str(row["group_a"]), group_b=str(row["group_b"]), accepted=res["accepted"], reason=res["reason"]))
         ia, ib = res["idx_a"], res["idx_b"]
         matches += [{"pair": int(row["pair"]), "image_a": int(a["image"][i]), "row_a": int(a["row"][i]), "image_b": int(b["image"][j]), "row_b": int(b["row"][j]),
-                     "ra_a": a["ra"][i], "dec_a": a["dec"][i], "ra_b": b["ra"][j], "dec_b": b["dec"][j], "x_a": a["x"][i], "y_a": a["y"][i]} for i, j in zip(ia, ib)]
+                     "ra_a": a["ra"][i], "dec_a": a["dec"][i], "ra_b": b["ra"][j], "dec_b": b["dec"][j], "x_a": a["x"][i], "y_a": a["y"][i],
+                     "flux_a": a["flux"][i], "flux_b": b["flux"][j]} for i, j in zip(ia, ib)]
     n_ok = sum(s["accepted"] for s in summary)
     log.info("batch %s: %d pairs, %d accepted, %d matched sources", batch, len(summary), n_ok, len(matches))
-    write_catalog(_table([*MATCH_PAIR_COLUMNS, ("x_a", float), ("y_a", float)], matches), matches_out)
+    write_catalog(_table([*MATCH_PAIR_COLUMNS, ("x_a", float), ("y_a", float), ("flux_a", float), ("flux_b", float)], matches), matches_out)
     write_catalog(_table(PAIR_COLUMNS, summary), summary_out)
 
 
@@ -270,6 +274,8 @@ def _solve_rows(matches, ims, group_ids, tp):
     pb = to_tangent_plane(tp, (np.asarray(matches["ra_b"], float), np.asarray(matches["dec_b"], float))) if len(matches) else np.zeros((0, 2))
     rows = {"ga": group_of_image[image_a] if len(matches) else np.zeros(0, int), "gb": np.where(image_b >= 0, group_of_image[np.maximum(image_b, 0)], -1) if len(matches) else np.zeros(0, int),
             "pa": pa, "pb": pb, "pair": np.asarray(matches["pair"], int)}
+    if "flux_a" in matches.colnames:
+        rows["var"] = match_variances(matches["flux_a"], matches["flux_b"])
     corners = [[] for _ in group_ids]
     for im in ims:
         if im.get("unreadable"):
