@@ -175,9 +175,23 @@ def bench_accuracy(work, seeds, columns=7, rows=7, solvers=("sequential", "globa
                 print(f"| {seed} | {solver} | {'5 mas' if refcat else 'none'} | {ok.sum()} of {len(ok)} | {rel_txt} | {ab_txt} | {t:.1f} |", flush=True)
 
 
+def _run_workflow(run, inputs, solver, refcat):
+    """The whole workflow in ``run`` (2 cores, no QA report); its wall time (s)."""
+    import yaml
+
+    cfg = {"inputs": inputs, "output_dir": "out", "relative_solver": solver, "quality": {"report": False}}
+    if refcat:
+        cfg["tweakreg"] = {"abs_refcat": refcat}
+    with open(os.path.join(run, "config.yaml"), "w") as f:
+        yaml.safe_dump(cfg, f)
+    t0 = time.perf_counter()
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "snakemake"), "-s", os.path.join(ROOT, "Snakefile"), "-d", run,
+                    "--configfile", os.path.join(run, "config.yaml"), "--cores", "2", "-q"], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
 def bench_eight(work):
     """The demo's 8 images (2048^2, 4 exposures of 2 detectors) through the workflow, with each solver."""
-    import yaml
     from astropy.table import Table
 
     print("| 8 images 2048x2048 (the demo) | solver | reference catalog | worst relative (mas) | worst absolute (mas) | wall (s) |")
@@ -187,15 +201,7 @@ def bench_eight(work):
         shutil.rmtree(run, ignore_errors=True)
         os.makedirs(run)
         for refcat in (None, os.path.join(run, "out", "demo", "refcat.ecsv")):
-            cfg = {"inputs": "demo", "output_dir": "out", "relative_solver": solver, "quality": {"report": False}}
-            if refcat:
-                cfg["tweakreg"] = {"abs_refcat": refcat}
-            with open(os.path.join(run, "config.yaml"), "w") as f:
-                yaml.safe_dump(cfg, f)
-            t0 = time.perf_counter()
-            subprocess.run([os.path.join(os.path.dirname(sys.executable), "snakemake"), "-s", os.path.join(ROOT, "Snakefile"), "-d", run,
-                            "--configfile", os.path.join(run, "config.yaml"), "--cores", "2", "-q"], check=True, capture_output=True)
-            t = time.perf_counter() - t0
+            t = _run_workflow(run, "demo", solver, refcat)
             acc = Table.read(os.path.join(run, "out", "demo_accuracy.ecsv"))
             ab = f"{np.max(acc['output_absolute_mas']):.3f}" if refcat else "(not aligned)"
             print(f"| | {solver} | {'5 mas' if refcat else 'none'} | {np.max(acc['output_relative_mas']):.3f} | {ab} | {t:.1f} |", flush=True)
@@ -203,7 +209,6 @@ def bench_eight(work):
 
 def bench_pixels(work, seeds, columns=7, rows=7, solvers=("sequential", "global")):
     """The 7 x 7 mosaic rendered (1024^2 px tiles) through the whole workflow, detection included."""
-    import yaml
     from astropy.table import Table
 
     from tweakflow import metrics, synthetic
@@ -222,15 +227,7 @@ def bench_pixels(work, seeds, columns=7, rows=7, solvers=("sequential", "global"
                 run = os.path.join(work, f"pixrun_s{seed}_{solver}_{'abs' if refcat else 'rel'}")
                 shutil.rmtree(run, ignore_errors=True)
                 os.makedirs(run)
-                cfg = {"inputs": [os.path.join(data, p) for p in images], "output_dir": "out", "relative_solver": solver, "quality": {"report": False}}
-                if refcat:
-                    cfg["tweakreg"] = {"abs_refcat": refcat}
-                with open(os.path.join(run, "config.yaml"), "w") as f:
-                    yaml.safe_dump(cfg, f)
-                t0 = time.perf_counter()
-                subprocess.run([os.path.join(os.path.dirname(sys.executable), "snakemake"), "-s", os.path.join(ROOT, "Snakefile"), "-d", run,
-                                "--configfile", os.path.join(run, "config.yaml"), "--cores", "2", "-q"], check=True, capture_output=True)
-                t = time.perf_counter() - t0
+                t = _run_workflow(run, [os.path.join(data, p) for p in images], solver, refcat)
                 summ = Table.read(os.path.join(run, "out", "tweakreg_summary.ecsv"))
                 ok = np.asarray(summ["status"]) == "COMPLETE"
                 outs = [read_image(os.path.join(run, "out", p.replace("_cal.fits", "_tweakreg.fits")), with_data=False) for p in images]
