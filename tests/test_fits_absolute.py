@@ -183,3 +183,27 @@ def test_five_arcsec_offset_is_recovered_for_fits_inputs(tmp_path, fits_lut_data
         d = got - true
         assert np.hypot(*d.mean(axis=0)) == pytest.approx(5.0, abs=0.01), r[0]
         assert 1000 * np.sqrt(np.mean(np.sum((d - d.mean(axis=0)) ** 2, axis=1))) < 10.0, r[0]
+
+
+def test_global_solve_fits_chips_with_tables_and_reference_file(tmp_path, fits_lut_dataset):
+    """relative_solver: global on plain FITS files (two-chip files with lookup tables), relative and
+    absolute in one solve with a non-default fit geometry: every chip < 10 mas from the truth, chips
+    of a file share one correction, the products copies of the inputs with the WCS name of the fit."""
+    ds = fits_lut_dataset
+    folder = os.path.dirname(ds["images"][0])
+    config = {"inputs": [os.path.join(folder, "*.fits")], "output_dir": "out", "fits": {"dq_ext": "DQ"}, "relative_solver": "global",
+              "tweakreg": {"abs_refcat": ds["refcat"], "fitgeometry": "rscale"}}
+    run_workflow(tmp_path, config)
+    out = str(tmp_path / "out")
+    rows = _outputs(ds, out)
+    ab = np.array([max_sky_distance_mas(r[3], r[4], r[1]) for r in rows])
+    before = np.array([max_sky_distance_mas(r[2], r[4], r[1]) for r in rows])
+    assert np.all(before > 100), before
+    assert np.all(ab < 10.0), ab
+    summary = Table.read(os.path.join(out, "tweakreg_summary.ecsv"))
+    assert set(summary["status"]) == {"COMPLETE"} and set(summary["fitgeom"]) == {"rscale"}
+    two = summary[[str(n).startswith("mc2_flt.fits[") for n in summary["image"]]]
+    assert len(two) == 2 and two["xshift"][0] == two["xshift"][1]
+    for p in ds["images"]:
+        stem = os.path.basename(p)[: -len(".fits")]
+        check_fits_product_is_input_copy(p, os.path.join(out, stem + "_tweakreg.fits"), wcs_name(ds["refcat"]))

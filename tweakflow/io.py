@@ -870,7 +870,8 @@ def write_image_sidecar(path, image, asn_group_id=None, sky=None):
 
 
 def read_sidecar_sky(path):
-    """``filename``, ``kind``, ``group_id``, ``footprints`` and ``shapes`` (per chip) of an image sidecar, without its WCS.
+    """``filename``, ``kind``, ``group_id``, ``footprints``, ``shapes`` and ``labels`` (per chip, as the
+    solution tables name them) of an image sidecar, without its WCS.
 
     None for a sidecar without them (an unreadable image, or one written
     without ``sky``).
@@ -884,8 +885,10 @@ def read_sidecar_sky(path):
         raise InputError(f"{path}: unreadable image sidecar ({type(exc).__name__}: {exc})") from None
     if "sky" not in doc:
         return None
-    shapes = [tuple(c["shape"]) for c in doc["chips"]] if doc["kind"] == "fits" else [tuple(doc["shape"])]
-    return {"filename": doc["filename"], "kind": doc["kind"], "group_id": doc["sky"]["group_id"], "shapes": shapes,
+    chips = doc["chips"] if doc["kind"] == "fits" else None
+    shapes = [tuple(c["shape"]) for c in chips] if chips else [tuple(doc["shape"])]
+    labels = [chip_label(doc["filename"], c["extname"], c["extver"], len(chips)) for c in chips] if chips else [doc["filename"]]
+    return {"filename": doc["filename"], "kind": doc["kind"], "group_id": doc["sky"]["group_id"], "shapes": shapes, "labels": labels,
             "footprints": [np.asarray(f, float) for f in doc["sky"]["footprints"]]}
 
 

@@ -61,7 +61,7 @@ def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, 
             images.append({"name": sc["filename"], "group": sc["group_id"], "unreadable": sc["extra"]["reason"], "footprints": []})
             continue
         images.append({"name": sky["filename"], "group": sky["group_id"], "catalog": cat, "kind": sky["kind"], "sidecar": side,
-                       "footprints": [f.tolist() for f in sky["footprints"]], "pixel_scale": _pixel_scale(sky)})
+                       "footprints": [f.tolist() for f in sky["footprints"]], "pixel_scale": _pixel_scale(sky), "labels": sky["labels"]})
     groups = {}
     for im in images:
         if not im.get("unreadable"):
@@ -299,7 +299,7 @@ def _write_corrections(path, group_ids, sols, ref_im, stage, wcsname):
 
 
 def _image_rows(ims, group_ids, sols, stage, tps):
-    """One solution row per image (per chip of a FITS file: the file's name; chips share the group's correction)."""
+    """One solution row per image, per chip of a plain FITS file (named as the sequential stage names them; they share the group's correction)."""
     by_group = dict(zip(group_ids, sols))
     out = []
     for im in ims:
@@ -307,13 +307,14 @@ def _image_rows(ims, group_ids, sols, stage, tps):
             out.append(fit_row(im["name"], im["group"], stage, "FAILED", im["unreadable"]))
             continue
         s = by_group[im["group"]]
-        row = fit_row(im["name"], im["group"], stage, s["status"], s["reason"])
-        if s["status"] == "COMPLETE":
-            m = s["matrix"]
-            row.update(fitgeom=s["fitgeom"], n_matches=s["n_matches"], n_used=s["n_used"], rms_mas=s["rms_mas"], mae_mas=math.nan,
-                       xshift=tps * float(s["shift"][0]), yshift=tps * float(s["shift"][1]), rotation=s["rotation_deg"],
-                       scale=float(math.sqrt(abs(np.linalg.det(m)))), fit_error_mas=s["fit_error_mas"])
-        out.append(row)
+        for label in im.get("labels", [im["name"]]):
+            row = fit_row(label, im["group"], stage, s["status"], s["reason"])
+            if s["status"] == "COMPLETE":
+                m = s["matrix"]
+                row.update(fitgeom=s["fitgeom"], n_matches=s["n_matches"], n_used=s["n_used"], rms_mas=s["rms_mas"], mae_mas=math.nan,
+                           xshift=tps * float(s["shift"][0]), yshift=tps * float(s["shift"][1]), rotation=s["rotation_deg"],
+                           scale=float(math.sqrt(abs(np.linalg.det(m)))), fit_error_mas=s["fit_error_mas"])
+            out.append(row)
     return out
 
 
