@@ -149,3 +149,10 @@ def test_license(pyproject):
         assert clause in text
     # not the 4-clause (advertising) BSD license
     assert "advertising materials" not in text
+
+
+def test_report_needs_nothing_the_install_lacks(pyproject):
+    """README's report command (`snakemake --report`) runs after the demo's install (`pip install -e .`):
+    snakemake's report imports pygments, which snakemake itself does not install."""
+    names = {re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0].strip().lower() for d in pyproject["project"]["dependencies"]}
+    assert "pygments" in names
