@@ -177,8 +177,8 @@ def _clip(prob, free, nclip, sigma):
     raise AssertionError("unreachable")
 
 
-def _covariance_blocks(normal, k, sigma2):
-    """sigma^2 x the inverse of each free group's diagonal k x k block of the normal matrix.
+def _covariance_blocks(normal, k):
+    """The inverse of each free group's diagonal k x k block of the (noise-weighted) normal matrix.
 
     The covariance of a group's correction with its neighbours held where
     the solve put them: how well its own overlaps tie it to the mosaic.
@@ -192,7 +192,7 @@ def _covariance_blocks(normal, k, sigma2):
     for g in range(n // k):
         block = dense[g * k : (g + 1) * k, g * k : (g + 1) * k].toarray()
         blocks[g] = np.linalg.inv(block) if np.linalg.cond(block) < 1e12 else np.full((k, k), np.inf)
-    return sigma2 * blocks
+    return blocks
 
 
 def _predicted_error(cov, corners, center, fitgeom):
@@ -282,7 +282,7 @@ def _thin_pairs(prob, pair_min):
 def _group_stats(prob, res, idx, normal, free, corners, tps):
     """Per group (free or fixed, with used rows): the statistics `tweakflow.quality.check_fit` reads."""
     k = prob.k
-    cov = _covariance_blocks(normal, k, 1.0)  # rows weigh 1 / their noise^2
+    cov = _covariance_blocks(normal, k)  # rows weigh 1 / their noise^2: no further scale
     r_mas = 1000.0 * tps * np.hypot(*res.T)
     stats = {}
     for g in np.unique(np.r_[prob.ga[idx], prob.gb[idx][prob.gb[idx] >= 0]]):

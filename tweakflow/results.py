@@ -31,6 +31,7 @@ __all__ = [
     "rows_to_table",
     "with_quality_columns",
     "attempt_table",
+    "columns_table",
     "final_status",
     "match_table",
     "empty_match_table",
@@ -235,13 +236,18 @@ def with_quality_columns(rows):
     return rows
 
 
-def attempt_table(records):
-    """Attempt rows (dicts with the `ATTEMPT_COLUMNS`) -> `astropy.table.Table`."""
+def columns_table(columns, rows):
+    """Rows (dicts) -> `astropy.table.Table` with the ``(name, type)`` ``columns``, in order (an empty table keeps them)."""
     cols = {}
-    for name, typ in ATTEMPT_COLUMNS:
-        vals = [r[name] for r in records]
+    for name, typ in columns:
+        vals = [r[name] for r in rows]
         cols[name] = np.array(vals, dtype=typ if typ is not str else "U") if vals else np.array([], dtype=typ if typ is not str else "U1")
     return Table(cols)
+
+
+def attempt_table(records):
+    """Attempt rows (dicts with the `ATTEMPT_COLUMNS`) -> `astropy.table.Table`."""
+    return columns_table(ATTEMPT_COLUMNS, records)
 
 
 def final_status(rel_status, rel_reason, abs_status, abs_reason):

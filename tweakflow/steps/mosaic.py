@@ -25,22 +25,18 @@ from ..catalogs import read_table, write_catalog
 from ..entries import fits_chip_entries, read_sidecar_or_unreadable, write_solution_sidecars
 from ..errors import InputError
 from ..fitting import entry_corrector
-from ..geometry import tangent_plane_scale, to_tangent_plane
+from ..geometry import gnomonic, mean_direction, tangent_plane_scale, to_tangent_plane
 from ..globalsolve import match_variances, solve_groups
 from ..io import read_sidecar, read_sidecar_sky
 from ..pairs import MATCH_PAIR_COLUMNS, PAIR_COLUMNS, REFCAT, match_pair, overlapping_pairs, pair_min_matches
 from ..params import ABSOLUTE_PARS, RELATIVE_PARS, resolve_block
 from ..quality import consistent_rms_limit, gate_limits, resolve_quality
 from ..refcat import read_reference_catalog
-from ..results import MATCH_COLUMNS, attempt_table, fit_row, rows_to_table
+from ..results import attempt_table, columns_table, empty_match_table, fit_row, rows_to_table
 
 __all__ = ["overlap_pairs_step", "match_pairs_step", "global_solve_step", "global_wcs_step", "reference_plane"]
 
 log = logging.getLogger("tweakflow")
-
-
-def _table(columns, rows):
-    return Table({name: np.array([r[name] for r in rows], dtype=("U" if typ is str else typ)) if rows else np.zeros(0, "U1" if typ is str else typ) for name, typ in columns})
 
 
 def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, with_refcat=False, on_bad_input="fail"):
@@ -73,7 +69,7 @@ def overlap_pairs_step(sidecars, catalogs, pairs_out, images_out, *, n_batches, 
     rows = [{"pair": k, "group_a": a, "group_b": b, "batch": k * int(n_batches) // n} for k, (a, b) in enumerate(pairs)]
     log.info("%d images in %d groups: %d overlapping pairs%s, in %d batches", len(images), len(groups), len(pairs) - (len(groups) if with_refcat else 0),
              " (and each group with the reference catalog)" if with_refcat else "", n_batches)
-    write_catalog(_table([("pair", int), ("group_a", str), ("group_b", str), ("batch", int)], rows), pairs_out)
+    write_catalog(columns_table([("pair", int), ("group_a", str), ("group_b", str), ("batch", int)], rows), pairs_out)
     with atomic_output(images_out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump({"images": images}, f)
 
@@ -174,8 +170,8 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
                      "flux_a": a["flux"][i], "flux_b": b["flux"][j]} for i, j in zip(ia, ib)]
     n_ok = sum(s["accepted"] for s in summary)
     log.info("batch %s: %d pairs, %d accepted, %d matched sources", batch, len(summary), n_ok, len(matches))
-    write_catalog(_table([*MATCH_PAIR_COLUMNS, ("x_a", float), ("y_a", float), ("flux_a", float), ("flux_b", float)], matches), matches_out)
-    write_catalog(_table(PAIR_COLUMNS, summary), summary_out)
+    write_catalog(columns_table([*MATCH_PAIR_COLUMNS, ("x_a", float), ("y_a", float), ("flux_a", float), ("flux_b", float)], matches), matches_out)
+    write_catalog(columns_table(PAIR_COLUMNS, summary), summary_out)
 
 
 def _entry_of(sc):
@@ -194,8 +190,8 @@ def reference_plane(sidecar):
 def _reference_image(ims):
     """The image whose tangent plane the solve works in: the one nearest the mosaic's centre."""
     centers = np.array([np.mean(np.vstack(im["footprints"]), axis=0) for im in ims])
-    ra0 = np.rad2deg(np.arctan2(np.mean(np.sin(np.deg2rad(centers[:, 0]))), np.mean(np.cos(np.deg2rad(centers[:, 0])))))
-    d = np.hypot(((centers[:, 0] - ra0 + 180) % 360 - 180) * np.cos(np.deg2rad(centers[:, 1])), centers[:, 1] - np.mean(centers[:, 1]))
+    xi, eta = gnomonic(centers[:, 0], centers[:, 1], *mean_direction(centers[:, 0], centers[:, 1]))
+    d = np.hypot(xi, eta)
     return ims[int(np.argmin(d))]
 
 
@@ -214,8 +210,8 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
     with open(images, encoding="utf-8") as f:
         all_ims = json.load(f)["images"]
     ims = [im for im in all_ims if not im.get("unreadable")]
-    summary = vstack([read_table(s) for s in batch_summaries]) if batch_summaries else _table(PAIR_COLUMNS, [])
-    matches = vstack([read_table(m) for m in batch_matches]) if batch_matches else _table(MATCH_PAIR_COLUMNS, [])
+    summary = vstack([read_table(s) for s in batch_summaries]) if batch_summaries else columns_table(PAIR_COLUMNS, [])
+    matches = vstack([read_table(m) for m in batch_matches]) if batch_matches else columns_table(MATCH_PAIR_COLUMNS, [])
     if q["enabled"] and len(summary):
         matches = matches[~np.isin(np.asarray(matches["pair"], int), _inconsistent_pairs(summary, q["max_rms_ratio"]))]
     ref_im = _reference_image(ims)
@@ -292,7 +288,7 @@ def _write_corrections(path, group_ids, sols, ref_im, stage, wcsname):
         sh = s.get("shift", np.zeros(2))
         rows.append({"group_id": g, "status": s["status"], "reason": s["reason"], "m00": m[0, 0], "m01": m[0, 1], "m10": m[1, 0], "m11": m[1, 1],
                      "shift_x": sh[0], "shift_y": sh[1]})
-    tab = _table([("group_id", str), ("status", str), ("reason", str), ("m00", float), ("m01", float), ("m10", float), ("m11", float),
+    tab = columns_table([("group_id", str), ("status", str), ("reason", str), ("m00", float), ("m01", float), ("m10", float), ("m11", float),
                   ("shift_x", float), ("shift_y", float)], rows)
     tab.meta.update(reference_image=ref_im["name"], reference_sidecar=ref_im["sidecar"], stage=stage, wcsname=wcsname)
     write_catalog(tab, path)
@@ -321,7 +317,7 @@ def _image_rows(ims, group_ids, sols, stage, tps):
 def _qa_matches(matches, rows, ims, sols, tps):
     """The matched sources as a relative matches table (`tweakflow.results.MATCH_COLUMNS`) for the QA plots."""
     if not len(matches):
-        return _table(MATCH_COLUMNS, [])
+        return empty_match_table()
     mats = {k: (s.get("matrix", np.eye(2)), s.get("shift", np.zeros(2))) for k, s in enumerate(sols)}
     fa = np.array([rows["pa"][i] @ mats[g][0].T + mats[g][1] for i, g in enumerate(rows["ga"])])
     fb = np.array([rows["pb"][i] @ mats[g][0].T + mats[g][1] if g >= 0 else rows["pb"][i] for i, g in enumerate(rows["gb"])])
