@@ -8,19 +8,28 @@
 #      [-> fetch_refcat -> absolute_align] -> apply_wcs (per image) + summary
 
 import os
+import time
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
+from tweakflow.console import use_concise_console
+
 min_version("9.0")
+RUN_STARTED = time.time()
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+# console: concise (default) shows counts, progress, warnings, one line per
+# failed job and the verdict; "snakemake" keeps Snakemake's own console
+# (and dry runs list every job, as Snakemake does)
+if config.get("console") != "snakemake" and not (workflow.dryrun or workflow.output_settings.verbose):
+    use_concise_console(logger)
+
+
 validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
-
-
-report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -31,6 +40,14 @@ include: "workflow/rules/absolute.smk"
 include: "workflow/rules/global.smk"
 include: "workflow/rules/apply.smk"
 include: "workflow/rules/qa.smk"
+
+
+# the report opens with the last finished run's verdict (qa_tables writes that page)
+report: os.path.abspath(FRONT_PAGE) if os.path.exists(FRONT_PAGE) else "workflow/report/workflow.rst"
+
+
+onsuccess:
+    closing_verdict()
 
 
 rule all:

@@ -20,8 +20,8 @@ LAYERS = [
     {"grouping", "io", "detection", "catalogs", "refcat", "inputs", "synthetic", "entries"},
     {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
     {"wcs_update"},
-    {"metrics", "qa"},
-    {"steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic"},
+    {"metrics", "qa", "verdict"},
+    {"console", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic"},
 ]
 
 #: Generators of synthetic data: one long recipe each, read top to bottom.

@@ -17,14 +17,14 @@ pytestmark = pytest.mark.slow
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     config = {"output_dir": "results", "demo": SMALL}
-    run_workflow(work, config)
-    return work, config
+    proc = run_workflow(work, config)
+    return work, config, proc.stdout
 
 
 def test_outputs_match_truth(demo_run):
     from stdatamodels.jwst.datamodels import ImageModel
 
-    work, _ = demo_run
+    work, _, _ = demo_run
     res = work / "results"
     truth, _ = synthetic.load_truth(str(res / "demo" / "truth.asdf"))
     names = sorted(truth)
@@ -55,7 +55,7 @@ def test_outputs_match_truth(demo_run):
 
 
 def test_rerun_does_nothing_and_param_change_skips_detection(demo_run):
-    work, config = demo_run
+    work, config, _ = demo_run
     proc = run_workflow(work, config, "-n")
     assert "Nothing to be done" in proc.stdout
     changed = {**config, "tweakreg": {"sigma": 2.5}}
@@ -65,6 +65,31 @@ def test_rerun_does_nothing_and_param_change_skips_detection(demo_run):
     changed = {**config, "tweakreg": {"snr_threshold": 8.0}}
     proc = run_workflow(work, changed, "-n")
     assert "detect_sources" in proc.stdout
+
+
+def test_console_is_concise_and_ends_with_the_verdict(demo_run):
+    """The demo's console: the jobs, progress, then the verdict and the accuracy stated plainly."""
+    work, _, console = demo_run
+    res = work / "results"
+    lines = console.strip().splitlines()
+    assert len(lines) < 60, console
+    for noise in ("Select jobs", "Shell command", "input:", "reason:", "Finished jobid", "Complete log"):
+        assert noise not in console, noise
+    assert any(ln.startswith("tweakflow: ") and "jobs to run (detect_sources 4" in ln for ln in lines), console
+    assert any(ln.startswith("progress: ") for ln in lines)
+    verdict = (res / "verdict.txt").read_text().strip().splitlines()
+    assert lines[-len(verdict):] == verdict
+    assert verdict[0].startswith("tweakflow verdict: 4 images in 2 groups: 4 COMPLETE (relative alignment only")
+    acc = Table.read(res / "demo_accuracy.ecsv")
+    worst = float(np.max(acc["output_relative_mas"]))
+    assert worst < 1.0
+    assert verdict[-1].startswith(
+        f"demo accuracy against the synthetic truth: images aligned to each other within {worst:.2f} mas"
+    )
+    assert "no absolute fit in this run" in verdict[-1]
+    # the report: its first page and its summary page open with the verdict
+    assert "**Verdict of this run**" in (res / "qa" / "front_page.rst").read_text()
+    assert f"images aligned to each other within {worst:.2f} mas" in (res / "qa" / "summary.html").read_text()
 
 
 def test_inputs_untouched(tmp_path, small_dataset):

@@ -1,4 +1,4 @@
-"""Report steps: the summary table and the demo's accuracy against the truth.
+"""Report steps: the summary table, the demo's accuracy against the truth, the verdict.
 
 The plots and pages of the QA report are `tweakflow.qa`'s steps.
 """
@@ -11,12 +11,14 @@ import os
 import numpy as np
 from astropy.table import Table
 
+from ..atomic import atomic_output
 from ..catalogs import read_table, write_catalog
 from ..metrics import absolute_errors, relative_errors
 from ..results import SUMMARY_FIT_COLUMNS, SUMMARY_QUALITY_COLUMNS, final_status
 from ..synthetic import load_truth
+from ..verdict import verdict_lines
 
-__all__ = ["summary_step", "demo_accuracy_step"]
+__all__ = ["summary_step", "demo_accuracy_step", "verdict_step"]
 
 log = logging.getLogger("tweakflow")
 
@@ -93,8 +95,34 @@ def demo_accuracy_step(outputs, inputs, truth, output):
             row["image"], row["status"], row["output_relative_mas"], row["input_relative_mas"],
             row["output_absolute_mas"], row["input_absolute_mas"],
         )
-    log.warning(
+    log.info(
         "demo accuracy against the truth: worst relative error %.3f mas (inputs: %.0f mas), worst absolute %.3f mas",
         float(np.max(tab["output_relative_mas"])), float(np.min(tab["input_relative_mas"])), float(np.max(tab["output_absolute_mas"])),
     )
     write_catalog(tab, output)
+
+
+def verdict_step(summary, output, accuracy=None):
+    """Write the run's verdict (`tweakflow.verdict.verdict_lines`) to ``output``.
+
+    Parameters
+    ----------
+    summary : str
+        ``tweakreg_summary.ecsv``.
+    output : str
+        ``verdict.txt``: the lines the console ends with and the report opens with.
+    accuracy : str or None
+        ``demo_accuracy.ecsv`` (the demo only).
+
+    Returns
+    -------
+    list of str
+    """
+    lines = verdict_lines(read_table(summary), read_table(accuracy) if accuracy else None)
+    with atomic_output(output) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    for line in lines:
+        log.info("%s", line)
+    return lines
+
