@@ -10,26 +10,39 @@
 import os
 import time
 
+from snakemake.common.configfile import load_configfile
 from snakemake.logging import logger
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 from tweakflow.console import use_concise_console
 
 min_version("9.0")
 RUN_STARTED = time.time()
+# this workflow's folder, also when it is used as a module of another workflow
+# (workflow.basedir is then the other workflow's)
+ROOT = workflow.current_basedir.get_path_or_uri(secret_free=True)
+AS_MODULE = os.path.realpath(ROOT) != os.path.realpath(workflow.basedir)
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+configfile: os.path.join(ROOT, "config", "config.yaml")
+
+
+# used as a module (`module tweakflow: config: ...`), the configfile above is
+# not read: its values are the defaults under the configuration given
+with_defaults = load_configfile(os.path.join(ROOT, "config", "config.yaml"))
+update_config(with_defaults, config)
+config.update(with_defaults)
 
 
 # console: concise (default) shows counts, progress, warnings, one line per
 # failed job and the verdict; "snakemake" keeps Snakemake's own console
-# (and dry runs list every job, as Snakemake does)
-if config.get("console") != "snakemake" and not (workflow.dryrun or workflow.output_settings.verbose):
+# (and dry runs list every job, as Snakemake does); a host workflow that uses
+# this one as a module keeps its own console
+if config.get("console") != "snakemake" and not (AS_MODULE or workflow.dryrun or workflow.output_settings.verbose):
     use_concise_console(logger)
 
 
-validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+validate(config, os.path.join(ROOT, "workflow", "schemas", "config.schema.yaml"))
 
 
 include: "workflow/rules/common.smk"
@@ -42,12 +55,13 @@ include: "workflow/rules/apply.smk"
 include: "workflow/rules/qa.smk"
 
 
-# the report opens with the last finished run's verdict (qa_tables writes that page)
-report: os.path.abspath(FRONT_PAGE) if os.path.exists(FRONT_PAGE) else "workflow/report/workflow.rst"
+if not AS_MODULE:
 
+    # the report opens with the last finished run's verdict (qa_tables writes that page)
+    report: os.path.abspath(FRONT_PAGE) if os.path.exists(FRONT_PAGE) else "workflow/report/workflow.rst"
 
-onsuccess:
-    closing_verdict()
+    onsuccess:
+        closing_verdict()
 
 
 rule all:

@@ -24,7 +24,7 @@ from tweakflow.params import (
 from tweakflow.refcat import GAIA_CATALOGS
 from tweakflow.verdict import read_verdict
 
-SCRIPTS = os.path.join(workflow.basedir, "scripts")
+SCRIPTS = os.path.join(ROOT, "scripts")
 
 
 def run_script(name, input, output, params, wildcards, log):

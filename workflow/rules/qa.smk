@@ -97,7 +97,7 @@ rule qa_tables:
         summary=f"{OUT}/tweakreg_summary.ecsv",
         attempts=relative_tables()["attempts"],
         verdict=VERDICT,
-        front_page=os.path.join(workflow.basedir, "workflow", "report", "workflow.rst"),
+        front_page=os.path.join(ROOT, "workflow", "report", "workflow.rst"),
         after=after_everything_else,
     output:
         summary=report(
