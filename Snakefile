@@ -38,7 +38,7 @@ config.update(with_defaults)
 # failed job and the verdict; "snakemake" keeps Snakemake's own console
 # (and dry runs list every job, as Snakemake does); a host workflow that uses
 # this one as a module keeps its own console
-if config.get("console") != "snakemake" and not (AS_MODULE or workflow.dryrun or workflow.output_settings.verbose):
+if config.get("console") != "snakemake" and not (AS_MODULE or workflow.output_settings.dryrun or workflow.output_settings.verbose):
     use_concise_console(logger)
 
 
