@@ -9,7 +9,12 @@
 
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+from snakemake.utils import min_version
+
+from tweakflow.config import resolve_config
+from tweakflow.errors import TweakflowError
 
 min_version("9.0")
 
@@ -17,7 +22,20 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+# The configuration checked against the schema (defaults filled, every
+# problem in one short paragraph: tweakflow.config, not snakemake.utils.validate,
+# which prints the schema and the whole configuration), then tweakreg.pars_file
+# read under the user's own keys (--configfile, --config).
+try:
+    for _note in resolve_config(
+        config,
+        os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
+        overrides=workflow.config_settings.overwrite_config,
+        strict=not workflow.modifier.skip_validation,
+    ):
+        logger.info(f"tweakflow: {_note}")
+except TweakflowError as exc:
+    raise WorkflowError(f"tweakflow: {exc}") from None
 
 
 report: "workflow/report/workflow.rst"

@@ -59,7 +59,7 @@ def test_schema_tweakreg_keys_are_the_spec_parameters_or_workflow_keys():
     """Every key of the schema's tweakreg block that no library block holds is a
     workflow-level parameter of the step (read by the rules, not the library)."""
     props = _load("workflow", "schemas", "config.schema.yaml")["properties"]["tweakreg"]["properties"]
-    workflow_level = {"save_catalogs", "use_custom_catalogs", "catalog_format", "catfile", "abs_refcat", "save_abs_catalog", "output_use_model", "in_memory"}
+    workflow_level = {"pars_file", "save_catalogs", "use_custom_catalogs", "catalog_format", "catfile", "abs_refcat", "save_abs_catalog", "output_use_model", "in_memory"}
     assert set(props) - set(BLOCKS["tweakreg"]) == workflow_level
 
 
