@@ -313,8 +313,14 @@ def test_console_shows_the_pars_file_at_work(tmp_path):
     assert proc.returncode == 0, proc.stdout
     assert f"tweakflow: tweakreg.pars_file {path} sets fitgeometry='general', searchrad=1.0, sigma_radius=1.5" in proc.stdout
     assert f"tweakflow: tweakreg.pars_file {path}: stpipe options ignored (no meaning here): input_dir," in proc.stdout
+    assert "; your own minobj kept" in proc.stdout
     bad = _crds_pars(tmp_path / "bad.asdf", serchrad=1.0)
     proc = _dry_run(tmp_path, {"tweakreg": {"pars_file": bad}})
     assert proc.returncode != 0
     assert f"tweakreg.pars_file: {bad}: tweakreg.serchrad: unknown key (value 1.0); did you mean tweakreg.searchrad?" in proc.stdout
     assert len(proc.stdout.splitlines()) <= 6, proc.stdout
+    # the rules see the file's values: an early CRDS file's separation < sqrt(2) x tolerance is refused
+    old = _crds_pars(tmp_path / "old.asdf", separation=0.5, tolerance=1.0)
+    proc = _dry_run(tmp_path, {"tweakreg": {"pars_file": old}})
+    assert proc.returncode != 0
+    assert "tweakreg.separation (0.5) must be at least sqrt(2) x tweakreg.tolerance (1)" in proc.stdout
