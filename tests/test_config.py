@@ -324,3 +324,18 @@ def test_console_shows_the_pars_file_at_work(tmp_path):
     proc = _dry_run(tmp_path, {"tweakreg": {"pars_file": old}})
     assert proc.returncode != 0
     assert "tweakreg.separation (0.5) must be at least sqrt(2) x tweakreg.tolerance (1)" in proc.stdout
+
+
+def test_file_written_by_jwst_is_read_whole():
+    """What jwst 3.0's ``TweakRegStep().export_config(path, include_metadata=True)``
+    wrote (the file ``strun --save-parameters`` writes; recorded once into
+    tests/data, jwst stays out of the dependencies): every parameter of the
+    step is a tweakflow key; the stpipe options are set aside; the only
+    default that differs is sigma_radius (tweakflow's 2.5, see config.yaml)."""
+    path = os.path.join(ROOT, "tests", "data", "jwst_3.0_tweakregstep_export_config.asdf")
+    values, ignored = tfconfig.pars_file_values(path, SCHEMA)
+    assert ignored == sorted(tfconfig.STPIPE_OPTIONS)
+    defaults = {k: p["default"] for k, p in SCHEMA["properties"]["tweakreg"]["properties"].items() if k != "pars_file"}
+    assert set(values) == set(defaults)
+    assert {k: v for k, v in values.items() if v != defaults[k]} == {"sigma_radius": 1.5}
+    assert values["connectivity"] == 8  # written '8' by stpipe
