@@ -11,10 +11,13 @@ import os
 import time
 
 from snakemake.common.configfile import load_configfile
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
-from snakemake.utils import min_version, update_config, validate
+from snakemake.utils import min_version, update_config
 
+from tweakflow.config import resolve_config
 from tweakflow.console import use_concise_console
+from tweakflow.errors import TweakflowError
 
 min_version("9.0")
 RUN_STARTED = time.time()
@@ -38,11 +41,26 @@ config.update(with_defaults)
 # failed job and the verdict; "snakemake" keeps Snakemake's own console
 # (and dry runs list every job, as Snakemake does); a host workflow that uses
 # this one as a module keeps its own console
-if config.get("console") != "snakemake" and not (AS_MODULE or workflow.output_settings.dryrun or workflow.output_settings.verbose):
+if config.get("console") != "snakemake" and not (
+    AS_MODULE or workflow.output_settings.dryrun or workflow.output_settings.verbose
+):
     use_concise_console(logger)
 
 
-validate(config, os.path.join(ROOT, "workflow", "schemas", "config.schema.yaml"))
+# The configuration checked against the schema (defaults filled, every
+# problem in one short paragraph: tweakflow.config, not snakemake.utils.validate,
+# which prints the schema and the whole configuration), then tweakreg.pars_file
+# read under the user's own keys (--configfile, --config).
+try:
+    for _note in resolve_config(
+        config,
+        os.path.join(ROOT, "workflow", "schemas", "config.schema.yaml"),
+        overrides=workflow.config_settings.overwrite_config,
+        strict=not workflow.modifier.skip_validation,
+    ):
+        logger.info(f"tweakflow: {_note}")
+except TweakflowError as exc:
+    raise WorkflowError(f"tweakflow: {exc}") from None
 
 
 include: "workflow/rules/common.smk"

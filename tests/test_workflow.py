@@ -115,3 +115,27 @@ def test_bad_config_fails_before_any_job(tmp_path, override, needle):
     assert proc.returncode != 0
     assert needle in proc.stdout
     assert not os.path.exists(tmp_path / "out")
+
+
+def _planned_jobs(stdout):
+    """The rules of a dry run's "Job stats" table."""
+    lines = stdout.split("Job stats:", 1)[1].splitlines() if "Job stats:" in stdout else []
+    return {ln.split()[0] for ln in lines[3:] if ln.strip() and ln.split()[0] != "total" and ln.split()[-1].isdigit()}
+
+
+def test_pars_file_reaches_the_align_job_under_the_users_keys(demo_run, tmp_path):
+    """tweakreg.pars_file: the file's fitgeometry and searchrad change what align
+    receives (it re-runs, detection does not); the same keys set by the user to
+    the run's values win over the file (align does not re-run)."""
+    import yaml
+
+    work, config = demo_run
+    pars = tmp_path / "tweakreg_pars.yaml"
+    pars.write_text(yaml.safe_dump({"class": "jwst.tweakreg.TweakRegStep", "name": "tweakreg", "parameters": {"fitgeometry": "general", "searchrad": 1.5}}))
+    proc = run_workflow(work, {**config, "tweakreg": {"pars_file": str(pars)}}, "-n")
+    assert f"tweakreg.pars_file {pars} sets fitgeometry='general', searchrad=1.5" in proc.stdout
+    jobs = _planned_jobs(proc.stdout)
+    assert "align" in jobs and "apply_wcs" in jobs and "detect_sources" not in jobs, proc.stdout[-3000:]
+    proc = run_workflow(work, {**config, "tweakreg": {"pars_file": str(pars), "fitgeometry": "rshift", "searchrad": 2.0}}, "-n")
+    assert "your own fitgeometry, searchrad kept" in proc.stdout
+    assert not {"align", "apply_wcs", "detect_sources"} & _planned_jobs(proc.stdout), proc.stdout[-3000:]

@@ -1,7 +1,8 @@
 """Resolving the workflow's ``inputs`` into a list of images.
 
 ``inputs`` is ``demo`` (the built-in synthetic dataset), the path of a
-level-3 association JSON, or a list of files and glob patterns. Each image
+level-3 association JSON, or a list of files, folders and glob patterns (a
+folder stands for its ``*_cal.fits`` files, or its ``*.fits`` files). Each image
 gets a *stem* (its base name without ``_cal.fits``) that names its products.
 """
 
@@ -15,7 +16,32 @@ from .errors import ConfigError, InputError
 from .io import model_filename, output_stem
 from .synthetic import SyntheticConfig, exposure_filenames
 
-__all__ = ["resolve_inputs", "read_association"]
+__all__ = ["resolve_inputs", "read_association", "directory_images"]
+
+
+def directory_images(folder):
+    """The images of a folder given as an input: its ``*_cal.fits`` files or,
+    if it has none, its ``*.fits`` files, sorted by name.
+
+    ``*_cal.fits`` first: a folder of a JWST program holds the calibrated
+    images next to other products (``_i2d``, ``_crf``...) that must not be
+    aligned with them. tweakflow's own products (``*_tweakreg.fits``, when
+    ``output_dir`` is that folder) are never taken. Sorted, so that the
+    order (which ``enforce_user_order`` uses) is the same on every file
+    system. Not recursive.
+
+    Raises
+    ------
+    InputError
+        ``<folder>: a directory with no *_cal.fits or *.fits files``.
+    """
+    folder = os.fspath(folder)
+    for pattern in ("*_cal.fits", "*.fits"):
+        hits = glob.glob(os.path.join(glob.escape(folder), pattern))
+        hits = sorted(p for p in hits if os.path.isfile(p) and not p.endswith("_tweakreg.fits"))
+        if hits:
+            return hits
+    raise InputError(f"{folder}: a directory with no *_cal.fits or *.fits files")
 
 
 def read_association(path, allow_outside=False):
@@ -78,7 +104,8 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
     Parameters
     ----------
     inputs : str or list of str
-        ``"demo"``, an association JSON, or files/globs.
+        ``"demo"``, an association JSON, or files, folders (their images:
+        `directory_images`) and globs.
     output_dir : str
         Where the demo dataset is generated (``{output_dir}/demo``).
     demo : dict or None
@@ -109,9 +136,10 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
             if not hits:
                 raise ConfigError(f"inputs: pattern '{pat}' matches no file")
             for h in hits:
-                if not os.path.isfile(h):
-                    raise InputError(f"{h}: input image does not exist")
-                items.append({"path": h, "group_id": None, "tweakreg_catalog": None})
+                for path in directory_images(h) if os.path.isdir(h) else [h]:
+                    if not os.path.isfile(path):
+                        raise InputError(f"{path}: input image does not exist")
+                    items.append({"path": path, "group_id": None, "tweakreg_catalog": None})
     if not items:
         raise ConfigError("inputs: no images to align")
     seen = {}
