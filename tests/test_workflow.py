@@ -129,7 +129,7 @@ def test_pars_file_reaches_the_align_job_under_the_users_keys(demo_run, tmp_path
     the run's values win over the file (align does not re-run)."""
     import yaml
 
-    work, config = demo_run
+    work, config, _ = demo_run
     pars = tmp_path / "tweakreg_pars.yaml"
     pars.write_text(yaml.safe_dump({"class": "jwst.tweakreg.TweakRegStep", "name": "tweakreg", "parameters": {"fitgeometry": "general", "searchrad": 1.5}}))
     proc = run_workflow(work, {**config, "tweakreg": {"pars_file": str(pars)}}, "-n")
