@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -53,15 +52,11 @@ os.environ.setdefault("STPIPE_DISABLE_CRDS_STEPPARS", "True")
 os.environ.setdefault("CRDS_SERVER_URL", "http://127.0.0.1:9")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUTPUT = os.path.join(ROOT, "tests", "data", "jwst3_tweakreg_meta.json")
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # tweakflow's generator, the tests' dataset and comparison
 
-#: SIP coefficients of meta.wcsinfo and of the SCI header: one entry for all.
-SIP_COEFF = re.compile(r"^meta\.wcsinfo\.(a|b|ap|bp)_\d+_\d+$")
-SIP_CARD = re.compile(r"^(A|B|AP|BP)_\d+_\d+$")
-#: The FITS WCS (SIP approximation) entries of meta.wcsinfo and keywords of the
-#: SCI header: the corrected WCS itself, recorded by name (S_REGION by value).
-FITS_WCS = re.compile(r"^(meta\.wcsinfo\.)?(wcsaxes|crpix\d|crval\d|ctype\d|cunit\d|cd\d_\d|[ab]p?_order|latpole|lonpole|mjdref|radesys|sipmxerr|sipiverr)$", re.I)
-WCS_VALUE = "<FITS WCS>"
+from product_meta import flat_meta, header_changes, meta_changes, plain  # noqa: E402
+
+DEFAULT_OUTPUT = os.path.join(ROOT, "tests", "data", "jwst3_tweakreg_meta.json")
 
 #: The runs: name -> (input: "asn" or "files", step parameters, keep the cal_logs lines).
 RUNS = {
@@ -70,65 +65,6 @@ RUNS = {
     "sip_approx_false": ("asn", {"sip_approx": False}, False),
     "files": ("files", {}, False),
 }
-
-
-def plain(value):
-    """A JSON value for a metadata value (numpy scalars, nodes, lists)."""
-    if hasattr(value, "instance"):
-        value = value.instance
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        value = value.item()
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return "nan"
-    return value
-
-
-def flat_meta(model):
-    """``{flat key: value}`` of a model's ``meta`` without the GWCS's own entries."""
-    out = {}
-    for key, value in model.to_flat_dict().items():
-        if not key.startswith("meta.") or key.startswith("meta.wcs."):
-            continue
-        out[key] = value
-    return out
-
-
-def meta_changes(before, after):
-    """Entries of ``after`` absent from or different in ``before``, SIP coefficients named by pattern."""
-    changed = {}
-    for key in sorted(set(before) | set(after)):
-        a, b = before.get(key), after.get(key)
-        if key == "meta.wcs":
-            if str(a) != str(b):
-                changed[key] = "<GWCS>"
-            continue
-        if plain(a) == plain(b):
-            continue
-        if SIP_COEFF.match(key):
-            changed["meta.wcsinfo.<sip coefficients>"] = WCS_VALUE
-            continue
-        changed[key] = WCS_VALUE if FITS_WCS.match(key) else plain(b) if key in after else "<removed>"
-    return changed
-
-
-def header_changes(before, after):
-    """Changed keywords of a header (SIP coefficient cards by pattern only, commentary cards left out)."""
-    out = {}
-    for key in dict.fromkeys(list(before) + list(after)):
-        if not key or key in ("COMMENT", "HISTORY"):
-            continue
-        a, b = before.get(key), after.get(key)
-        if a == b:
-            continue
-        if SIP_CARD.match(key):
-            out["<SIP coefficients>"] = WCS_VALUE
-        else:
-            out[key] = WCS_VALUE if FITS_WCS.match(key) else plain(b)
-    return out
 
 
 def record_inputs(paths):
@@ -207,7 +143,6 @@ def main(argv=None):
     ap.add_argument("--workdir", help="where to write the dataset and the step's products (default: a temporary folder, removed)")
     ap.add_argument("--output", default=DEFAULT_OUTPUT, help="the JSON fixture (default: %(default)s)")
     args = ap.parse_args(argv)
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
     from tweakflow.synthetic import SyntheticConfig, make_dataset
     from workflow_runner import SMALL
 
