@@ -297,11 +297,13 @@ def test_skipped_product_keeps_the_step_metadata(small_dataset, small_alignment,
     )
     association = read_association(small_dataset["asn"])[2]["association"]
     out = str(tmp_path / "skipped_tweakreg.fits")
-    apply_step(src, skipped, out, sip=dict(SIP_PARS), association=association)
+    # a member naming its catalog: the step records it as meta.tweakreg_catalog
+    apply_step(src, skipped, out, sip=dict(SIP_PARS), association=dict(association, tweakreg_catalog="cats/x_cat.ecsv"))
     with ImageModel(out) as m:
         m.validate()
         assert m.meta.cal_step.tweakreg == "SKIPPED" and m.meta.group_id == sc["group_id"]
         assert m.meta.asn.instance == {"exptype": "science", "pool_name": "synthetic_pool", "table_name": "asn.json"}
+        assert m.meta.tweakreg_catalog == "cats/x_cat.ecsv"
         assert m.meta.wcsinfo.instance.get("s_region") is None
         assert m.cal_logs.tweakreg[-1].endswith(f"{sc['filename']}: tweakreg SKIPPED (no fit passed)")
         assert dict(m.meta.tweakflow.instance) == {"calibration_software_name": SOFTWARE_NAME, "calibration_software_version": tweakflow.__version__}
