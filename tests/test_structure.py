@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tweakflow"
 #: Layers, lowest first: foundation, fan-out (per image), gather (alignment),
 #: scatter (outputs), report, orchestration.
 LAYERS = [
-    {"tweakflow", "errors", "atomic", "params", "config", "geometry", "results", "fitting"},
+    {"tweakflow", "errors", "atomic", "params", "config", "geometry", "results", "fitting", "callogs"},
     {"grouping", "io", "detection", "catalogs", "refcat", "inputs", "synthetic", "entries"},
     {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
     {"wcs_update"},

@@ -16,7 +16,7 @@ from .errors import ConfigError, InputError
 from .io import model_filename, output_stem
 from .synthetic import SyntheticConfig, exposure_filenames
 
-__all__ = ["resolve_inputs", "read_association", "directory_images"]
+__all__ = ["resolve_inputs", "read_association", "member_association", "directory_images"]
 
 
 def directory_images(folder):
@@ -58,7 +58,9 @@ def read_association(path, allow_outside=False):
     -------
     list of dict
         ``path`` (absolute), ``group_id`` (or None), ``tweakreg_catalog``
-        (absolute path, ``""`` meaning "detect", or None when not given).
+        (absolute path, ``""`` meaning "detect", or None when not given),
+        and ``association``: what the JWST step records of the association
+        in the member's product (`member_association`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -92,10 +94,28 @@ def read_association(path, allow_outside=False):
             cat = m.get("tweakreg_catalog")
             if cat:
                 cat = os.path.normpath(os.path.join(folder, cat))
-            members.append({"path": full, "group_id": m.get("group_id"), "tweakreg_catalog": cat})
+            members.append({"path": full, "group_id": m.get("group_id"), "tweakreg_catalog": cat, "association": member_association(path, asn, m)})
     if not members:
         raise InputError(f"{path}: association has no science members")
     return members
+
+
+def member_association(path, asn, member):
+    """What a product records of the association its image came from.
+
+    ``table_name`` (the association's file name), ``pool_name`` (its
+    ``asn_pool``, when it has one), ``exptype`` (the member's, ``science``
+    when not given) and, when the member names one, its
+    ``tweakreg_catalog`` as written there: the ``meta.asn`` and
+    ``meta.tweakreg_catalog`` the JWST step writes
+    (`tweakflow.wcs_update.set_step_meta`).
+    """
+    out = {"table_name": os.path.basename(path), "exptype": str(member.get("exptype", "science"))}
+    if asn.get("asn_pool") is not None:
+        out["pool_name"] = str(asn["asn_pool"])
+    if member.get("tweakreg_catalog") is not None:
+        out["tweakreg_catalog"] = str(member["tweakreg_catalog"])
+    return out
 
 
 def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=False, output_use_model=False):
@@ -118,9 +138,10 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
     Returns
     -------
     list of dict
-        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog`` and
+        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog``,
         ``filename`` (``meta.filename``, which names published catalogs)
-        per image.
+        and ``association`` (`member_association`, None for an image not
+        given by an association) per image.
     """
     if inputs == "demo":
         names = exposure_filenames(SyntheticConfig.from_dict(demo or {}))
@@ -144,6 +165,7 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
         raise ConfigError("inputs: no images to align")
     seen = {}
     for it in items:
+        it.setdefault("association", None)
         it["filename"] = model_filename(it["path"])
         it["stem"] = output_stem(it["filename"] if output_use_model else it["path"])
         if it["stem"] in seen:

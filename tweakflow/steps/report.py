@@ -14,7 +14,7 @@ from astropy.table import Table
 from ..atomic import atomic_output
 from ..catalogs import read_table, write_catalog
 from ..metrics import absolute_errors, relative_errors
-from ..results import SUMMARY_FIT_COLUMNS, SUMMARY_QUALITY_COLUMNS, final_status
+from ..results import summary_record, table_rows
 from ..synthetic import load_truth
 from ..verdict import verdict_lines
 
@@ -26,35 +26,13 @@ log = logging.getLogger("tweakflow")
 def summary_step(solution_tables, output):
     """Merge the per-stage solution tables into ``tweakreg_summary.ecsv``.
 
-    One row per image: the final status and reason, the relative fit's
-    statistics, and (with absolute alignment) the absolute fit's, prefixed
-    ``abs_``.
+    One row per image (`tweakflow.results.summary_record`, which the
+    products' ``meta.tweakflow`` also holds): the final status and reason,
+    the relative fit's statistics, and (with absolute alignment) the
+    absolute fit's, prefixed ``abs_``.
     """
-
-    tabs = [read_table(p) for p in solution_tables]
-    rel = tabs[0]
-    out = Table()
-    out["image"] = rel["image"]
-    out["group_id"] = rel["group_id"]
-    status, reason = list(rel["status"]), list(rel["reason"])
-    if len(tabs) > 1:
-        ab = tabs[1]
-        for k in range(len(rel)):
-            status[k], reason[k] = final_status(rel["status"][k], rel["reason"][k], ab["status"][k], ab["reason"][k])
-    out["status"] = np.array(status, dtype="U")
-    out["reason"] = np.array(reason, dtype="U")
-    for t in tabs:
-        pre = "abs_" if str(t["stage"][0]) == "absolute" else ""
-        if pre:
-            out["abs_status"] = t["status"]
-        for col in SUMMARY_FIT_COLUMNS:
-            if pre and col == "n_sources":
-                continue
-            out[pre + col] = t[col]
-        # per-image fit statistics and recovery record (quality-gated alignment)
-        for col in SUMMARY_QUALITY_COLUMNS:
-            if col in t.colnames:
-                out[pre + col] = t[col]
+    stages = [table_rows(read_table(p)) for p in solution_tables]
+    out = Table(rows=[summary_record(list(rows)) for rows in zip(*stages)])
     write_catalog(out, output)
     return out
 

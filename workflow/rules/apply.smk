@@ -9,6 +9,7 @@ rule apply_wcs:
         f"{OUT}/{{stem}}_tweakreg.fits",
     params:
         sip=sip_params(),
+        association=image_association,
     log:
         f"{LOGS}/apply_wcs/{{stem}}.log",
     benchmark:

@@ -239,6 +239,12 @@ def sip_params():
     return {k: TW[k] for k in SIP_PARS}
 
 
+def image_association(wildcards):
+    """What the input association says of an image, for its product's
+    ``meta.asn`` (empty for an image given in a list of files)."""
+    return BY_STEM[wildcards.stem].get("association") or {}
+
+
 def final_stage():
     """The folder of the last alignment stage's WCS sidecars."""
     if GLOBAL:
