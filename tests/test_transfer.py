@@ -358,3 +358,20 @@ def test_snakemake_transfer_after_a_finished_run(tmp_path, small_dataset, filter
         got, want = metrics.wcs_offsets(w2, w1, shape)
         assert np.max(np.abs(got - want)) < 1e-9
     assert not (tmp_path / "other" / "work").exists()
+
+
+@pytest.mark.slow
+def test_snakemake_transfer_without_images_says_so(tmp_path, small_dataset):
+    config = {"inputs": small_dataset["images"], "output_dir": "out"}
+    proc = run_workflow(tmp_path, config, "transfer", "-n", check=False)
+    assert proc.returncode != 0
+    assert "tweakflow: transfer: no images to correct: list them in transfer.images" in proc.stdout
+    config["transfer"] = {"images": [str(tmp_path / "nothing*_cal.fits")]}
+    proc = run_workflow(tmp_path, config, "transfer", "-n", check=False)
+    assert proc.returncode != 0
+    assert f"tweakflow: transfer.images: pattern '{tmp_path}/nothing*_cal.fits' matches no file" in proc.stdout
+    config["transfer"] = {"images": small_dataset["images"], "from": "no_run"}
+    proc = run_workflow(tmp_path, config, "transfer", "-n", check=False)
+    assert proc.returncode != 0
+    assert "tweakflow: transfer.from: no_run: no tweakreg_summary.ecsv: not the output_dir of a finished tweakflow run" in proc.stdout
+    assert not (tmp_path / "out").exists()

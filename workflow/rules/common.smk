@@ -210,6 +210,14 @@ def _transfer_images():
 
 TRANSFER_IMAGES = _transfer_images()
 TRANSFER_BY_STEM = {it["stem"]: it for it in TRANSFER_IMAGES}
+if (
+    TRANSFER_IMAGES
+    and not TRANSFER_THIS_RUN
+    and not os.path.isfile(os.path.join(TRANSFER_FROM, "tweakreg_summary.ecsv"))
+):
+    raise WorkflowError(
+        f"tweakflow: transfer.from: {TRANSFER_FROM}: no tweakreg_summary.ecsv: not the output_dir of a finished tweakflow run"
+    )
 
 
 def transfer_solution_inputs(wildcards):
