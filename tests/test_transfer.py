@@ -232,6 +232,16 @@ def test_skipped_exposure_written_unchanged_or_refused(detected, filter_b, tmp_p
 
 
 @pytest.mark.slow
+def test_group_whose_images_disagree_is_not_transferred(relative_run, absolute_run, detected):
+    """One image of each group from another run: no one correction of the exposure fits both."""
+    mixed = [relative_run["final"][0], absolute_run["final"][1], relative_run["final"][2], relative_run["final"][3]]
+    table = group_corrections(mixed, detected["sidecars"])
+    assert list(table["status"]) == ["SKIPPED", "COMPLETE"], table
+    assert table["fit_rms_mas"][0] > 10
+    assert str(table["reason"][0]).startswith("its images' corrections are not one correction of the exposure (one affine fit to them leaves ")
+
+
+@pytest.mark.slow
 def test_finished_run_finds_the_last_stage(relative_run, absolute_run, small_dataset, tmp_path):
     assert finished_run(str(relative_run["out"]))["stage"] == "relative"
     found = finished_run(str(absolute_run["out"]))
