@@ -407,11 +407,12 @@ def transfer_image(image, output, solutions, *, group_id=None, fits=None, sip=No
     else:
         wcs, status, reason, wcsname = target["wcs"], "SKIPPED", f"its exposure was not aligned in the run: {row['reason']}", ""
         log.warning("%s: SKIPPED, %s", image, reason)
-    extra = {"status": status, "reason": reason, "stage": "transfer", "wcsname": wcsname}
+    # the image's sidecar as the run's last stage writes it (group id, file name, ...) for the writers
+    sidecar = dict(target, wcs=wcs, extra={"status": status, "reason": reason, "stage": "transfer", "wcsname": wcsname})
     if target["kind"] == "fits":
-        write_fits_output(image, output, {"extra": extra, "wcs": wcs, "chips": [dict(c, status=status) for c in target["chips"]]})
+        write_fits_output(image, output, dict(sidecar, chips=[dict(c, status=status, reason=reason) for c in target["chips"]]))
     else:
-        write_jwst_output(image, output, {"extra": extra, "wcs": wcs}, sip)
+        write_jwst_output(image, output, sidecar, sip)
     log.info("%s -> %s (%s, correction of group %s from %s)", image, output, status, gid, row["images"] or "-")
     return {"image": os.fspath(image), "output": os.fspath(output), "group_id": gid, "status": status, "reason": reason,
             "wcsname": wcsname, "from_images": str(row["images"])}
