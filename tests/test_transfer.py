@@ -208,6 +208,9 @@ def test_exposure_not_in_the_run_is_refused(relative_run, filter_b, tmp_path):
     with pytest.raises(InputError, match=msg):
         transfer_image(image, str(out), other, run="r1")
     assert not out.exists()
+    # an association's group_id names the group whose correction an image takes
+    rec = transfer_image(image, str(out), other, group_id=str(other["group_id"][0]))
+    assert (rec["group_id"], rec["status"]) == (other["group_id"][0], "COMPLETE")
 
 
 @pytest.mark.slow
