@@ -9,6 +9,7 @@ run_rule(
     output=snakemake.output.image,
     record=snakemake.output.record,
     group_id=snakemake.params.group_id,
+    association=dict(snakemake.params.association),
     fits=dict(snakemake.params.fits),
     sip=dict(snakemake.params.sip),
     on_skipped=snakemake.params.on_skipped,

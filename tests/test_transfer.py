@@ -144,6 +144,10 @@ def test_relative_run_transferred_to_another_filter(relative_run, small_dataset,
     assert list(table["status"]) == ["COMPLETE", "COMPLETE"] and np.all(table["fit_rms_mas"] < 1e-3)
     b = _transfer(filter_b["images"], table, str(tmp_path / "b"))
     assert [r["status"] for r in b] == ["COMPLETE"] * 4 and [r["group_id"] for r in b] == [table["group_id"][k] for k in (0, 0, 1, 1)]
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    with ImageModel(b[-1]["output"]) as m:  # the step's metadata, as the run's products have it
+        assert (m.meta.group_id, m.meta.cal_step.tweakreg) == (b[-1]["group_id"], "COMPLETE")
     # every image of both filters within 1 mas of the truth, relative to the others
     rel, _ = _errors(_products(b), [small_dataset, filter_b], extra=_run_images(relative_run))
     assert np.all(rel < 1.0), rel

@@ -365,7 +365,7 @@ def _row_of(table, target, image, run):
     raise InputError(f"{image}: its exposure (group {gid}) has no solution in the run {run} (its groups: {shown}){hint}")
 
 
-def transfer_image(image, output, solutions, *, group_id=None, fits=None, sip=None, on_skipped=TRANSFER_DEFAULTS["on_skipped"], run=""):
+def transfer_image(image, output, solutions, *, group_id=None, association=None, fits=None, sip=None, on_skipped=TRANSFER_DEFAULTS["on_skipped"], run=""):
     """Write ``output``: ``image`` with its exposure group's correction, as the run writes its products.
 
     Parameters
@@ -378,6 +378,9 @@ def transfer_image(image, output, solutions, *, group_id=None, fits=None, sip=No
         The run's group corrections (`group_corrections`).
     group_id : str or None
         An association's ``group_id`` for the image.
+    association : dict or None
+        What the image's association says of it, for a JWST product's
+        ``meta.asn`` (`tweakflow.wcs_update.write_jwst_output`).
     fits : dict or None
         How plain FITS images are read (the ``fits`` block).
     sip : dict or None
@@ -412,7 +415,7 @@ def transfer_image(image, output, solutions, *, group_id=None, fits=None, sip=No
     if target["kind"] == "fits":
         write_fits_output(image, output, dict(sidecar, chips=[dict(c, status=status, reason=reason) for c in target["chips"]]))
     else:
-        write_jwst_output(image, output, sidecar, sip)
+        write_jwst_output(image, output, sidecar, sip, association=association or None)
     log.info("%s -> %s (%s, correction of group %s from %s)", image, output, status, gid, row["images"] or "-")
     return {"image": os.fspath(image), "output": os.fspath(output), "group_id": gid, "status": status, "reason": reason,
             "wcsname": wcsname, "from_images": str(row["images"])}

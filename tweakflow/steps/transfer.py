@@ -40,13 +40,15 @@ def transfer_solutions_step(output, *, wcs_sidecars=None, image_sidecars=None, r
     write_catalog(table, output)
 
 
-def transfer_wcs_step(image, solutions, output, record, *, group_id=None, fits=None, sip=None, on_skipped="skip", run=""):
+def transfer_wcs_step(image, solutions, output, record, *, group_id=None, association=None, fits=None, sip=None, on_skipped="skip", run=""):
     """Write one image with its exposure group's correction, and its record (``transfer_wcs`` rule).
 
     See `tweakflow.transfer.transfer_image`; ``record`` receives the image's
     row of the transfer summary (JSON).
     """
-    rec = transfer_image(image, output, solutions, group_id=group_id, fits=fits, sip=sip, on_skipped=on_skipped, run=run)
+    rec = transfer_image(
+        image, output, solutions, group_id=group_id, association=association, fits=fits, sip=sip, on_skipped=on_skipped, run=run
+    )
     write_record(rec, record)
 
 

@@ -40,6 +40,7 @@ rule transfer_wcs:
         tstem="[^/]+",
     params:
         group_id=lambda wc: TRANSFER_BY_STEM[wc.tstem]["group_id"],
+        association=lambda wc: TRANSFER_BY_STEM[wc.tstem].get("association") or {},
         fits=fits_params(),
         sip=sip_params(),
         on_skipped=TRANSFER["on_skipped"],
