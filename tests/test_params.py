@@ -17,6 +17,7 @@ BLOCKS = {
     "tweakreg": {**params.DEFAULT_DETECTION_PARS, **params.RELATIVE_PARS, **params.ABSOLUTE_PARS, **params.SIP_PARS},
     "quality": params.QUALITY_DEFAULTS,
     "fits": params.FITS_DEFAULTS,
+    "transfer": params.TRANSFER_DEFAULTS,
 }
 
 
