@@ -367,6 +367,9 @@ def test_snakemake_transfer_after_a_finished_run(tmp_path, small_dataset, filter
     assert [s for _, _, s in _wcs_of(products)] == ["COMPLETE"] * 4
     summary = read_table(tmp_path / "out" / "transfer" / "transfer_summary.ecsv")
     assert list(summary["status"]) == ["COMPLETE"] * 4
+    # the console ends with what was corrected, and where (not the alignment's verdict again)
+    assert proc.stdout.strip().splitlines()[-1] == "tweakflow transfer: 4 images with the run's solutions (4 COMPLETE) in out/transfer/"
+    assert "tweakflow verdict" not in proc.stdout
     assert {p: sha256(p) for p in filter_b["images"]} == hashes
     # another configuration takes the finished run's corrections with transfer.from
     other = {"inputs": filter_b["images"], "output_dir": "other", "transfer": {"images": filter_b["images"], "from": "out"}}

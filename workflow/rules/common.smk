@@ -23,7 +23,7 @@ from tweakflow.params import (
     resolve_block,
 )
 from tweakflow.refcat import GAIA_CATALOGS
-from tweakflow.verdict import read_verdict
+from tweakflow.verdict import read_verdict, transfer_line
 
 SCRIPTS = os.path.join(ROOT, "scripts")
 
@@ -137,7 +137,7 @@ if TW.get("use_custom_catalogs"):
 # save_catalogs: {output_dir}/<meta.filename without .fits>_cat.{ext} in
 # catalog_format, as the step names them (X_cal.fits -> X_cal_cat.ecsv), written
 # by publish_catalog from the cached catalog (a format change re-runs only that).
-from tweakflow.catalogs import catalog_extension, published_catalog_names, writer_format
+from tweakflow.catalogs import catalog_extension, published_catalog_names, read_table, writer_format
 
 CATALOG_EXT = catalog_extension(TW["catalog_format"])
 PUBLISHED = {}  # published catalog file name -> stem, for the images that detect sources
@@ -392,9 +392,13 @@ def verdict_inputs(wildcards):
 
 
 def closing_verdict():
-    """Log the verdict written by this run (the console's last lines)."""
+    """Log the verdict written by this run (the console's last lines), and
+    what `snakemake transfer` corrected when it ran."""
     for line in read_verdict(VERDICT, since=RUN_STARTED):
         logger.info(line)
+    summary = f"{TRANSFER_DIR}/transfer_summary.ecsv"
+    if os.path.exists(summary) and os.path.getmtime(summary) >= RUN_STARTED:
+        logger.info(transfer_line(read_table(summary), TRANSFER_DIR))
 
 
 def absolute_matches_input():
