@@ -150,8 +150,12 @@ def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
     log.info("wrote source catalog %s (%d sources)", output, len(cat))
 
 
-def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3):
-    """Retrieve a Gaia reference catalog covering all images (``fetch_refcat`` rule)."""
+def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3, hygiene=None):
+    """Retrieve a Gaia reference catalog covering all images (``fetch_refcat`` rule).
+
+    ``hygiene``: the ``refcat`` block's magnitude limits, proper-motion policy
+    and weights (`tweakflow.refcat.resolve_hygiene`; None: the JWST step's).
+    """
     footprints, dates = [], []
     for s in sidecars:
         sc = read_sidecar(s)
@@ -160,6 +164,6 @@ def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3
         footprints.extend(sky_footprints(sc))
         if sc.get("date"):
             dates.append(sc["date"])
-    tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries)
+    tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries, hygiene=hygiene)
     log.info("retrieved %d %s sources", len(tab), catalog)
     write_catalog(tab, output)
