@@ -220,7 +220,7 @@ def stars_from_refcat(path, obs_epoch, pm_ra=20.0, pm_dec=-15.0, catalog="GAIADR
     dt = obs_epoch - CATALOG_EPOCH[catalog]
     mags = np.asarray(ref["mag"], float) if "mag" in ref.colnames else np.full(len(ref), 18.0)
     errs = np.broadcast_to(np.asarray(0.1 if pos_error is None else pos_error, float), (len(ref),))
-    no_pm = set(int(i) for i in no_pm)
+    no_pm = {int(i) for i in no_pm}
     stars = []
     for i, (ra, dec) in enumerate(zip(ref["RA"], ref["DEC"])):
         pmr, pmd = (math.nan, math.nan) if i in no_pm else (pm_ra, pm_dec)

@@ -590,7 +590,7 @@ def test_pm_policy_drop_and_keep(apply_epoch):
     assert kept.meta["n_pm_applied_locally"] == (0 if apply_epoch else 19)
 
 
-@pytest.mark.parametrize(("catalog", "apply_epoch"), [("GAIADR3", True), ("GAIADR2", False)])
+@pytest.mark.parametrize("catalog, apply_epoch", [("GAIADR3", True), ("GAIADR2", False)])
 def test_weights_are_one_over_sigma_squared(catalog, apply_epoch):
     """sigma^2 = ra_error^2 + dec_error^2 + (pmra_error^2 + pmdec_error^2) dt^2, dt from the
     catalog epoch to the observations; a source kept at its catalog epoch: positional term only."""
@@ -659,7 +659,7 @@ def test_gsc_style_error_names_are_read(server):
     np.testing.assert_allclose(gsc["weight"], gaia["weight"], rtol=1e-12)
 
 
-@pytest.mark.parametrize(("hygiene", "match"), [
+@pytest.mark.parametrize("hygiene, match", [
     ({"pm_mising": "keep"}, r"^refcat: unknown key\(s\): pm_mising \(did you mean pm_missing\?\)$"),
     ({"pm_missing": "maybe"}, r"refcat.pm_missing: 'maybe' is not one of drop, keep"),
     ({"weights": "flux"}, r"refcat.weights: 'flux' is not one of none, errors"),
