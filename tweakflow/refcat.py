@@ -833,6 +833,24 @@ def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_UR
     if cat not in GAIA_CATALOGS:
         raise RefcatError(f"unknown astrometric catalog {catalog!r}: use one of "
                           f"{', '.join(GAIA_CATALOGS)} or the path of a catalog file")
+    _check_query(ra, dec, radius, epoch, timeout, retries, backoff)
+    ra = float(ra) % 360.0
+    epoch = float(epoch)
+    query_url = gaia_query_url(ra, dec, radius, epoch, catalog=cat, url=url, mindet=mindet)
+    log.info("querying %s", query_url)
+    body = _get_with_retries(query_url, float(timeout), int(retries), float(backoff))
+    raw = parse_gaia_response(body, query_url)
+    region = (f"{cat} cone RA={ra:.6f} Dec={float(dec):.6f} radius={float(radius):.5f} deg "
+              f"at epoch {epoch:.3f}")
+    if len(raw) == 0:
+        raise RefcatError(f"catalog service returned no source for the {region} "
+                          f"(query {query_url})")
+    search = {"search_ra": ra, "search_dec": float(dec), "search_radius": float(radius)}
+    return _normalise_gaia(raw, query_url, region, cat, epoch, search, h)
+
+
+def _check_query(ra, dec, radius, epoch, timeout, retries, backoff):
+    """Refuse arguments of `fetch_gaia_catalog` that make no query (before any request)."""
     values = {"ra": ra, "dec": dec, "radius": radius, "epoch": epoch, "timeout": timeout}
     for name, value in values.items():
         try:
@@ -850,20 +868,6 @@ def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_UR
     if float(timeout) <= 0 or int(retries) < 0 or float(backoff) < 0:
         raise RefcatError(f"Gaia query: need timeout > 0, retries >= 0 and backoff >= 0 "
                           f"(got {timeout!r}, {retries!r}, {backoff!r})")
-
-    ra = float(ra) % 360.0
-    epoch = float(epoch)
-    query_url = gaia_query_url(ra, dec, radius, epoch, catalog=cat, url=url, mindet=mindet)
-    log.info("querying %s", query_url)
-    body = _get_with_retries(query_url, float(timeout), int(retries), float(backoff))
-    raw = parse_gaia_response(body, query_url)
-    region = (f"{cat} cone RA={ra:.6f} Dec={float(dec):.6f} radius={float(radius):.5f} deg "
-              f"at epoch {epoch:.3f}")
-    if len(raw) == 0:
-        raise RefcatError(f"catalog service returned no source for the {region} "
-                          f"(query {query_url})")
-    search = {"search_ra": ra, "search_dec": float(dec), "search_radius": float(radius)}
-    return _normalise_gaia(raw, query_url, region, cat, epoch, search, h)
 
 
 def resolve_hygiene(hygiene=None):
