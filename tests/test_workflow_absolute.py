@@ -120,6 +120,10 @@ def test_gaia_catalog_hygiene_in_the_workflow(tmp_path, small_dataset):
             ra, dec = truth[name](np.asarray(pub["x"], float), np.asarray(pub["y"], float), with_bounding_box=False)
             sep = 3.6e6 * np.hypot((pub["RA"] - ra) * np.cos(np.deg2rad(dec)), pub["DEC"] - dec)
             assert np.median(sep) < 5.0, (name, np.median(sep))
+        # the expanded reference catalog of the relative alignment (expand_refcat is on with abs_refcat)
+        expanded = Table.read(out / "tweakreg_refcat.ecsv")
+        assert set(expanded["image"]) == {os.path.basename(p) for p in small_dataset["images"]}
+        assert {"RA", "DEC", "x", "y", "n_used"} <= set(expanded.colnames)
         # a hygiene change re-runs the fetch (and what follows), never detection
         changed = {**config, "refcat": {**config["refcat"], "mag_max": 20.5}}
         planned = run_workflow(tmp_path, changed, "-n").stdout
