@@ -10,6 +10,12 @@ if ABSOLUTE:
         REFCAT_HYGIENE = resolve_hygiene({k: config["refcat"][k] for k in HYGIENE_DEFAULTS})
     except TweakflowError as exc:
         raise WorkflowError(f"tweakflow: {exc}")
+    if ABS_REFCAT.upper() not in GAIA_CATALOGS and REFCAT_HYGIENE != HYGIENE_DEFAULTS:
+        _set = ", ".join(f"{k}: {v}" for k, v in REFCAT_HYGIENE.items() if v != HYGIENE_DEFAULTS[k])
+        logger.warning(
+            f"tweakflow: refcat ({_set}) applies to a Gaia catalog of the service; "
+            f"abs_refcat is the file {ABS_REFCAT}, used as it is"
+        )
 
     rule fetch_refcat:
         input:
