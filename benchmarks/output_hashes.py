@@ -89,7 +89,9 @@ and blocks) is compared byte for byte.
    and the ``*_tweakreg.fits`` products): the primary header's ``DATE``
    card value and ``meta.date`` of the ASDF tree, both set to
    ``Time.now()`` by stdatamodels' ``JwstDataModel.on_save``, are blanked
-   (``0000-00-00T00:00:00.000``); and ``_fits_hash`` of the ASDF tree,
+   (``0000-00-00T00:00:00.000``), and so are the timestamps that start the
+   lines of the step's log in the products (``cal_logs``, written by the
+   ``apply_wcs`` jobs, `tweakflow.callogs`); and ``_fits_hash`` of the ASDF tree,
    stdatamodels' sha256 of the raw headers of the non-ASDF HDUs (so of
    that ``DATE``), is checked against the file's headers and replaced by
    the same hash of the normalised headers (left unchanged when it does
@@ -170,6 +172,8 @@ _HISTORY_ENTRY = re.compile(rb"  - .*\n(?:    .*\n)*")
 _META_DATE = re.compile(rb"^meta:\n(?:  .*\n)*?  date: '(" + _ISO_MS + rb")'\n", re.M)
 _FITS_HASH = re.compile(rb"^_fits_hash: ([0-9a-f]{64})\n", re.M)
 _DATE_CARD = re.compile(rb"DATE    = '(" + _ISO_MS + rb")'")
+_CAL_LOGS = re.compile(rb"^cal_logs:\n((?: .*\n)*)", re.M)
+_CAL_LOG_TIME = re.compile(rb"""['"](""" + _ISO_MS + rb")(?=\s+-\s)")
 
 
 # --------------------------------------------------------------------------
@@ -214,7 +218,8 @@ def normalise_asdf(data, rel, notes, fits_hash=None):
     -------
     bytes
         Same length as ``data``: ``history: extensions:`` entries sorted,
-        ``meta.date`` blanked, ``_fits_hash`` replaced by ``fits_hash``.
+        ``meta.date`` and the timestamps of the ``cal_logs`` lines blanked,
+        ``_fits_hash`` replaced by ``fits_hash``.
     """
     end = data.find(b"\n...\n")  # end of the YAML tree; blocks follow
     end = len(data) if end < 0 else end + 1
@@ -232,6 +237,11 @@ def normalise_asdf(data, rel, notes, fits_hash=None):
     if m:
         _sub_span(tree, m.start(1), m.end(1), _BLANK_DATE)
         notes.add("asdf meta.date blanked", rel)
+    m = _CAL_LOGS.search(tree)
+    if m:
+        for t in list(_CAL_LOG_TIME.finditer(tree, m.start(1), m.end(1))):
+            _sub_span(tree, t.start(1), t.end(1), _BLANK_DATE)
+        notes.add("asdf cal_logs timestamps blanked", rel)
     m = _FITS_HASH.search(tree)
     if m and fits_hash is not None:
         _sub_span(tree, m.start(1), m.end(1), fits_hash(m.group(1)))

@@ -8,4 +8,5 @@ run_rule(
     wcs_sidecar=snakemake.input.wcs,
     output=snakemake.output[0],
     sip=dict(snakemake.params.sip),
+    association=dict(snakemake.params.association),
 )

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 from astropy.time import Time
 
-from tweakflow import wcs_update
+from tweakflow import callogs, wcs_update
 from tweakflow.errors import InputError
 from tweakflow.io import read_jwst_meta, read_sidecar, write_sidecar
 from tweakflow.params import SIP_PARS
@@ -50,7 +50,8 @@ def test_output_identical_to_validating_assignment(corrected, tmp_path):
     src, side = corrected
     fixed = Time("2026-01-01T00:00:00")  # meta.date, set by stdatamodels on save
     new, ref = str(tmp_path / "new" / "x_tweakreg.fits"), str(tmp_path / "ref" / "x_tweakreg.fits")
-    with mock.patch.object(Time, "now", return_value=fixed):
+    # and the step's log in cal_logs: its lines without their timestamps
+    with mock.patch.object(Time, "now", return_value=fixed), mock.patch.object(callogs, "cal_log_line", lambda record: record.getMessage()):
         write_jwst_output(src, new, read_sidecar(side), dict(SIP_PARS))
         with mock.patch.object(wcs_update, "_set_meta_wcs", _validating_set_meta_wcs):
             write_jwst_output(src, ref, read_sidecar(side), dict(SIP_PARS))

@@ -62,3 +62,41 @@ def test_globs_and_duplicates(tmp_path):
         resolve_inputs([str(tmp_path / "*" / "x_cal.fits")])
     with pytest.raises(ConfigError, match="matches no file"):
         resolve_inputs([str(tmp_path / "nothing*.fits")])
+
+
+def test_directory_stands_for_its_cal_files(tmp_path):
+    """A folder: its *_cal.fits files, sorted; its other products are not images to align."""
+    d = tmp_path / "visit"
+    for name in ("b_cal.fits", "a_cal.fits", "a_i2d.fits", "a_crf.fits", "notes.txt"):
+        _touch(d / name)
+    _touch(d / "sub" / "c_cal.fits")  # not recursive
+    items = resolve_inputs(str(d))
+    assert [it["path"] for it in items] == [str(d / "a_cal.fits"), str(d / "b_cal.fits")]
+    assert [it["stem"] for it in items] == ["a", "b"]
+
+
+def test_directory_without_cal_files_gives_its_fits_files(tmp_path):
+    """No *_cal.fits: every *.fits file, sorted, but tweakflow's own *_tweakreg.fits products."""
+    d = tmp_path / "hst"
+    for name in ("j2_flt.fits", "j1_flt.fits", "j1_flt_tweakreg.fits", "j1_flt.txt"):
+        _touch(d / name)
+    assert [os.path.basename(it["path"]) for it in resolve_inputs([str(d)])] == ["j1_flt.fits", "j2_flt.fits"]
+
+
+def test_directory_among_files_and_globs(tmp_path):
+    """A folder in a list, and a glob that matches folders, expand in place, in order."""
+    _touch(tmp_path / "one" / "a_cal.fits")
+    _touch(tmp_path / "two" / "b_cal.fits")
+    _touch(tmp_path / "z_cal.fits")
+    items = resolve_inputs([str(tmp_path / "z_cal.fits"), str(tmp_path / "two"), str(tmp_path / "one")])
+    assert [it["stem"] for it in items] == ["z", "b", "a"]
+    items = resolve_inputs([str(tmp_path / "t*")])
+    assert [it["stem"] for it in items] == ["b"]
+
+
+def test_directory_without_images_is_one_clear_line(tmp_path):
+    d = tmp_path / "empty dir"
+    _touch(d / "readme.txt")
+    with pytest.raises(InputError) as exc:
+        resolve_inputs([str(d)])
+    assert str(exc.value) == f"{d}: a directory with no *_cal.fits or *.fits files"

@@ -60,7 +60,7 @@ def test_schema_tweakreg_keys_are_the_spec_parameters_or_workflow_keys():
     """Every key of the schema's tweakreg block that no library block holds is a
     workflow-level parameter of the step (read by the rules, not the library)."""
     props = _load("workflow", "schemas", "config.schema.yaml")["properties"]["tweakreg"]["properties"]
-    workflow_level = {"save_catalogs", "use_custom_catalogs", "catalog_format", "catfile", "abs_refcat", "save_abs_catalog", "output_use_model", "in_memory"}
+    workflow_level = {"pars_file", "save_catalogs", "use_custom_catalogs", "catalog_format", "catfile", "abs_refcat", "save_abs_catalog", "output_use_model", "in_memory"}
     assert set(props) - set(BLOCKS["tweakreg"]) == workflow_level
 
 
@@ -80,3 +80,16 @@ def test_check_separation_refuses_a_separation_below_sqrt2_tolerance():
     params.check_separation({"separation": 1.0, "tolerance": 0.7})
     with pytest.raises(ConfigError, match=r"tweakreg\.abs_separation \(0\.5\)"):
         params.check_separation({"abs_separation": 0.5, "abs_tolerance": 0.7}, "abs_")
+
+
+def test_config_yaml_states_every_schema_default():
+    """Workflow-level keys too (tweakreg.pars_file, save_catalogs, the top-level
+    keys): config.yaml's value is the schema's default, so that a run without
+    config.yaml (a module, --replace-workflow-config) is the same run."""
+    schema, config = _load("workflow", "schemas", "config.schema.yaml"), _load("config", "config.yaml")
+    for key, prop in schema["properties"].items():
+        if "default" in prop and prop["default"] != {}:
+            assert _normal(config[key]) == _normal(prop["default"]), key
+        for sub, sprop in prop.get("properties", {}).items():
+            if "default" in sprop and key in config:
+                assert _normal(config[key][sub]) == _normal(sprop["default"]), f"{key}.{sub}"

@@ -251,5 +251,9 @@ def test_report_after_the_demo(tmp_path):
     text = (tmp_path / "report.html").read_text()
     for needle in ("1. Summary", "2. Alignment quality", "3. Logs and benchmarks", "footprints.png", f"{stems[0]}.png", "run_record.html"):
         assert needle in text, needle
+    # its first page opens with the verdict (verdict.txt), the demo's accuracy included
+    verdict = (res / "verdict.txt").read_text().splitlines()
+    assert verdict[0].startswith("tweakflow verdict: 4 images in 2 groups: 4 COMPLETE")
+    assert verdict[0] in text and "demo accuracy against the synthetic truth" in text
     # nothing to do afterwards
     assert "Nothing to be done" in run_workflow(tmp_path, config, "-n").stdout

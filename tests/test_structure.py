@@ -16,12 +16,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tweakflow"
 #: Layers, lowest first: foundation, fan-out (per image), gather (alignment),
 #: scatter (outputs), report, orchestration.
 LAYERS = [
-    {"tweakflow", "errors", "atomic", "params", "geometry", "results", "fitting"},
+    {"tweakflow", "errors", "atomic", "params", "config", "geometry", "results", "fitting", "callogs"},
     {"grouping", "io", "detection", "catalogs", "refcat", "inputs", "synthetic", "entries"},
     {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
     {"wcs_update"},
-    {"metrics", "qa"},
-    {"steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic"},
+    {"metrics", "qa", "verdict"},
+    {"console", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic"},
 ]
 
 #: Generators of synthetic data: one long recipe each, read top to bottom.

@@ -17,14 +17,14 @@ pytestmark = pytest.mark.slow
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     config = {"output_dir": "results", "demo": SMALL}
-    run_workflow(work, config)
-    return work, config
+    proc = run_workflow(work, config)
+    return work, config, proc.stdout
 
 
 def test_outputs_match_truth(demo_run):
     from stdatamodels.jwst.datamodels import ImageModel
 
-    work, _ = demo_run
+    work, _, _ = demo_run
     res = work / "results"
     truth, _ = synthetic.load_truth(str(res / "demo" / "truth.asdf"))
     names = sorted(truth)
@@ -55,7 +55,7 @@ def test_outputs_match_truth(demo_run):
 
 
 def test_rerun_does_nothing_and_param_change_skips_detection(demo_run):
-    work, config = demo_run
+    work, config, _ = demo_run
     proc = run_workflow(work, config, "-n")
     assert "Nothing to be done" in proc.stdout
     changed = {**config, "tweakreg": {"sigma": 2.5}}
@@ -65,6 +65,31 @@ def test_rerun_does_nothing_and_param_change_skips_detection(demo_run):
     changed = {**config, "tweakreg": {"snr_threshold": 8.0}}
     proc = run_workflow(work, changed, "-n")
     assert "detect_sources" in proc.stdout
+
+
+def test_console_is_concise_and_ends_with_the_verdict(demo_run):
+    """The demo's console: the jobs, progress, then the verdict and the accuracy stated plainly."""
+    work, _, console = demo_run
+    res = work / "results"
+    lines = console.strip().splitlines()
+    assert len(lines) < 60, console
+    for noise in ("Select jobs", "Shell command", "input:", "reason:", "Finished jobid", "Complete log"):
+        assert noise not in console, noise
+    assert any(ln.startswith("tweakflow: ") and "jobs to run (detect_sources 4" in ln for ln in lines), console
+    assert any(ln.startswith("progress: ") for ln in lines)
+    verdict = (res / "verdict.txt").read_text().strip().splitlines()
+    assert lines[-len(verdict):] == verdict
+    assert verdict[0].startswith("tweakflow verdict: 4 images in 2 groups: 4 COMPLETE (relative alignment only")
+    acc = Table.read(res / "demo_accuracy.ecsv")
+    worst = float(np.max(acc["output_relative_mas"]))
+    assert worst < 1.0
+    assert verdict[-1].startswith(
+        f"demo accuracy against the synthetic truth: images aligned to each other within {worst:.2f} mas"
+    )
+    assert "no absolute fit in this run" in verdict[-1]
+    # the report: its first page and its summary page open with the verdict
+    assert "**Verdict of this run**" in (res / "qa" / "front_page.rst").read_text()
+    assert f"images aligned to each other within {worst:.2f} mas" in (res / "qa" / "summary.html").read_text()
 
 
 def test_inputs_untouched(tmp_path, small_dataset):
@@ -90,3 +115,27 @@ def test_bad_config_fails_before_any_job(tmp_path, override, needle):
     assert proc.returncode != 0
     assert needle in proc.stdout
     assert not os.path.exists(tmp_path / "out")
+
+
+def _planned_jobs(stdout):
+    """The rules of a dry run's "Job stats" table."""
+    lines = stdout.split("Job stats:", 1)[1].splitlines() if "Job stats:" in stdout else []
+    return {ln.split()[0] for ln in lines[3:] if ln.strip() and ln.split()[0] != "total" and ln.split()[-1].isdigit()}
+
+
+def test_pars_file_reaches_the_align_job_under_the_users_keys(demo_run, tmp_path):
+    """tweakreg.pars_file: the file's fitgeometry and searchrad change what align
+    receives (it re-runs, detection does not); the same keys set by the user to
+    the run's values win over the file (align does not re-run)."""
+    import yaml
+
+    work, config, _ = demo_run
+    pars = tmp_path / "tweakreg_pars.yaml"
+    pars.write_text(yaml.safe_dump({"class": "jwst.tweakreg.TweakRegStep", "name": "tweakreg", "parameters": {"fitgeometry": "general", "searchrad": 1.5}}))
+    proc = run_workflow(work, {**config, "tweakreg": {"pars_file": str(pars)}}, "-n")
+    assert f"tweakreg.pars_file {pars} sets fitgeometry='general', searchrad=1.5" in proc.stdout
+    jobs = _planned_jobs(proc.stdout)
+    assert "align" in jobs and "apply_wcs" in jobs and "detect_sources" not in jobs, proc.stdout[-3000:]
+    proc = run_workflow(work, {**config, "tweakreg": {"pars_file": str(pars), "fitgeometry": "rshift", "searchrad": 2.0}}, "-n")
+    assert "your own fitgeometry, searchrad kept" in proc.stdout
+    assert not {"align", "apply_wcs", "detect_sources"} & _planned_jobs(proc.stdout), proc.stdout[-3000:]

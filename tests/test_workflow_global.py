@@ -29,6 +29,16 @@ def test_global_solve_with_the_reference_catalog(tmp_path, small_dataset):
     pairs = Table.read(out / "work" / "global" / "pair_summary.ecsv")
     assert np.all(pairs["accepted"]) and "<refcat>" in set(pairs["group_b"])
     assert not (out / "work" / "relative").exists() and not (out / "work" / "absolute").exists()
+    # each product's fit results (meta.tweakflow, from the corrections table's group fits) are its summary row
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from tweakflow.catalogs import read_table
+
+    for row in read_table(out / "tweakreg_summary.ecsv"):
+        with ImageModel(str(out / row["image"].replace("_cal.fits", "_tweakreg.fits"))) as m:
+            record = m.meta.tweakflow.instance
+        for col in row.colnames:
+            assert record[col] == row[col] or (isinstance(row[col], float) and np.isnan(row[col]) and np.isnan(record[col])), col
 
 
 def test_global_solve_relative_only_and_a_retune(tmp_path, small_dataset):

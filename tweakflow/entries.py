@@ -22,8 +22,9 @@ from .detection import empty_catalog
 from .errors import InputError
 from .geometry import footprint_world
 from .io import chip_label, read_sidecar, unreadable_sidecar, write_sidecar
+from .results import storable_row, table_rows
 
-__all__ = ["load_entries", "read_sidecar_or_unreadable", "fits_chip_entries", "relative_result", "write_solution_sidecars", "sky_footprints"]
+__all__ = ["load_entries", "read_sidecar_or_unreadable", "fits_chip_entries", "relative_result", "write_solution_sidecars", "stage_solutions", "sky_footprints"]
 
 log = logging.getLogger("tweakflow")
 
@@ -151,7 +152,7 @@ def relative_result(entry):
     return {"status": own.get("status", "SKIPPED"), "reason": own.get("reason", ""), "wcsname": extra.get("wcsname", "")}
 
 
-def write_solution_sidecars(entries, wcs_list, rows, outputs):
+def write_solution_sidecars(entries, wcs_list, rows, outputs, solutions=None):
     """Write one sidecar per image holding its (corrected) WCS and status.
 
     The chips of a plain FITS image (consecutive entries sharing an
@@ -160,12 +161,19 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
     was aligned). ``wcs_list`` may be an iterator: each WCS is taken when
     its file is written, so a generator keeps one file's WCSs in memory at
     a time.
+
+    ``solutions`` (one per entry, or None) are the entry's solution-table
+    rows so far, ``{stage: row}`` (`tweakflow.results.table_rows`): kept
+    in the sidecar's ``extra["solutions"]`` (`tweakflow.results.storable_row`),
+    from which the products' ``meta.tweakflow`` is written (a file's first
+    chip's for a plain FITS file).
     """
 
     numbered = enumerate(zip(entries, wcs_list, rows))
     files = groupby(numbered, key=lambda kv: kv[1][0].get("index", ("entry", kv[0])))
     for (_, group), out in zip(files, outputs):
-        items = [item for _, item in group]
+        numbered_items = list(group)
+        items = [item for _, item in numbered_items]
         e, w, r = items[0]
         sc = e["sidecar"]
         chips = None
@@ -178,6 +186,9 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
                 r = dict(done[0], reason=f"not aligned: {skipped}")
             elif done:
                 r = done[0]
+        extra = {"status": r["status"], "reason": r["reason"], "stage": r["stage"], "wcsname": r.get("wcsname", "")}
+        if solutions is not None:
+            extra["solutions"] = {stage: storable_row(row) for stage, row in solutions[numbered_items[0][0]].items()}
         write_sidecar(
             out,
             wcs=w,
@@ -188,9 +199,18 @@ def write_solution_sidecars(entries, wcs_list, rows, outputs):
             kind=sc["kind"],
             date=sc.get("date"),
             source=sc.get("source"),
-            extra={"status": r["status"], "reason": r["reason"], "stage": r["stage"], "wcsname": r.get("wcsname", "")},
+            extra=extra,
             chips=chips,
         )
+
+
+def stage_solutions(entries, table):
+    """Each entry's solution rows after a stage: its sidecar's so far, and its row of ``table`` (that stage's solution table).
+
+    The argument ``solutions`` of `write_solution_sidecars`.
+    """
+    rows = table_rows(table)
+    return [{**e["sidecar"]["extra"].get("solutions", {}), str(row["stage"]): row} for e, row in zip(entries, rows)]
 
 
 def sky_footprints(sc):

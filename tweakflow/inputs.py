@@ -1,7 +1,8 @@
 """Resolving the workflow's ``inputs`` into a list of images.
 
 ``inputs`` is ``demo`` (the built-in synthetic dataset), the path of a
-level-3 association JSON, or a list of files and glob patterns. Each image
+level-3 association JSON, or a list of files, folders and glob patterns (a
+folder stands for its ``*_cal.fits`` files, or its ``*.fits`` files). Each image
 gets a *stem* (its base name without ``_cal.fits``) that names its products.
 """
 
@@ -15,7 +16,32 @@ from .errors import ConfigError, InputError
 from .io import model_filename, output_stem
 from .synthetic import SyntheticConfig, exposure_filenames
 
-__all__ = ["resolve_inputs", "read_association"]
+__all__ = ["resolve_inputs", "read_association", "member_association", "directory_images"]
+
+
+def directory_images(folder):
+    """The images of a folder given as an input: its ``*_cal.fits`` files or,
+    if it has none, its ``*.fits`` files, sorted by name.
+
+    ``*_cal.fits`` first: a folder of a JWST program holds the calibrated
+    images next to other products (``_i2d``, ``_crf``...) that must not be
+    aligned with them. tweakflow's own products (``*_tweakreg.fits``, when
+    ``output_dir`` is that folder) are never taken. Sorted, so that the
+    order (which ``enforce_user_order`` uses) is the same on every file
+    system. Not recursive.
+
+    Raises
+    ------
+    InputError
+        ``<folder>: a directory with no *_cal.fits or *.fits files``.
+    """
+    folder = os.fspath(folder)
+    for pattern in ("*_cal.fits", "*.fits"):
+        hits = glob.glob(os.path.join(glob.escape(folder), pattern))
+        hits = sorted(p for p in hits if os.path.isfile(p) and not p.endswith("_tweakreg.fits"))
+        if hits:
+            return hits
+    raise InputError(f"{folder}: a directory with no *_cal.fits or *.fits files")
 
 
 def read_association(path, allow_outside=False):
@@ -32,7 +58,9 @@ def read_association(path, allow_outside=False):
     -------
     list of dict
         ``path`` (absolute), ``group_id`` (or None), ``tweakreg_catalog``
-        (absolute path, ``""`` meaning "detect", or None when not given).
+        (absolute path, ``""`` meaning "detect", or None when not given),
+        and ``association``: what the JWST step records of the association
+        in the member's product (`member_association`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -66,10 +94,28 @@ def read_association(path, allow_outside=False):
             cat = m.get("tweakreg_catalog")
             if cat:
                 cat = os.path.normpath(os.path.join(folder, cat))
-            members.append({"path": full, "group_id": m.get("group_id"), "tweakreg_catalog": cat})
+            members.append({"path": full, "group_id": m.get("group_id"), "tweakreg_catalog": cat, "association": member_association(path, asn, m)})
     if not members:
         raise InputError(f"{path}: association has no science members")
     return members
+
+
+def member_association(path, asn, member):
+    """What a product records of the association its image came from.
+
+    ``table_name`` (the association's file name), ``pool_name`` (its
+    ``asn_pool``, when it has one), ``exptype`` (the member's, ``science``
+    when not given) and, when the member names one, its
+    ``tweakreg_catalog`` as written there: the ``meta.asn`` and
+    ``meta.tweakreg_catalog`` the JWST step writes
+    (`tweakflow.wcs_update.set_step_meta`).
+    """
+    out = {"table_name": os.path.basename(path), "exptype": str(member.get("exptype", "science"))}
+    if asn.get("asn_pool") is not None:
+        out["pool_name"] = str(asn["asn_pool"])
+    if member.get("tweakreg_catalog") is not None:
+        out["tweakreg_catalog"] = str(member["tweakreg_catalog"])
+    return out
 
 
 def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=False, output_use_model=False):
@@ -78,7 +124,8 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
     Parameters
     ----------
     inputs : str or list of str
-        ``"demo"``, an association JSON, or files/globs.
+        ``"demo"``, an association JSON, or files, folders (their images:
+        `directory_images`) and globs.
     output_dir : str
         Where the demo dataset is generated (``{output_dir}/demo``).
     demo : dict or None
@@ -91,9 +138,10 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
     Returns
     -------
     list of dict
-        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog`` and
+        ``stem``, ``path``, ``group_id``, ``tweakreg_catalog``,
         ``filename`` (``meta.filename``, which names published catalogs)
-        per image.
+        and ``association`` (`member_association`, None for an image not
+        given by an association) per image.
     """
     if inputs == "demo":
         names = exposure_filenames(SyntheticConfig.from_dict(demo or {}))
@@ -109,13 +157,15 @@ def resolve_inputs(inputs, output_dir="results", demo=None, allow_outside_asn=Fa
             if not hits:
                 raise ConfigError(f"inputs: pattern '{pat}' matches no file")
             for h in hits:
-                if not os.path.isfile(h):
-                    raise InputError(f"{h}: input image does not exist")
-                items.append({"path": h, "group_id": None, "tweakreg_catalog": None})
+                for path in directory_images(h) if os.path.isdir(h) else [h]:
+                    if not os.path.isfile(path):
+                        raise InputError(f"{path}: input image does not exist")
+                    items.append({"path": path, "group_id": None, "tweakreg_catalog": None})
     if not items:
         raise ConfigError("inputs: no images to align")
     seen = {}
     for it in items:
+        it.setdefault("association", None)
         it["filename"] = model_filename(it["path"])
         it["stem"] = output_stem(it["filename"] if output_use_model else it["path"])
         if it["stem"] in seen:

@@ -24,6 +24,7 @@ __all__ = [
     "QUALITY_DEFAULTS",
     "FITS_DEFAULTS",
     "resolve_block",
+    "close_match",
     "check_separation",
 ]
 
@@ -159,10 +160,44 @@ def resolve_block(block, defaults, given=None):
     if unknown:
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(key, list(defaults), n=1)
-            hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+            close = close_match(key, defaults)
+            hints.append(f"{key} (did you mean {close}?)" if close else key)
         raise ConfigError(f"{block}: unknown key(s): {', '.join(hints)}")
     return {**defaults, **given}
+
+
+def close_match(word, candidates):
+    """The candidate a misspelt ``word`` most likely meant, or None.
+
+    The one home of the "did you mean ...?" suggestions (`resolve_block`,
+    `tweakflow.config`): `difflib.get_close_matches` with its default
+    cutoff (0.6), which finds ``searchrad`` for ``serchrad`` or
+    ``inputs`` for ``inptus`` and nothing for an unrelated word. Two
+    candidates equally close (``nrca1`` and ``nrcb1`` for ``nrac1``) give
+    none: a guess between them would mislead as often as help.
+
+    Parameters
+    ----------
+    word : object
+        What was given (a key or a value); only strings are matched.
+    candidates : iterable
+        The valid keys or values; only strings are considered.
+
+    Returns
+    -------
+    str or None
+    """
+    if not isinstance(word, str):
+        return None
+    close = difflib.get_close_matches(word, [c for c in candidates if isinstance(c, str)], n=2)
+    if len(close) == 2 and _similarity(word, close[0]) == _similarity(word, close[1]):
+        return None
+    return close[0] if close else None
+
+
+def _similarity(a, b):
+    """The score `difflib.get_close_matches` ranks by."""
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def check_separation(pars, prefix=""):

@@ -21,6 +21,7 @@ from .catalogs import read_table
 from .geometry import footprint_world
 from .io import chip_label, read_sidecar
 from .results import empty_match_table
+from .verdict import read_verdict
 
 __all__ = [
     "plot_image_residuals",
@@ -742,13 +743,32 @@ def group_table(summary):
     return Table(rows=rows) if rows else Table()
 
 
-def summary_html(summary, path, *, attempts=None, title="Alignment summary"):
-    """The summary table (and one row per group) as a self-contained HTML page."""
+def front_page_rst(template, verdict, path):
+    """The report's first page: the workflow's description, then the run's verdict.
+
+    Parameters
+    ----------
+    template : str
+        ``workflow/report/workflow.rst``.
+    verdict : list of str
+        `tweakflow.verdict.verdict_lines`.
+    path : str
+        The page written (reStructuredText, as Snakemake's report reads it).
+    """
+    with open(template, encoding="utf-8") as f:
+        text = f.read()
+    block = "\n".join(f"    {line}" for line in verdict)
+    _write_text(path, f"**Verdict of this run**::\n\n{block}\n\n{text}")
+
+
+def summary_html(summary, path, *, verdict=(), attempts=None, title="Alignment summary"):
+    """The summary table (and one row per group) as a self-contained HTML page, after the run's verdict."""
     n = len(summary)
     counts = {}
     for st in summary["status"]:
         counts[str(st)] = counts.get(str(st), 0) + 1
-    body = [f"<p>{n} images: " + ", ".join(f"<b>{v}</b> {_esc(k)}" for k, v in sorted(counts.items())) + ". "]
+    body = [f"<pre class='verdict'>{_esc(chr(10).join(verdict))}</pre>"] if verdict else []
+    body.append(f"<p>{n} images: " + ", ".join(f"<b>{v}</b> {_esc(k)}" for k, v in sorted(counts.items())) + ". ")
     body.append(
         "Fit statistics per image (the group's fit: matches, RMS and MAE in mas, shift in arcsec, rotation in deg; "
         "<i>image_*</i> and <i>match_fraction</i>: the image's own sources), the same as <code>tweakreg_summary.ecsv</code>.</p>"
@@ -968,9 +988,14 @@ def qa_absolute_step(solutions, matches, output):
     plot_absolute(output, mt, row)
 
 
-def qa_tables_step(summary, attempts, summary_out, attempts_out, config_out, record_out, *, config, logs_dir, bench_dir):
-    """HTML pages of the report: summary, attempts, configuration, logs and benchmarks (``qa_tables`` rule)."""
-    summary_html(read_table(summary), summary_out)
+def qa_tables_step(
+    summary, attempts, verdict, front_page, summary_out, attempts_out, config_out, record_out, front_page_out, *,
+    config, logs_dir, bench_dir,
+):
+    """Pages of the report: front page, summary, attempts, configuration, logs and benchmarks (``qa_tables`` rule)."""
+    lines = read_verdict(verdict)
+    front_page_rst(front_page, lines, front_page_out)
+    summary_html(read_table(summary), summary_out, verdict=lines)
     attempts_html(read_table(attempts), attempts_out)
     config_html(config, config_out)
     run_record_html(logs_dir, bench_dir, record_out)

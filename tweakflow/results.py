@@ -6,7 +6,9 @@ per image and alignment attempt (`ATTEMPT_COLUMNS`) and one *match row* per
 matched source pair of a fit (`match_table`, `MATCH_COLUMNS`). The final
 status of an image after both stages is `final_status`; the grades of an
 absolute fit are `GRADES`; the summary's columns are `SUMMARY_FIT_COLUMNS`
-and `SUMMARY_QUALITY_COLUMNS`.
+and `SUMMARY_QUALITY_COLUMNS`, and one image's summary row is
+`summary_record` of its solution rows (`table_rows`), which the WCS
+sidecars keep (`storable_row`) for the products' metadata.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ __all__ = [
     "attempt_table",
     "columns_table",
     "final_status",
+    "table_rows",
+    "storable_row",
+    "restored_row",
+    "summary_record",
+    "solution_message",
     "match_table",
     "empty_match_table",
 ]
@@ -261,6 +268,86 @@ def final_status(rel_status, rel_reason, abs_status, abs_reason):
     if abs_status == "FAILED":
         return rel_status, f"absolute alignment failed ({abs_reason}); relative alignment kept"
     return rel_status, rel_reason
+
+
+def _python_value(value):
+    """A table cell as a Python scalar (``str``, ``int``, ``float``, ``bool``)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def table_rows(tab):
+    """The rows of a table as dicts of Python scalars, in column order."""
+    names = tab.colnames
+    return [{name: _python_value(row[name]) for name in names} for row in tab]
+
+
+def storable_row(row):
+    """A solution row for a WCS sidecar: NaN as None.
+
+    None compares equal to None, NaN never does: sidecars of identical
+    alignments then compare equal (`restored_row` undoes it).
+    """
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+def restored_row(row):
+    """A solution row read back from a WCS sidecar (`storable_row`): None as NaN."""
+    return {k: math.nan if v is None else v for k, v in row.items()}
+
+
+def summary_record(stage_rows):
+    """One image's row of the summary table (``tweakreg_summary.ecsv``).
+
+    Parameters
+    ----------
+    stage_rows : list of dict
+        The image's solution rows (`table_rows` of the solution tables), in
+        the order of the stages: the relative (or global) stage's, then the
+        absolute stage's if there was one.
+
+    Returns
+    -------
+    dict
+        ``image``, ``group_id``, the final ``status`` and ``reason``
+        (`final_status`), the first stage's `SUMMARY_FIT_COLUMNS` and those
+        of its `SUMMARY_QUALITY_COLUMNS` the row has; for an absolute stage
+        ``abs_status`` and its fit columns (without ``n_sources``) and
+        quality columns prefixed ``abs_``.
+    """
+    rel = stage_rows[0]
+    out = {"image": rel["image"], "group_id": rel["group_id"], "status": rel["status"], "reason": rel["reason"]}
+    for row in stage_rows:
+        pre = "abs_" if row["stage"] == "absolute" else ""
+        if pre:
+            out["status"], out["reason"] = final_status(out["status"], out["reason"], row["status"], row["reason"])
+            out["abs_status"] = row["status"]
+        out.update({pre + col: row[col] for col in SUMMARY_FIT_COLUMNS if not (pre and col == "n_sources")})
+        out.update({pre + col: row[col] for col in SUMMARY_QUALITY_COLUMNS if col in row})
+    return out
+
+
+def solution_message(row):
+    """One line saying what a stage did for an image (its solution row), for logs.
+
+    ``<image> [<group>]: <stage> fit <fitgeom> ...`` with the statistics
+    of the fit when there was one, else ``<image> [<group>]: <stage>
+    <status> <reason>``.
+    """
+    head = f"{row['image']} [{row['group_id']}]: {row['stage']}"
+    if row["stage"] != "absolute" and row.get("n_sources"):
+        head += f", {row['n_sources']} sources"
+    if not row.get("fitgeom"):
+        return f"{head}: {row['status']} {row['reason']}".rstrip()
+    text = (
+        f"{head}: {row['status']}, fit {row['fitgeom']}: {row['n_used']} of {row['n_matches']} matches used, "
+        f"shift ({row['xshift']:.6f}, {row['yshift']:.6f}) arcsec, rotation {row['rotation']:.6g} deg, "
+        f"scale {row['scale']:.9f}, skew {row['skew']:.3g}, RMS {row['rms_mas']:.3f} mas, MAE {row['mae_mas']:.3f} mas"
+    )
+    if row.get("grade"):
+        text += f", grade {row['grade']} ({GRADES.get(row['grade'], '?')})"
+    if row.get("recovery"):
+        text += f", recovered: {row['recovery']}"
+    return text + (f"; {row['reason']}" if row["reason"] else "")
 
 
 def empty_match_table():

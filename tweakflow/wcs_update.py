@@ -3,12 +3,15 @@
 JWST ``ImageModel`` inputs
     The output is the input model with the corrected GWCS in ``meta.wcs``
     (named after the absolute fit when there was one, as the JWST step does),
-    ``meta.cal_step.tweakreg``, and -- with ``sip_approx`` -- the FITS
-    TAN-SIP approximation of the corrected GWCS (`gwcs.wcs.WCS.to_fits_sip`)
-    in ``meta.wcsinfo``, which stdatamodels writes as the FITS WCS keywords
-    of the ``SCI`` header (what DS9 reads), and ``meta.wcsinfo.s_region``
-    from the corrected footprint. Every array and extension is carried over
-    by stdatamodels.
+    ``meta.wcsinfo.s_region`` of the corrected footprint (`s_region`), and --
+    with ``sip_approx`` -- the FITS TAN-SIP approximation of the corrected
+    GWCS (`gwcs.wcs.WCS.to_fits_sip`) in ``meta.wcsinfo``, which
+    stdatamodels writes as the FITS WCS keywords of the ``SCI`` header (what
+    DS9 reads). Its metadata are the JWST step's (`write_jwst_output`): the
+    step's status, group id, association, calibration software and log
+    (``cal_logs.tweakreg``), and tweakflow's name and version with the
+    image's fit results in ``meta.tweakflow``. Every array and extension is carried over by
+    stdatamodels.
 Plain FITS images
     The output is a byte copy of the input in which only the WCS keywords
     of the science chips change: the corrected CRVAL/CRPIX/CD (or PC and
@@ -28,9 +31,12 @@ import re
 
 import numpy as np
 
+from . import __version__
 from .atomic import atomic_output
+from .callogs import CAL_LOGS_KEY, capture_lines
 from .errors import InputError
 from .params import SIP_PARS, resolve_block
+from .results import restored_row, solution_message, summary_record
 
 __all__ = [
     "MAX_SIP_DEGREE",
@@ -40,6 +46,10 @@ __all__ = [
     "sip_accuracy_problem",
     "update_wcsinfo_sip",
     "s_region",
+    "SOFTWARE_NAME",
+    "LIST_EXPTYPE",
+    "set_step_meta",
+    "fit_record",
     "output_wcs_name",
     "write_jwst_output",
     "update_fits_header_wcs",
@@ -175,22 +185,35 @@ def update_wcsinfo_sip(wcsinfo, header):
     wcsinfo.update({k.lower(): v for k, v in header.items() if not k.upper().startswith("NAXIS")})
 
 
-def s_region(wcs, bounding_box=None):
-    """``POLYGON ICRS`` footprint of an image (pixel centres of its corners).
+def s_region(wcs, bounding_box=None, shape=None):
+    """``S_REGION`` of an image: the ``POLYGON ICRS`` of its bounding box's corners.
+
+    As the JWST pipeline computes it (``assign_wcs`` and ``tweakreg``): the
+    sky positions of the corners of the bounding box -- the outer edges of
+    the corner pixels, not their centres -- in the order of
+    `gwcs.wcs.WCS.footprint`, RA in [0, 360), 9 decimals.
 
     Parameters
     ----------
     wcs : gwcs.WCS
     bounding_box : tuple or None
-        ((xmin, xmax), (ymin, ymax)); None: the GWCS's.
+        ((xmin, xmax), (ymin, ymax)); None: the GWCS's, or, when it has
+        none, the one of an image of ``shape`` ((-0.5, nx - 0.5), (-0.5, ny - 0.5)).
+    shape : tuple or None
+        (ny, nx) of the image.
 
     Returns
     -------
     str or None
-        ``"POLYGON ICRS  ra1 dec1 ... ra4 dec4"`` (degrees, 9 decimals), or
-        None when a corner has no sky position.
+        ``"POLYGON ICRS  ra1 dec1 ... ra4 dec4"`` (degrees), or None when a
+        corner has no sky position.
     """
-    foot = np.asarray(wcs.footprint(bounding_box, center=True, axis_type="spatial"), dtype=float)
+    bbox = bounding_box if bounding_box is not None else wcs.bounding_box
+    if bbox is None:
+        if shape is None:
+            raise ValueError("s_region: the WCS has no bounding box and no image shape is given")
+        bbox = ((-0.5, shape[-1] - 0.5), (-0.5, shape[-2] - 0.5))
+    foot = np.asarray(wcs.footprint(bbox, center=False, axis_type="spatial"), dtype=float)
     if not np.all(np.isfinite(foot)):
         return None
     foot[:, 0] %= 360.0
@@ -216,8 +239,27 @@ def output_wcs_name(extra, kind):
 # ---------------------------------------------------------------------------
 
 
-def write_jwst_output(image, output, sidecar, sip):
+#: The software of the step, as the products' ``meta.tweakflow`` names it
+#: (see `set_step_meta`).
+SOFTWARE_NAME = "tweakflow"
+
+#: ``meta.asn.exptype`` of an image given in a list of files rather than an
+#: association, when it has none: what the JWST pipeline writes then.
+LIST_EXPTYPE = "SCIENCE"
+
+
+def write_jwst_output(image, output, sidecar, sip, association=None):
     """Write the corrected JWST ``ImageModel`` ``output`` (atomically).
+
+    The corrected GWCS, ``S_REGION`` and (``sip_approx``) the SIP
+    approximation when the image was aligned; the step's metadata
+    (`set_step_meta`) in any case. The lines the job logs here -- the
+    image's fit results (`tweakflow.results.solution_message`), its SIP
+    approximation and ``S_REGION``, its status -- are the step's log in the
+    product (``cal_logs.tweakreg``, `tweakflow.callogs`). They are logged
+    here, from the sidecar, rather than kept from the alignment jobs: the
+    work files stay byte for byte the same from run to run (timestamps
+    live in the products only, as ``meta.date`` does).
 
     Parameters
     ----------
@@ -229,6 +271,11 @@ def write_jwst_output(image, output, sidecar, sip):
         The image's final WCS sidecar (`tweakflow.io.read_sidecar`).
     sip : dict
         `tweakflow.params.SIP_PARS`.
+    association : dict or None
+        What the level-3 association says of the image (``table_name``,
+        ``pool_name``, ``exptype``, ``tweakreg_catalog`` as it has them;
+        `tweakflow.inputs.read_association`), None for an image given in a
+        list of files.
 
     Returns
     -------
@@ -238,21 +285,85 @@ def write_jwst_output(image, output, sidecar, sip):
     from stdatamodels.jwst.datamodels import ImageModel
 
     pars = resolve_block("tweakreg", SIP_PARS, sip)
-    status = sidecar["extra"].get("status", "SKIPPED")
+    extra = sidecar["extra"]
+    status = extra.get("status", "SKIPPED")
     try:
         model = ImageModel(image)
     except Exception as exc:
         raise InputError(f"{image}: cannot open as a JWST ImageModel ({type(exc).__name__}: {exc})") from None
-    with model:
+    with model, capture_lines() as lines:
+        solutions = [restored_row(row) for row in extra.get("solutions", {}).values()]
+        for row in solutions:
+            log.info("%s", solution_message(row))
         if status == "COMPLETE":
             wcs = sidecar["wcs"]
-            _set_meta_wcs(model, wcs, output_wcs_name(sidecar["extra"], "jwst"), image)
+            _set_meta_wcs(model, wcs, output_wcs_name(extra, "jwst"), image)
             if pars["sip_approx"]:
                 _update_jwst_fits_wcs(model, wcs, pars, image)
-        model.meta.cal_step.tweakreg = status
+            _update_s_region(model, wcs, image)
+        set_step_meta(model, status, sidecar["group_id"], association)
+        model.meta.tweakflow = fit_record(solutions)
+        reason = extra.get("reason")
+        log.info("%s: tweakreg %s%s", sidecar["filename"], status, f" ({reason})" if reason else "")
+        if not hasattr(model, "cal_logs"):
+            model.cal_logs = {}
+        setattr(model.cal_logs, CAL_LOGS_KEY, list(lines))
         with atomic_output(output) as tmp:
             model.save(tmp)
     return status
+
+
+def set_step_meta(model, status, group_id, association=None):
+    """The metadata the JWST step sets in its products, tweakflow as the software.
+
+    ``meta.cal_step.tweakreg``; ``meta.group_id`` (the group id the
+    alignment used); from an association, ``meta.asn.table_name`` (its
+    file name), ``pool_name`` and the member's ``exptype`` (and the
+    member's ``tweakreg_catalog``, when it has one, as
+    ``meta.tweakreg_catalog``), or, without one, ``meta.asn.exptype``
+    `LIST_EXPTYPE` unless the image has one; and the calibration software.
+
+    The JWST pipeline records its own version as the calibration software
+    of every step it runs (``meta.calibration_software_version``, ``CAL_VER``,
+    and ``calibration_software_revision``, ``CAL_VCS``: a commit, or
+    ``RELEASE`` for a released version). This step is tweakflow's: it
+    records ``tweakflow.__version__`` and ``RELEASE``. The name goes with
+    the image's fit results (`fit_record`): the JWST schema has no
+    software name (``CAL_VER``/``CAL_VCS`` carry none), and a JWST step run
+    on the product afterwards records its own version there, which the
+    record in ``meta.tweakflow`` outlives.
+    """
+    meta = model.meta
+    meta.cal_step.tweakreg = status
+    meta.group_id = str(group_id)
+    assoc = dict(association or {})
+    for key in ("table_name", "pool_name", "exptype"):
+        if assoc.get(key) is not None:
+            setattr(meta.asn, key, str(assoc[key]))
+    if not assoc and meta.asn.instance.get("exptype") is None:
+        meta.asn.exptype = LIST_EXPTYPE
+    if assoc.get("tweakreg_catalog") is not None:
+        meta.tweakreg_catalog = str(assoc["tweakreg_catalog"])
+    meta.calibration_software_version = __version__
+    meta.calibration_software_revision = "RELEASE"
+
+
+def fit_record(solutions):
+    """``meta.tweakflow`` of a product: the software, and the image's fit results.
+
+    ``calibration_software_name`` (`SOFTWARE_NAME`) and
+    ``calibration_software_version`` (``tweakflow.__version__``), then --
+    when the sidecar has the image's solution rows -- its row of the
+    summary table, with the same names (`tweakflow.results.summary_record`:
+    group, status and reason, matches, RMS and MAE in mas, shifts in
+    arcsec, rotation, scale, skew, fit geometry, the quality measures and
+    recovery, and, after an absolute fit, the same prefixed ``abs_`` with
+    its ``abs_grade``).
+    """
+    record = {"calibration_software_name": SOFTWARE_NAME, "calibration_software_version": __version__}
+    if solutions:
+        record.update(summary_record(solutions))
+    return record
 
 
 def _set_meta_wcs(model, wcs, name, image):
@@ -279,7 +390,7 @@ def _set_meta_wcs(model, wcs, name, image):
 
 
 def _update_jwst_fits_wcs(model, wcs, pars, image):
-    """``meta.wcsinfo``: SIP approximation and ``s_region`` of the corrected GWCS."""
+    """``meta.wcsinfo``: SIP approximation of the corrected GWCS."""
     info = model.meta.wcsinfo.instance
     crpix = [info.get("crpix1"), info.get("crpix2")]
     bbox = wcs.bounding_box
@@ -314,11 +425,16 @@ def _update_jwst_fits_wcs(model, wcs, pars, image):
             log.warning("%s: the SIP approximation (best fit, %s) misses the requested accuracy: %s", image, degrees, problem)
         else:
             log.info("%s: SIP approximation of %s, max error %.2g px", image, degrees, hdr.get("SIPMXERR", 0.0))
-    region = s_region(wcs, bbox)
+
+
+def _update_s_region(model, wcs, image):
+    """``meta.wcsinfo.s_region`` of the corrected GWCS (`s_region`), as the JWST step sets it whatever ``sip_approx``."""
+    region = s_region(wcs, shape=model.data.shape)
     if region is None:
         log.info("%s: the footprint has NaNs: S_REGION not updated", image)
     else:
         model.meta.wcsinfo.s_region = region
+        log.info("%s: S_REGION %s", image, region)
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .fanout import demo_step, detect_step, fetch_refcat_step, publish_catalog_s
 from .gather import absolute_step, align_step, publish_refcat_step
 from .jobs import job_logging, run_rule
 from .mosaic import global_solve_step, global_wcs_step, match_pairs_step, overlap_pairs_step
-from .report import demo_accuracy_step, summary_step
+from .report import demo_accuracy_step, summary_step, verdict_step
 from .scatter import apply_step
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "apply_step",
     "summary_step",
     "demo_accuracy_step",
+    "verdict_step",
     "qa_plots_step",
     "qa_absolute_step",
     "qa_tables_step",

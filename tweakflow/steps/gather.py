@@ -8,7 +8,7 @@ import logging
 from ..absolute import absolute_fit, apply_absolute, wcs_name
 from ..align import REFERENCE_COLUMNS, relative_align
 from ..catalogs import write_catalog
-from ..entries import load_entries, relative_result, write_solution_sidecars
+from ..entries import load_entries, relative_result, stage_solutions, write_solution_sidecars
 from ..refcat import read_reference_catalog
 from ..results import (
     SerializedWCS,
@@ -74,8 +74,9 @@ def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_i
         log.info("%s [%s]: %s %s%s", r["image"], r["group_id"], r["status"], r["reason"], extra)
     # the corrected WCSs stay serialized until each is written
     loaded = (w.load() if isinstance(w, SerializedWCS) else w for w in wcs_list)
-    write_solution_sidecars(entries, loaded, rows, wcs_out)
-    write_catalog(rows_to_table(rows), solutions_out)
+    tab = rows_to_table(rows)
+    write_solution_sidecars(entries, loaded, rows, wcs_out, solutions=stage_solutions(entries, tab))
+    write_catalog(tab, solutions_out)
     if matches_out:
         matches = details.get("matches")
         write_catalog(matches if matches is not None else empty_match_table(), matches_out)
@@ -109,8 +110,8 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
         log.info("%s: absolute %s %s", r["image"], r["status"], r["reason"])
     # one corrected WCS at a time: built, written, released
     corrected = (apply_absolute(e, e["wcs"], solution_of[i]) if i in solution_of else e["wcs"] for i, e in enumerate(entries))
-    write_solution_sidecars(entries, corrected, final_rows, wcs_out)
     tab = rows_to_table(rows)
+    write_solution_sidecars(entries, corrected, final_rows, wcs_out, solutions=stage_solutions(entries, tab))
     write_catalog(tab, solutions_out)
     write_catalog(combined, combined_out)
     if matches_out:

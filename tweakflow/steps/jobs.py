@@ -30,8 +30,9 @@ def job_logging(log_path=None):
     see ``workflow/rules/common.smk``), so the handlers added here keep only
     the records made by the thread that entered the context: each job's log
     holds its own messages, whatever else runs at the same time. INFO and
-    above go to ``log_path``; WARNING and above (everything without a log
-    file) also go to standard error, where Snakemake shows them.
+    above go to ``log_path``; tweakflow's warnings (everything below
+    ERROR without a log file) also go to standard error, where Snakemake
+    shows them; an error reaches the console once, with the failed job.
 
     Parameters
     ----------
@@ -39,12 +40,21 @@ def job_logging(log_path=None):
         The job's log file, truncated first.
     """
     ident = threading.get_ident()
+    in_job_thread = threading.current_thread() is not threading.main_thread()
 
     def this_thread(record):
         return record.thread == ident
 
+    def tweakflow_warning(record):
+        # in a job thread, an error reaches the console with the failed job
+        # (the concise console reads it from the log); other libraries'
+        # warnings stay in the log
+        shown_with_job = log_path and record.levelno >= logging.ERROR and in_job_thread
+        return not shown_with_job and record.name.split(".")[0] == "tweakflow"
+
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING if log_path else logging.INFO)
+    console.addFilter(tweakflow_warning)
     handlers = [console]
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)

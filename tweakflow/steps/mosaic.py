@@ -229,7 +229,7 @@ def global_solve_step(pairs, images, batch_matches, batch_summaries, solutions_o
                         pair_min=(pair_min_matches(q), pair_min_matches(q, refcat=True)), quality=q, limits=gate_limits(q, p["tolerance"]), tps=tps)
     anchored = bool(np.any(rows["gb"] < 0))
     name = wcs_name(refcat_name) if anchored and refcat_name else ""
-    _write_corrections(corrections_out, group_ids, sols, ref_im, "global", name)
+    _write_corrections(corrections_out, group_ids, sols, ref_im, "global", name, tps)
     write_catalog(rows_to_table(_image_rows(all_ims, group_ids, sols, "global", tps)), solutions_out)
     write_catalog(summary, summary_out)
     write_catalog(_qa_matches(matches, rows, all_ims, sols, tps), matches_out)
@@ -287,15 +287,32 @@ def _solve_rows(matches, ims, group_ids, tp):
     return rows, [np.vstack(c) for c in corners]
 
 
-def _write_corrections(path, group_ids, sols, ref_im, stage, wcsname):
+#: The fit columns of a group's images' solution rows, which the corrections
+#: table also has per group (the products' ``meta.tweakflow`` takes them from
+#: there), with their values for a group that was not aligned.
+_GROUP_FIT = {"fitgeom": "", "n_matches": 0, "n_used": 0, "rms_mas": math.nan, "mae_mas": math.nan, "xshift": 0.0, "yshift": 0.0,
+              "rotation": 0.0, "scale": 1.0, "fit_error_mas": math.nan}
+
+
+def _group_fit(s, tps):
+    """The `_GROUP_FIT` columns of a group's solve result ``s`` (their defaults when it was not aligned)."""
+    if s["status"] != "COMPLETE":
+        return dict(_GROUP_FIT)
+    m = s["matrix"]
+    return {"fitgeom": s["fitgeom"], "n_matches": s["n_matches"], "n_used": s["n_used"], "rms_mas": s["rms_mas"], "mae_mas": math.nan,
+            "xshift": tps * float(s["shift"][0]), "yshift": tps * float(s["shift"][1]), "rotation": s["rotation_deg"],
+            "scale": float(math.sqrt(abs(np.linalg.det(m)))), "fit_error_mas": s["fit_error_mas"]}
+
+
+def _write_corrections(path, group_ids, sols, ref_im, stage, wcsname, tps):
     rows = []
     for g, s in zip(group_ids, sols):
         m = s.get("matrix", np.eye(2))
         sh = s.get("shift", np.zeros(2))
         rows.append({"group_id": g, "status": s["status"], "reason": s["reason"], "m00": m[0, 0], "m01": m[0, 1], "m10": m[1, 0], "m11": m[1, 1],
-                     "shift_x": sh[0], "shift_y": sh[1]})
+                     "shift_x": sh[0], "shift_y": sh[1], **_group_fit(s, tps)})
     tab = columns_table([("group_id", str), ("status", str), ("reason", str), ("m00", float), ("m01", float), ("m10", float), ("m11", float),
-                  ("shift_x", float), ("shift_y", float)], rows)
+                  ("shift_x", float), ("shift_y", float)] + [(k, type(v)) for k, v in _GROUP_FIT.items()], rows)
     tab.meta.update(reference_image=ref_im["name"], reference_sidecar=ref_im["sidecar"], stage=stage, wcsname=wcsname)
     write_catalog(tab, path)
 
@@ -312,10 +329,7 @@ def _image_rows(ims, group_ids, sols, stage, tps):
         for label in im.get("labels", [im["name"]]):
             row = fit_row(label, im["group"], stage, s["status"], s["reason"])
             if s["status"] == "COMPLETE":
-                m = s["matrix"]
-                row.update(fitgeom=s["fitgeom"], n_matches=s["n_matches"], n_used=s["n_used"], rms_mas=s["rms_mas"], mae_mas=math.nan,
-                           xshift=tps * float(s["shift"][0]), yshift=tps * float(s["shift"][1]), rotation=s["rotation_deg"],
-                           scale=float(math.sqrt(abs(np.linalg.det(m)))), fit_error_mas=s["fit_error_mas"])
+                row.update(_group_fit(s, tps))
             out.append(row)
     return out
 
@@ -366,5 +380,13 @@ def global_wcs_step(sidecar, corrections, output, *, on_bad_input="fail"):
         else:
             wcs_list.append(e["wcs"])
     rows = [{"status": status, "reason": reason, "stage": stage, "wcsname": tab.meta["wcsname"] if status == "COMPLETE" else ""} for _ in entries]
-    write_solution_sidecars(entries, wcs_list, rows, [output])
+    write_solution_sidecars(entries, wcs_list, rows, [output], solutions=[{stage: _solution_row(e, row, stage)} for e in entries])
     log.info("%s: %s%s", sc["filename"], status, f" ({reason})" if reason else "")
+
+
+def _solution_row(entry, crow, stage):
+    """The global solution-table row of an image (a chip) from its group's row of the corrections table."""
+    row = fit_row(entry["name"], entry["group_id"], stage, str(crow["status"]), str(crow["reason"]))
+    if str(crow["status"]) == "COMPLETE" and all(k in crow.colnames for k in _GROUP_FIT):
+        row.update({k: crow[k].item() if hasattr(crow[k], "item") else crow[k] for k in _GROUP_FIT})
+    return dict(row, fit_error_mas=row.get("fit_error_mas", math.nan))

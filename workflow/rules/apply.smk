@@ -9,6 +9,7 @@ rule apply_wcs:
         f"{OUT}/{{stem}}_tweakreg.fits",
     params:
         sip=sip_params(),
+        association=image_association,
     log:
         f"{LOGS}/apply_wcs/{{stem}}.log",
     benchmark:
@@ -38,3 +39,19 @@ rule summary:
         runtime=5,
     run:
         run_script("summary.py", input, output, params, wildcards, log)
+
+
+rule verdict:
+    input:
+        unpack(verdict_inputs),
+    output:
+        VERDICT,
+    log:
+        f"{LOGS}/verdict.log",
+    # a few lines: on a cluster it runs on the submit host, not as a job
+    localrule: True
+    resources:
+        mem_mb=500,
+        runtime=5,
+    run:
+        run_script("verdict.py", input, output, params, wildcards, log)

@@ -22,8 +22,9 @@ from tweakflow.params import (
     resolve_block,
 )
 from tweakflow.refcat import GAIA_CATALOGS
+from tweakflow.verdict import read_verdict
 
-SCRIPTS = os.path.join(workflow.basedir, "scripts")
+SCRIPTS = os.path.join(ROOT, "scripts")
 
 
 def run_script(name, input, output, params, wildcards, log):
@@ -49,6 +50,7 @@ WORK = f"{OUT}/work"
 LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
 DEMO_DIR = f"{OUT}/demo"
+VERDICT = f"{OUT}/verdict.txt"
 
 try:
     IMAGES = resolve_inputs(
@@ -239,6 +241,12 @@ def sip_params():
     return {k: TW[k] for k in SIP_PARS}
 
 
+def image_association(wildcards):
+    """What the input association says of an image, for its product's
+    ``meta.asn`` (empty for an image given in a list of files)."""
+    return BY_STEM[wildcards.stem].get("association") or {}
+
+
 def final_stage():
     """The folder of the last alignment stage's WCS sidecars."""
     if GLOBAL:
@@ -272,7 +280,8 @@ def pair_batches():
 
 QA = f"{OUT}/qa"
 # the HTML pages of the report, written by qa_tables after every other output
-QA_TABLES = [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html"]
+FRONT_PAGE = f"{QA}/front_page.rst"
+QA_TABLES = [f"{QA}/summary.html", f"{QA}/attempts.html", f"{QA}/config.html", f"{QA}/run_record.html", FRONT_PAGE]
 
 
 def qa_outputs():
@@ -306,7 +315,21 @@ def all_outputs():
         outs += published_catalogs()
     if config["inputs"] == "demo":
         outs.append(f"{OUT}/demo_accuracy.ecsv")
-    return outs + qa_outputs()
+    return outs + [VERDICT] + qa_outputs()
+
+
+def verdict_inputs(wildcards):
+    """The summary, and for the demo its accuracy against the truth."""
+    inputs = {"summary": f"{OUT}/tweakreg_summary.ecsv"}
+    if config["inputs"] == "demo":
+        inputs["accuracy"] = f"{OUT}/demo_accuracy.ecsv"
+    return inputs
+
+
+def closing_verdict():
+    """Log the verdict written by this run (the console's last lines)."""
+    for line in read_verdict(VERDICT, since=RUN_STARTED):
+        logger.info(line)
 
 
 def absolute_matches_input():

@@ -96,6 +96,8 @@ rule qa_tables:
     input:
         summary=f"{OUT}/tweakreg_summary.ecsv",
         attempts=relative_tables()["attempts"],
+        verdict=VERDICT,
+        front_page=os.path.join(ROOT, "workflow", "report", "workflow.rst"),
         after=after_everything_else,
     output:
         summary=report(
@@ -122,6 +124,7 @@ rule qa_tables:
             category="3. Logs and benchmarks",
             labels={"page": "every job"},
         ),
+        front_page=FRONT_PAGE,
     params:
         config=config,
         logs_dir=LOGS,
