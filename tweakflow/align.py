@@ -803,9 +803,7 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
     q = resolve_quality(quality)
     limits = gate_limits(q, p["tolerance"])
     if details is not None:
-        details["attempts"] = attempt_table([])
-        details["matches"] = None
-        details["reference"] = None
+        details.update(attempts=attempt_table([]), matches=None, reference=None)
     out_wcs = [e["wcs"] for e in entries]
     rows, groups = _usable_groups(entries)
     if len(groups) < 2:
