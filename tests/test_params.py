@@ -18,6 +18,7 @@ BLOCKS = {
     "quality": params.QUALITY_DEFAULTS,
     "fits": params.FITS_DEFAULTS,
     "refcat": HYGIENE_DEFAULTS,  # the catalog-hygiene keys (url, timeout, retries: test_refcat_service_defaults_agree)
+    "transfer": params.TRANSFER_DEFAULTS,
 }
 
 

@@ -18,6 +18,7 @@ from tweakflow.params import (
     QUALITY_DEFAULTS,
     RELATIVE_PARS,
     SIP_PARS,
+    TRANSFER_DEFAULTS,
     check_separation,
     resolve_block,
 )
@@ -178,6 +179,72 @@ def catalog_to_publish(wildcards):
 
 
 # --- end of custom source catalogs and published catalogs -------------------
+
+# --- transfer: a finished run's corrections applied to other images ----------
+# (workflow/rules/transfer.smk; `snakemake --cores all transfer`)
+try:
+    TRANSFER = resolve_block("transfer", TRANSFER_DEFAULTS, config.get("transfer"))
+except TweakflowError as exc:
+    raise WorkflowError(f"tweakflow: {exc}")
+TRANSFER_DIR = f"{OUT}/transfer"
+# the finished run whose corrections are applied: this one, or another output_dir
+TRANSFER_FROM = os.path.normpath(TRANSFER["from"] or OUT)
+TRANSFER_THIS_RUN = os.path.abspath(TRANSFER_FROM) == os.path.abspath(OUT)
+
+
+def _transfer_images():
+    """The images to correct: transfer.images resolved as inputs are (files, globs, an association)."""
+    given = TRANSFER["images"]
+    if not given:
+        return []
+    if isinstance(given, str) and not given.lower().endswith(".json"):
+        given = [given]  # a glob or a file (never "demo")
+    try:
+        return resolve_inputs(
+            given,
+            output_dir=OUT,
+            allow_outside_asn=config.get("allow_outside_asn", False),
+            output_use_model=TW.get("output_use_model", True),
+        )
+    except TweakflowError as exc:
+        raise WorkflowError(f"tweakflow: transfer.images: {str(exc).removeprefix('inputs: ')}")
+
+
+TRANSFER_IMAGES = _transfer_images()
+TRANSFER_BY_STEM = {it["stem"]: it for it in TRANSFER_IMAGES}
+if (
+    TRANSFER_IMAGES
+    and not TRANSFER_THIS_RUN
+    and not os.path.isfile(os.path.join(TRANSFER_FROM, "tweakreg_summary.ecsv"))
+):
+    raise WorkflowError(
+        f"tweakflow: transfer.from: {TRANSFER_FROM}: no tweakreg_summary.ecsv: not the output_dir of a finished tweakflow run"
+    )
+
+
+def transfer_solution_inputs(wildcards):
+    """The run's results the corrections are measured from: this run's final and
+    image sidecars, or the summary of a finished run of another configuration."""
+    if TRANSFER_THIS_RUN:
+        return {
+            "wcs": final_wcs_sidecars(),
+            "images": expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
+        }
+    return {"summary": os.path.join(TRANSFER_FROM, "tweakreg_summary.ecsv")}
+
+
+def transfer_outputs(wildcards):
+    """The transfer target's inputs: every corrected image and the summary."""
+    if not TRANSFER_IMAGES:
+        raise WorkflowError(
+            "tweakflow: transfer: no images to correct: list them in transfer.images (files, globs or an association)"
+        )
+    return expand(f"{TRANSFER_DIR}/{{tstem}}_tweakreg.fits", tstem=TRANSFER_BY_STEM) + [
+        f"{TRANSFER_DIR}/transfer_summary.ecsv"
+    ]
+
+
+# --- end of transfer ------------------------------------------------------------
 
 
 wildcard_constraints:
