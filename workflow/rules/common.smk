@@ -167,8 +167,10 @@ def image_detection_params(wildcards):
 
 def published_catalogs():
     """save_catalogs' outputs: one per image that detects sources (the step
-    ignores save_catalogs for images with a user catalog)."""
-    return [f"{OUT}/{name}" for name in PUBLISHED]
+    ignores save_catalogs for images with a user catalog) and, with
+    expand_refcat and the sequential solver, the final expanded reference catalog."""
+    expanded = [f"{OUT}/tweakreg_refcat.{CATALOG_EXT}"] if relative_params()["expand_refcat"] and not GLOBAL else []
+    return [f"{OUT}/{name}" for name in PUBLISHED] + expanded
 
 
 def catalog_to_publish(wildcards):

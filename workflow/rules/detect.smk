@@ -1,5 +1,6 @@
 # Fan out: one source catalog and one WCS sidecar per image (and, with
-# save_catalogs, the published copy of the catalog).
+# save_catalogs, the published copy of the catalog, with sky positions through
+# the corrected WCS).
 
 
 rule detect_sources:
@@ -31,6 +32,8 @@ rule detect_sources:
 rule publish_catalog:
     input:
         catalog=catalog_to_publish,
+        # RA/DEC of the sources through the image's corrected WCS
+        wcs=lambda wc: f"{WORK}/{final_stage()}/{PUBLISHED[wc.catalog]}_wcs.asdf",
     output:
         f"{OUT}/{{catalog}}",
     wildcard_constraints:
@@ -39,8 +42,9 @@ rule publish_catalog:
         catalog_format=TW["catalog_format"],
     log:
         f"{LOGS}/publish_catalog/{{catalog}}.log",
+    # after the alignment, with the outputs
     group:
-        "detect"
+        "apply"
     resources:
         mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
         runtime=lambda wc, attempt: attempt,
