@@ -304,6 +304,18 @@ def test_plan_refuses_what_it_cannot_prove(tmp_path, layout, why):
     assert plan is None and why in reason, reason
 
 
+def test_plan_refuses_a_source_it_cannot_read_raw(tmp_path, monkeypatch):
+    source = _source(tmp_path / "in.fits")
+    new = _rebuilt(source)
+
+    def unreadable(*args, **kwargs):
+        raise OSError("no raw access")
+
+    monkeypatch.setattr(fits, "open", unreadable)
+    plan, reason = fitspatch.plan(new, source)
+    assert plan is None and reason == "its raw layout cannot be read (OSError: no raw access)"
+
+
 def test_write_refuses_a_source_that_changed(tmp_path):
     source = _source(tmp_path / "in.fits")
     plan, _ = fitspatch.plan(_rebuilt(source), source)

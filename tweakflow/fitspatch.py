@@ -172,7 +172,11 @@ def plan(hdulist, source):
         with open(source, "rb") as f:
             if f.read(9) != b"SIMPLE  =":
                 return None, "not a plain (uncompressed) FITS file"
-        with fits.open(source, mode="readonly", memmap=False, do_not_scale_image_data=True, lazy_load_hdus=False) as src:
+        try:
+            src = fits.open(source, mode="readonly", memmap=False, do_not_scale_image_data=True, lazy_load_hdus=False)
+        except Exception as exc:  # what cannot be read raw cannot be proven safe to copy
+            return None, f"its raw layout cannot be read ({type(exc).__name__}: {exc})"
+        with src:
             problem = _source_layout(src, source)
             if problem:
                 return None, problem
