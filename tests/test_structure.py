@@ -19,7 +19,7 @@ LAYERS = [
     {"tweakflow", "errors", "atomic", "params", "config", "geometry", "results", "fitting", "callogs"},
     {"grouping", "io", "detection", "catalogs", "refcat", "inputs", "synthetic", "entries"},
     {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
-    {"wcs_update", "transfer"},
+    {"fitspatch", "wcs_update", "transfer"},
     {"metrics", "qa", "verdict"},
     {"console", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic", "steps.transfer"},
 ]

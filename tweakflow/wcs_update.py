@@ -10,8 +10,10 @@ JWST ``ImageModel`` inputs
     DS9 reads). Its metadata are the JWST step's (`write_jwst_output`): the
     step's status, group id, association, calibration software and log
     (``cal_logs.tweakreg``), and tweakflow's name and version with the
-    image's fit results in ``meta.tweakflow``. Every array and extension is carried over by
-    stdatamodels.
+    image's fit results in ``meta.tweakflow``. The file is the one
+    stdatamodels would write, written by patching (`save_product`): its
+    headers and ``ASDF`` extension as stdatamodels builds them, every
+    array's data copied byte for byte from the input (`tweakflow.fitspatch`).
 Plain FITS images
     The output is a byte copy of the input in which only the WCS keywords
     of the science chips change: the corrected CRVAL/CRPIX/CD (or PC and
@@ -26,12 +28,14 @@ Plain FITS images
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 
 import numpy as np
 
-from . import __version__
+from . import __version__, fitspatch
 from .atomic import atomic_output
 from .callogs import CAL_LOGS_KEY, capture_lines
 from .errors import InputError
@@ -52,6 +56,7 @@ __all__ = [
     "fit_record",
     "output_wcs_name",
     "write_jwst_output",
+    "save_product",
     "update_fits_header_wcs",
     "write_fits_output",
 ]
@@ -259,7 +264,9 @@ def write_jwst_output(image, output, sidecar, sip, association=None):
     product (``cal_logs.tweakreg``, `tweakflow.callogs`). They are logged
     here, from the sidecar, rather than kept from the alignment jobs: the
     work files stay byte for byte the same from run to run (timestamps
-    live in the products only, as ``meta.date`` does).
+    live in the products only, as ``meta.date`` does). The file is written
+    by `save_product`: patched from the input's bytes where its layout
+    allows, in full by stdatamodels otherwise (the job's log says which).
 
     Parameters
     ----------
@@ -282,16 +289,10 @@ def write_jwst_output(image, output, sidecar, sip, association=None):
     str
         ``meta.cal_step.tweakreg``: ``COMPLETE`` or ``SKIPPED``.
     """
-    from stdatamodels.jwst.datamodels import ImageModel
-
     pars = resolve_block("tweakreg", SIP_PARS, sip)
     extra = sidecar["extra"]
     status = extra.get("status", "SKIPPED")
-    try:
-        model = ImageModel(image)
-    except Exception as exc:
-        raise InputError(f"{image}: cannot open as a JWST ImageModel ({type(exc).__name__}: {exc})") from None
-    with model, capture_lines() as lines:
+    with _open_image_model(image) as model, capture_lines() as lines:
         solutions = [restored_row(row) for row in extra.get("solutions", {}).values()]
         for row in solutions:
             log.info("%s", solution_message(row))
@@ -309,8 +310,65 @@ def write_jwst_output(image, output, sidecar, sip, association=None):
             model.cal_logs = {}
         setattr(model.cal_logs, CAL_LOGS_KEY, list(lines))
         with atomic_output(output) as tmp:
-            model.save(tmp)
+            save_product(model, image, tmp)
     return status
+
+
+@contextlib.contextmanager
+def _open_image_model(image):
+    """The ``ImageModel`` of ``image``, its arrays memory-mapped where they can be.
+
+    The arrays are not read (the output copies their bytes, `save_product`),
+    except those astropy must scale (the unsigned ``DQ``).
+    """
+    from astropy.io import fits
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    try:
+        hdul = fits.open(image, mode="readonly")
+        try:
+            model = ImageModel(hdul)
+        except BaseException:
+            hdul.close()
+            raise
+    except Exception as exc:
+        raise InputError(f"{image}: cannot open as a JWST ImageModel ({type(exc).__name__}: {exc})") from None
+    with hdul, model:
+        yield model
+
+
+def save_product(model, image, path):
+    """Write ``model``, read from ``image`` with only its metadata changed, to ``path``.
+
+    The file stdatamodels' ``DataModel.save`` writes, without re-encoding
+    the arrays: the headers and the ``ASDF`` extension of the list
+    stdatamodels builds (`stdatamodels.fits_support.to_fits`, after
+    ``on_save``, as ``DataModel.save`` does), the data blocks copied byte
+    for byte from ``image`` (`tweakflow.fitspatch`). Where ``image``'s
+    layout does not allow it (`tweakflow.fitspatch.plan` says why),
+    stdatamodels writes the whole file. The path taken is logged (INFO).
+    ``path`` is the temporary file of the caller's `tweakflow.atomic.atomic_output`.
+
+    Parameters
+    ----------
+    model : stdatamodels.jwst.datamodels.ImageModel
+        Read from ``image``; its arrays unmodified.
+    image : str
+        The input file.
+    path : str
+        Output file (``.fits``); its name becomes ``meta.filename``.
+    """
+    from stdatamodels import fits_support
+
+    model.on_save(path)
+    plan, reason = fitspatch.plan(fits_support.to_fits(model.instance, model.schema), image)
+    if plan is None:
+        log.info("%s: written in full by stdatamodels: %s", os.path.basename(path), reason)
+        # ``path``: the temporary file of the caller's atomic_output
+        model.save(path)
+    else:
+        fitspatch.write(plan, path)
+        log.info("%s: written by patching %s (new headers and ASDF extension, data copied)", os.path.basename(path), os.path.basename(image))
 
 
 def set_step_meta(model, status, group_id, association=None):
