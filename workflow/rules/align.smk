@@ -7,10 +7,11 @@ rule align:
         sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
     output:
         solutions=f"{WORK}/relative/solutions.ecsv",
-        wcs=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
+        wcs=directory(f"{WORK}/relative/{WCS_DIR}"),
         matches=f"{WORK}/relative/matches.ecsv",
         attempts=f"{WORK}/relative/attempts.ecsv",
     params:
+        wcs_files=lambda wc, output: wcs_sidecars(output.wcs),
         relative=relative_params(),
         quality=quality_params(),
         on_bad_input=ON_BAD_INPUT,
@@ -25,9 +26,9 @@ rule align:
         mem_mb=lambda wc, input, attempt: (
             attempt
             * (
-                300 + 2 * len(STEMS) + int(30 * input.size_mb)
+                300 + 2 * len(STEMS) + int(30 * input_mb(input))
                 if relative_params()["expand_refcat"]
-                else 300 + len(STEMS) + int(4 * input.size_mb)
+                else 300 + len(STEMS) + int(4 * input_mb(input))
             )
         ),
         runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 40),

@@ -44,6 +44,19 @@ def run_script(name, input, output, params, wildcards, log):
     runpy.run_path(os.path.join(SCRIPTS, name), init_globals={"snakemake": job}, run_name=f"tweakflow_rule_{name[:-3]}")
 
 
+def input_mb(input):
+    """The size of a job's input files in MB, which its ``mem_mb`` and ``runtime`` grow with.
+
+    What Snakemake's ``input.size_mb`` gives, without the event loop it starts
+    on every call: resources are evaluated for every job when the DAG is built
+    and again when it is printed or run, and that loop cost ~1 ms a call (20 s
+    of a dry run of 5,000 images). An input not made yet raises
+    FileNotFoundError, which Snakemake turns into ``<TBD>`` until the job is
+    ready, as for ``input.size_mb``.
+    """
+    return sum(os.path.getsize(f) for f in input) / 2**20
+
+
 OUT = config["output_dir"].rstrip("/")
 TW = config["tweakreg"]
 WORK = f"{OUT}/work"
@@ -252,13 +265,50 @@ def final_stage():
     return "absolute" if ABSOLUTE else "relative"
 
 
-def final_wcs_sidecar(wildcards):
-    return f"{WORK}/{final_stage()}/{wildcards.stem}_wcs.asdf"
+# --- the WCS sidecars of the alignment stages --------------------------------
+# align and absolute_align each write one WCS sidecar per image into a folder of
+# their own (a directory() output), and apply_wcs and qa_plots take the final
+# stage's sidecars through the small final_wcs job (workflow/rules/apply.smk).
+# Snakemake checks each input file of a job against every output of the rule
+# that makes it and against every input of the job that makes it: one output
+# file per image on align (whose inputs are two per image), read by one job per
+# image, made those checks grow with the number of images squared (README,
+# "Performance"). The global solve writes each image's sidecar in a job of its
+# own (global_wcs), which needs neither.
+WCS_DIR = "wcs"
+FINAL_WCS = f"{WORK}/final_wcs"
 
 
-def final_wcs_sidecars():
-    """Every image's WCS sidecar from the last alignment stage."""
-    return [f"{WORK}/{final_stage()}/{stem}_wcs.asdf" for stem in STEMS]
+def wcs_sidecar(folder, stem):
+    """An image's WCS sidecar in ``folder``."""
+    return f"{folder}/{stem}_wcs.asdf"
+
+
+def wcs_sidecars(folder):
+    """Every image's WCS sidecar in ``folder``."""
+    return [wcs_sidecar(folder, stem) for stem in STEMS]
+
+
+def final_wcs_input(wildcards):
+    """apply_wcs' WCS input: the image's sidecar from the global solve, or the
+    folder of the final stage's sidecars."""
+    return wcs_sidecar(f"{WORK}/global", wildcards.stem) if GLOBAL else FINAL_WCS
+
+
+def final_wcs_inputs():
+    """qa_plots' WCS inputs: every image's sidecar from the global solve, or the
+    folder of the final stage's sidecars."""
+    return wcs_sidecars(f"{WORK}/global") if GLOBAL else [FINAL_WCS]
+
+
+def image_wcs_sidecar(wildcards, input):
+    """The image's final WCS sidecar, in (or as) apply_wcs' ``wcs`` input."""
+    return input.wcs if GLOBAL else wcs_sidecar(input.wcs, wildcards.stem)
+
+
+def final_wcs_sidecars(wildcards, input):
+    """Every image's final WCS sidecar, in (or as) qa_plots' ``sidecars`` input."""
+    return list(input.sidecars) if GLOBAL else wcs_sidecars(input.sidecars[0])
 
 
 def relative_tables():

@@ -17,13 +17,11 @@ rule detect_sources:
         f"{LOGS}/detect_sources/{{stem}}.log",
     benchmark:
         f"{BENCH}/detect_sources/{{stem}}.tsv"
-    group:
-        "detect"
     resources:
         # measured peak RSS: ~150 MB + 3x the file (dao, 2048x2048: 400 MB for
         # an 80 MB file); ~10 s per 2048x2048 image as a cluster job, start-up included
-        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
-        runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input_mb(input))),
+        runtime=lambda wc, input, attempt: attempt * (1 + int(input_mb(input) // 50)),
     run:
         run_script("detect_sources.py", input, output, params, wildcards, log)
 
@@ -39,10 +37,8 @@ rule publish_catalog:
         catalog_format=TW["catalog_format"],
     log:
         f"{LOGS}/publish_catalog/{{catalog}}.log",
-    group:
-        "detect"
     resources:
-        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input_mb(input))),
         runtime=lambda wc, attempt: attempt,
     run:
         run_script("publish_catalog.py", input, output, params, wildcards, log)
