@@ -6,6 +6,8 @@
 #
 # DAG: make_demo (demo only) -> detect_sources (per image) -> align (gather)
 #      [-> fetch_refcat -> absolute_align] -> apply_wcs (per image) + summary
+#   snakemake --cores all transfer             # a finished run's corrections applied to
+#                                              # transfer.images (workflow/rules/transfer.smk)
 
 import os
 import time
@@ -71,6 +73,7 @@ include: "workflow/rules/absolute.smk"
 include: "workflow/rules/global.smk"
 include: "workflow/rules/apply.smk"
 include: "workflow/rules/qa.smk"
+include: "workflow/rules/transfer.smk"
 
 
 if not AS_MODULE:

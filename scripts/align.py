@@ -13,4 +13,5 @@ run_rule(
     quality=dict(snakemake.params.quality),
     matches_out=snakemake.output.matches,
     attempts_out=snakemake.output.attempts,
+    reference_out=snakemake.output.reference,
 )

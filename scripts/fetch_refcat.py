@@ -10,4 +10,5 @@ run_rule(
     url=snakemake.params.url,
     timeout=snakemake.params.timeout,
     retries=snakemake.params.retries,
+    hygiene=snakemake.params.hygiene,
 )

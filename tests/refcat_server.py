@@ -3,15 +3,17 @@
 It answers ``GET`` requests on 127.0.0.1 in the service's CSV format::
 
     #Objects found : N\\r\\n
-    objID,GAIAsourceID,ra,dec,mag,epoch,pmra,pmdec\\r\\n
+    objID,GAIAsourceID,ra,dec,mag,epoch,pmra,pmdec,ra_error,dec_error,pmra_error,pmdec_error\\r\\n
     <N rows>\\r\\n
 
-for the stars of a synthetic list that fall in the requested cone. Like the
-real service, with ``EPOCH`` it moves each star with its proper motion from
-the catalog epoch to the requested one and reports that epoch in the
-``epoch`` column (``apply_epoch=False`` imitates a service that ignores
-``EPOCH``); a query it cannot understand gets HTTP 200 with a body starting
-``Error``. Tests can queue canned answers (status, body, delay) that are used
+for the stars of a synthetic list that fall in the requested cone (errors in
+mas and mas/yr under Gaia's names, as drizzlepac reads them from the real
+service). Like the real service, with ``EPOCH`` it moves each star with its
+proper motion from the catalog epoch to the requested one and reports that
+epoch in the ``epoch`` column; a star without proper motion (empty ``pmra``,
+``pmdec`` and their errors) stays at the catalog epoch (``apply_epoch=False``
+imitates a service that ignores ``EPOCH``); a query it cannot understand
+gets HTTP 200 with a body starting ``Error``. Tests can queue canned answers (status, body, delay) that are used
 before the normal behaviour, and every request's query is recorded.
 """
 
@@ -28,7 +30,7 @@ import numpy as np
 
 # GAIAREFCAT: the service's default Gaia catalog, DR3 today
 CATALOG_EPOCH = {"GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0, "GAIAREFCAT": 2016.0}
-COLUMNS = ("objID", "GAIAsourceID", "ra", "dec", "mag", "epoch", "pmra", "pmdec")
+COLUMNS = ("objID", "GAIAsourceID", "ra", "dec", "mag", "epoch", "pmra", "pmdec", "ra_error", "dec_error", "pmra_error", "pmdec_error")
 REQUIRED = ("RA", "DEC", "SR", "FORMAT", "CAT")
 
 
@@ -41,6 +43,10 @@ class Star:
     mag: float
     pmra: float  # mas/yr, includes cos(dec)
     pmdec: float  # mas/yr; NaN pm = no proper motion known
+    ra_error: float = 0.1  # mas, on the sky (Gaia's sigma_alpha*)
+    dec_error: float = 0.1  # mas
+    pmra_error: float = 0.1  # mas/yr (NaN when the proper motion is unknown)
+    pmdec_error: float = 0.1  # mas/yr
 
 
 def make_stars(ra0=359.995, dec0=-12.5, n=20, spread_deg=0.02, seed=1):
@@ -52,11 +58,12 @@ def make_stars(ra0=359.995, dec0=-12.5, n=20, spread_deg=0.02, seed=1):
         ra = (ra0 + rng.uniform(-spread_deg, spread_deg) / cosd) % 360.0
         dec = dec0 + rng.uniform(-spread_deg, spread_deg)
         pm = rng.normal(0.0, 40.0, 2)
+        err = rng.uniform(0.02, 2.0, 4)
         stars.append(Star(f"S{i:04d}", 4_000_000_000_000_000 + i, ra, dec,
-                          float(rng.uniform(12, 20)), float(pm[0]), float(pm[1])))
-    # one fast mover and one without proper motion
+                          float(rng.uniform(12, 20)), float(pm[0]), float(pm[1]), *map(float, err)))
+    # one fast mover and one without proper motion (as in Gaia: no pm errors either)
     stars[0].pmra, stars[0].pmdec = 800.0, -600.0
-    stars[1].pmra = stars[1].pmdec = float("nan")
+    stars[1].pmra = stars[1].pmdec = stars[1].pmra_error = stars[1].pmdec_error = float("nan")
     return stars
 
 
@@ -102,7 +109,8 @@ def service_body(stars, query, apply_epoch=True):
             ra, dec = propagate(s, epoch - cat_epoch)
             ep = epoch
         rows.append(",".join([s.obj_id, str(s.source_id), _fmt(ra), _fmt(dec), _fmt(s.mag),
-                              _fmt(ep), _fmt(s.pmra), _fmt(s.pmdec)]))
+                              _fmt(ep), _fmt(s.pmra), _fmt(s.pmdec), _fmt(s.ra_error),
+                              _fmt(s.dec_error), _fmt(s.pmra_error), _fmt(s.pmdec_error)]))
     lines = [f"#Objects found : {len(rows)}", ",".join(COLUMNS)] + rows
     return "\r\n".join(lines) + "\r\n"
 
@@ -195,22 +203,32 @@ class CatalogServer:
         return Handler
 
 
-def stars_from_refcat(path, obs_epoch, pm_ra=20.0, pm_dec=-15.0, catalog="GAIADR3"):
+def stars_from_refcat(path, obs_epoch, pm_ra=20.0, pm_dec=-15.0, catalog="GAIADR3", pos_error=None, no_pm=()):
     """The stars of a synthetic ``refcat.ecsv`` (positions at ``obs_epoch``), as the service holds them.
 
     Each star is moved back to the catalog's epoch with a common proper
     motion, so that a client that does not ask for (or apply) the epoch of
-    the observations gets positions off by years x ~25 mas/yr.
+    the observations gets positions off by years x ~25 mas/yr. Magnitudes
+    are the catalog's ``mag`` (18 without one); ``pos_error`` (mas, one per
+    star or one for all) is served as ``ra_error`` and ``dec_error``; the
+    stars whose indices are in ``no_pm`` have no proper motion (and do not
+    move: their position is the same at every epoch).
     """
     from astropy.table import Table
 
     ref = Table.read(path)
     dt = obs_epoch - CATALOG_EPOCH[catalog]
+    mags = np.asarray(ref["mag"], float) if "mag" in ref.colnames else np.full(len(ref), 18.0)
+    errs = np.broadcast_to(np.asarray(0.1 if pos_error is None else pos_error, float), (len(ref),))
+    no_pm = {int(i) for i in no_pm}
     stars = []
     for i, (ra, dec) in enumerate(zip(ref["RA"], ref["DEC"])):
-        ra0 = ra - pm_ra * dt / 3.6e6 / np.cos(np.deg2rad(dec))
-        dec0 = dec - pm_dec * dt / 3.6e6
-        stars.append(Star(f"S{i}", 10**15 + i, float(ra0), float(dec0), 18.0, pm_ra, pm_dec))
+        pmr, pmd = (math.nan, math.nan) if i in no_pm else (pm_ra, pm_dec)
+        ra0 = ra - (0.0 if i in no_pm else pm_ra * dt / 3.6e6 / np.cos(np.deg2rad(dec)))
+        dec0 = dec - (0.0 if i in no_pm else pm_dec * dt / 3.6e6)
+        pme = math.nan if i in no_pm else 0.1
+        stars.append(Star(f"S{i}", 10**15 + i, float(ra0), float(dec0), float(mags[i]), pmr, pmd,
+                          float(errs[i]), float(errs[i]), pme, pme))
     return stars
 
 

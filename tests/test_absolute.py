@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
+from refcat_server import CatalogServer, stars_from_refcat
 from tweakflow import metrics, synthetic
 from tweakflow.absolute import absolute_align, combined_catalog, wcs_name
 from tweakflow.align import relative_align
@@ -13,6 +14,7 @@ from tweakflow.detection import detect_sources
 from tweakflow.fitting import make_corrector
 from tweakflow.grouping import resolve_group_id
 from tweakflow.io import read_image
+from tweakflow.refcat import fetch_gaia_catalog
 from tweakflow.results import final_status
 
 #: 4 exposures x 2 detectors, 5 mas reference-catalog noise.
@@ -160,3 +162,32 @@ def test_wcs_name_is_the_steps(abs_refcat, expected):
     assert wcs_name(abs_refcat) == expected
 
 
+
+
+@pytest.mark.slow
+def test_gaia_error_weights_beat_equal_weights(aligned, tmp_path):
+    """Gaia from the loopback catalog service, where 40% of the stars are 50 mas off (one direction)
+    and their served errors say so (35 mas per axis; the others 5 mas, the catalog's true noise):
+    with ``refcat.weights: errors`` the fit ends near the truth, with equal weights (the JWST step's)
+    it is pulled towards the offset stars."""
+    entries, wcs, statuses, ref, tl, shapes = aligned
+    epoch = 2026.0
+    rng = np.random.default_rng(5)
+    bad = rng.random(len(ref)) < 0.4
+    moved = Table(ref, copy=True)
+    moved["DEC"] = ref["DEC"] + np.where(bad, 0.050 / 3600.0, 0.0)
+    moved.write(tmp_path / "refcat.ecsv")
+    stars = stars_from_refcat(tmp_path / "refcat.ecsv", epoch, pos_error=np.where(bad, 35.0, 5.0))
+    ra0, dec0 = float(np.mean(ref["RA"])), float(np.mean(ref["DEC"]))
+    results = {}
+    with CatalogServer(stars=stars) as srv:
+        for mode in ("none", "errors"):
+            gaia = fetch_gaia_catalog(ra0, dec0, 0.05, epoch, url=srv.url, retries=0, hygiene={"weights": mode})
+            assert len(gaia) == len(ref)
+            out, rows, _ = absolute_align(entries, wcs, statuses, gaia)
+            assert all(r["status"] == "COMPLETE" for r in rows), rows[0]["reason"]
+            results[mode] = metrics.absolute_errors(out, tl, shapes)
+    unweighted, weighted = (np.sqrt(np.mean(results[m] ** 2)) for m in ("none", "errors"))
+    print(f"RMS absolute error: equal weights {unweighted:.2f} mas, error weights {weighted:.2f} mas")
+    assert weighted < 2.0, results["errors"]
+    assert unweighted > 2.0 * weighted, (results["none"], results["errors"])

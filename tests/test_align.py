@@ -1,5 +1,6 @@
 
 import numpy as np
+import pytest
 
 from tweakflow import metrics, synthetic
 from tweakflow.align import relative_align
@@ -57,3 +58,39 @@ def test_in_memory_is_accepted_and_reaches_no_step():
     code = glob.glob(os.path.join(ROOT, "workflow", "rules", "*.smk")) + glob.glob(os.path.join(ROOT, "scripts", "*.py"))
     code += [os.path.join(ROOT, "Snakefile")]
     assert code and not any("in_memory" in open(p).read() for p in code)
+
+
+@pytest.mark.slow
+def test_expanded_reference_catalog(small_dataset):
+    """With expand_refcat the reference catalog the alignment ends with holds the reference group's
+    sources and the unmatched ones of the aligned group, each through its image's corrected WCS,
+    consistent on the sky with the truth (up to the one offset the relative alignment leaves)."""
+    entries = _entries(small_dataset["images"])
+    truth, _ = synthetic.load_truth(small_dataset["truth"])
+    details = {}
+    wcs, rows = relative_align(entries, expand_refcat=True, details=details)
+    ref = details["reference"]
+    names = [e["name"] for e in entries]
+    ref_group = [i for i, r in enumerate(rows) if r["reason"] == "alignment reference"]
+    assert set(ref["image"]) == set(names) and len(ref_group) == 2
+    for i, e in enumerate(entries):
+        mine = ref[ref["image"] == e["name"]]
+        ra, dec = wcs[i](np.asarray(mine["x"], float), np.asarray(mine["y"], float))
+        assert np.max(np.hypot((mine["RA"] - ra) * np.cos(np.deg2rad(dec)), mine["DEC"] - dec)) * 3.6e6 < 1e-3
+        if i in ref_group:
+            assert len(mine) == len(e["catalog"])
+        else:  # only the sources that matched no reference source joined it
+            assert 0 < len(mine) < len(e["catalog"])
+    assert np.sum(ref["n_used"] > 0) > 20
+    # on the truth: one common offset (the reference group's pointing error) and centroid noise
+    d = []
+    for name in names:
+        mine = ref[ref["image"] == name]
+        ra, dec = truth[name](np.asarray(mine["x"], float), np.asarray(mine["y"], float), with_bounding_box=False)
+        d.append(3.6e6 * np.c_[(mine["RA"] - ra) * np.cos(np.deg2rad(dec)), mine["DEC"] - dec])
+    d = np.vstack(d)
+    assert np.percentile(np.hypot(*(d - np.median(d, axis=0)).T), 90) < 10.0  # mas
+    # without expand_refcat the reference catalog is the reference group's
+    details = {}
+    relative_align(entries, details=details)
+    assert set(details["reference"]["image"]) == {names[i] for i in ref_group}

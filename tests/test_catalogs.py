@@ -301,6 +301,8 @@ def _planned_jobs(stdout):
 
 @pytest.mark.slow
 def test_workflow_custom_catalogs_and_published_catalogs(tmp_path, small_dataset):
+    from stdatamodels.jwst.datamodels import ImageModel
+
     from tweakflow.detection import detect_sources
     from tweakflow.io import read_image
 
@@ -335,9 +337,19 @@ def test_workflow_custom_catalogs_and_published_catalogs(tmp_path, small_dataset
     # save_catalogs publishes the detected catalogs only (ignored for user catalogs),
     # named as the step names them: X_cal.fits -> X_cal_cat.fits
     assert not (out / names[0].replace(".fits", "_cat.fits")).exists()
+    moved = []
     for name in names[1:]:
         pub = Table.read(out / name.replace(".fits", "_cat.fits"))
-        assert len(pub) > 20 and {"x", "y", "flux"} <= set(pub.colnames)
+        assert len(pub) > 20 and {"x", "y", "flux", "RA", "DEC"} <= set(pub.colnames)
+        # RA/DEC through the corrected WCS (the output's), not the input one the workflow's ra/dec use
+        assert not {"ra", "dec"} & set(pub.colnames)
+        work = Table.read(out / "work" / "catalogs" / name.replace("_cal.fits", "_cat.ecsv"))
+        with ImageModel(str(out / name.replace("_cal.fits", "_tweakreg.fits"))) as m:
+            ra, dec = m.meta.wcs(np.asarray(pub["x"], float), np.asarray(pub["y"], float))
+        assert np.max(np.hypot((pub["RA"] - ra) * np.cos(np.deg2rad(dec)), pub["DEC"] - dec)) * 3.6e6 < 1e-3  # mas
+        moved.append(np.median(np.hypot((pub["RA"] - work["ra"]) * np.cos(np.deg2rad(dec)), pub["DEC"] - work["dec"])) * 3.6e6)
+        assert pub.meta["tweakreg_status"] == "COMPLETE"
+    assert max(moved) > 10.0, moved  # the corrections of the synthetic pointing errors (mas; the reference image's is 0)
 
     # editing the user catalog re-runs that image's detection and what follows
     user[:-1].write(data / "cats" / "user0.ecsv", overwrite=True)
@@ -345,7 +357,7 @@ def test_workflow_custom_catalogs_and_published_catalogs(tmp_path, small_dataset
     os.utime(data / "cats" / "user0.ecsv", (later, later))
     jobs = _planned_jobs(run_workflow(tmp_path / "run", config, "-n").stdout)
     assert jobs.get("detect_sources") == 1 and jobs.get("align") == 1 and jobs.get("apply_wcs") == 4
-    assert "publish_catalog" not in jobs
+    assert jobs.get("publish_catalog") == 3  # their RA/DEC are through the new alignment
     user.write(data / "cats" / "user0.ecsv", overwrite=True)  # back as it was
     os.utime(data / "cats" / "user0.ecsv", (later - 1e6, later - 1e6))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tweakflow.fitting import design_matrix
-from tweakflow.globalsolve import correction_matrix, solve_groups
+from tweakflow.globalsolve import correction_matrix, match_variances, solve_groups
 from tweakflow.quality import gate_limits, resolve_quality
 
 SIZE, STEP = 31.7, 22.0  # arcsec: tile side, grid step (~30% overlap)
@@ -134,3 +134,31 @@ def test_correction_matrix_is_the_linear_model_about_the_centre(fitgeom, params)
     p = np.array([[35.0, -25.0], [10.0, 4.0], [-60.0, 80.0]])
     ax, ay = design_matrix(p - center, fitgeom)
     assert np.allclose(p @ matrix.T + shift - p, np.c_[ax @ params, ay @ params], rtol=0, atol=1e-6)
+
+
+def test_match_variances_of_weighted_reference_stars():
+    """A reference star's variance is w_med / w (a catalog with weights, e.g. Gaia's errors); weight 0: infinite."""
+    nan = np.nan
+    var = match_variances([1.0] * 6, [1.0, nan, nan, nan, nan, nan], [nan, 1.0, 2.0, 4.0, 0.0, nan])
+    assert var[0] == pytest.approx(1.0)  # a pair of groups: from the fluxes only
+    np.testing.assert_allclose(var[1:4], [2.0, 1.0, 0.5])  # median weight 2
+    assert np.isinf(var[4]) and var[5] == 1.0  # weight 0: not used; no weight: 1
+    assert np.all(match_variances([1.0], [nan]) == 1.0)  # no weights: every reference star the same
+
+
+def test_reference_star_weights_reach_the_solve():
+    """40% of the reference stars are 50 mas off (one direction) and their catalog errors say so:
+    weighted by those errors the solve ends near the truth, unweighted it is pulled by ~20 mas."""
+    rows, corners, centers, observed = _mosaic(3, 3, seed=6, refcat_noise=0.005)
+    ref = np.flatnonzero(rows["gb"] < 0)
+    bad = ref[np.random.default_rng(11).random(len(ref)) < 0.4]
+    rows["pb"][bad] += 0.050 / math.sqrt(2)
+    sigma2 = np.where(np.isin(ref, bad), 2 * 50.0**2, 2 * 5.0**2)  # mas^2: ra_error^2 + dec_error^2
+    weight_b = np.full(len(rows["ga"]), np.nan)
+    weight_b[ref] = 1.0 / sigma2
+    flux_b = np.where(rows["gb"] < 0, np.nan, 1.0)
+    unweighted = _absolute_mas(_solve(dict(rows, var=match_variances(np.ones(len(flux_b)), flux_b)), corners, 9), centers, observed)
+    weighted = _absolute_mas(_solve(dict(rows, var=match_variances(np.ones(len(flux_b)), flux_b, weight_b)), corners, 9), centers, observed)
+    print(f"unweighted {unweighted.min():.1f}-{unweighted.max():.1f} mas, weighted {weighted.min():.2f}-{weighted.max():.2f} mas")
+    assert np.min(unweighted) > 10.0, unweighted
+    assert np.max(weighted) < 3.0, weighted

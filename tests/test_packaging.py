@@ -156,3 +156,14 @@ def test_report_needs_nothing_the_install_lacks(pyproject):
     snakemake's report imports pygments, which snakemake itself does not install."""
     names = {re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0].strip().lower() for d in pyproject["project"]["dependencies"]}
     assert "pygments" in names
+
+
+def test_readme_commands_for_your_own_data_carry_the_configfile():
+    """The report and resume commands README shows for a run of one's own
+    data repeat the run's --configfile (without it they describe the demo)."""
+    readme = (ROOT / "README.md").read_text()
+    report = re.findall(r"^\.venv/bin/snakemake --report .*$", readme, flags=re.M)
+    assert any("--configfile my_config.yaml" in line for line in report), report
+    assert ".venv/bin/snakemake --cores all --configfile my_config.yaml --rerun-incomplete" in readme
+    # and it says what the demo costs on disk
+    assert "1.3 GB" in readme

@@ -8,7 +8,7 @@ import yaml
 
 from tweakflow import params
 from tweakflow.errors import ConfigError
-from tweakflow.refcat import DEFAULT_URL
+from tweakflow.refcat import DEFAULT_URL, HYGIENE_DEFAULTS
 from tweakflow.steps.fanout import fetch_refcat_step
 from workflow_runner import ROOT
 
@@ -17,6 +17,8 @@ BLOCKS = {
     "tweakreg": {**params.DEFAULT_DETECTION_PARS, **params.RELATIVE_PARS, **params.ABSOLUTE_PARS, **params.SIP_PARS},
     "quality": params.QUALITY_DEFAULTS,
     "fits": params.FITS_DEFAULTS,
+    "refcat": HYGIENE_DEFAULTS,  # the catalog-hygiene keys (url, timeout, retries: test_refcat_service_defaults_agree)
+    "transfer": params.TRANSFER_DEFAULTS,
 }
 
 

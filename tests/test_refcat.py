@@ -20,14 +20,17 @@ from astropy.table import Table
 from astropy.time import Time
 
 from refcat_server import CATALOG_EPOCH, CatalogServer, make_stars, propagate, service_body
-from tweakflow.errors import RefcatError
+from tweakflow.errors import ConfigError, RefcatError
 from tweakflow.refcat import (
+    HYGIENE_DEFAULTS,
     epoch_from_dates,
+    error_weights,
     fetch_gaia_catalog,
     gaia_catalog_for_footprints,
     gaia_query_url,
     parse_gaia_response,
     read_reference_catalog,
+    resolve_hygiene,
     search_region,
     write_reference_catalog,
 )
@@ -66,7 +69,7 @@ def ang_sep_arcsec(ra1, dec1, ra2, dec2):
 # ---------------------------------------------------------------------------
 
 def test_fetch_success_columns_count_and_query(server):
-    cat = fetch(server)
+    cat = fetch(server, hygiene={"pm_missing": "keep"})
     assert len(cat) == len(server.stars) == 20
     assert cat["RA"].dtype == np.float64 and cat["DEC"].dtype == np.float64
     assert {"RA", "DEC", "mag", "objID", "GAIAsourceID", "epoch"} <= set(cat.colnames)
@@ -120,7 +123,7 @@ def test_fetch_retries_transient_500_then_succeeds(server, caplog):
     server.queue(500, "<html>Service Unavailable</html>", times=2)
     with caplog.at_level(logging.WARNING, logger="tweakflow.refcat"):
         cat = fetch(server, retries=3)
-    assert len(cat) == 20
+    assert len(cat) == 19  # the star without proper motion is left out (pm_missing: drop)
     assert len(server.requests) == 3
     assert "retrying" in caplog.text
 
@@ -226,7 +229,7 @@ def test_service_imitation_format_and_parse():
                                 "FORMAT": "CSV", "CAT": "GAIADR3", "EPOCH": "2020.0"})
     lines = body.split("\r\n")
     assert lines[0] == "#Objects found : 20"
-    assert lines[1] == "objID,GAIAsourceID,ra,dec,mag,epoch,pmra,pmdec"
+    assert lines[1] == "objID,GAIAsourceID,ra,dec,mag,epoch,pmra,pmdec,ra_error,dec_error,pmra_error,pmdec_error"
     raw = parse_gaia_response(body)
     assert len(raw) == 20 and "GAIAsourceID" in raw.colnames
     assert service_body(stars, {"RA": "1"}).startswith("Error")
@@ -263,7 +266,8 @@ def test_gaiarefcat_and_any_case_are_service_catalogs(server, name):
     assert server.requests[0]["CAT"] == name.upper() == cat.meta["catalog"]
     exp = expected_positions(server.stars, EPOCH, name.upper())
     got = {str(o): (r, d) for o, r, d in zip(cat["objID"], cat["RA"], cat["DEC"])}
-    assert max(ang_sep_arcsec(*got[k], *exp[k]) for k in exp) < 1e-3
+    assert set(got) == set(exp) - {"S0001"}  # S0001 has no proper motion (pm_missing: drop)
+    assert max(ang_sep_arcsec(*got[k], *exp[k]) for k in got) < 1e-3
 
 
 @pytest.mark.slow
@@ -536,3 +540,138 @@ def test_gaia_catalog_for_footprints_without_dates_uses_catalog_epoch(server, ca
     for row in cat:
         s = by_id[row["objID"]]
         assert ang_sep_arcsec(row["RA"], row["DEC"], s.ra, s.dec) < 1e-6
+
+
+# ---------------------------------------------------------------------------
+# Catalog hygiene: magnitude limits, proper-motion policy, weights
+# ---------------------------------------------------------------------------
+
+def _ids(cat):
+    return {str(o) for o in cat["objID"]}
+
+
+def test_hygiene_defaults_are_the_jwst_steps():
+    """No magnitude cut, sources without proper motion left out (stcal get_catalog with an
+    epoch, since stcal PR 493), no weights."""
+    assert HYGIENE_DEFAULTS == {"mag_min": None, "mag_max": None, "pm_missing": "drop", "weights": "none"}
+    assert resolve_hygiene(None) == HYGIENE_DEFAULTS
+
+
+def test_magnitude_cut_keeps_exactly_the_stars_within_limits():
+    stars = make_stars(*CENTER)
+    stars[2].mag, stars[3].mag, stars[4].mag = 14.0, 18.0, math.nan  # on both limits, and no magnitude
+    with CatalogServer(stars=stars) as srv:
+        cat = fetch(srv, hygiene={"mag_min": 14.0, "mag_max": 18.0, "pm_missing": "keep"})
+        faint = fetch(srv, hygiene={"mag_max": 16, "pm_missing": "keep"})
+    inside = {s.obj_id for s in stars if 14.0 <= s.mag <= 18.0}
+    assert {"S0002", "S0003"} <= inside and "S0004" not in inside
+    assert _ids(cat) == inside
+    assert 0 < len(cat) < len(stars)
+    assert _ids(faint) == {s.obj_id for s in stars if s.mag <= 16}
+    assert cat.meta["hygiene"]["mag_min"] == 14.0 and cat.meta["n_served"] == 20
+
+
+@pytest.mark.parametrize("apply_epoch", [True, False])
+def test_pm_policy_drop_and_keep(apply_epoch):
+    """drop leaves out the source without proper motion; keep keeps it where the catalog
+    has it (its catalog epoch), and every other source is at the observation epoch."""
+    stars = make_stars(*CENTER)
+    with CatalogServer(stars=stars, apply_epoch=apply_epoch) as srv:
+        dropped = fetch(srv, catalog="GAIADR2")
+        kept = fetch(srv, catalog="GAIADR2", hygiene={"pm_missing": "keep"})
+    assert _ids(dropped) == {s.obj_id for s in stars} - {"S0001"}
+    assert _ids(kept) == {s.obj_id for s in stars}
+    exp = expected_positions(stars, EPOCH, "GAIADR2")
+    for cat in (dropped, kept):
+        for row in cat:
+            assert ang_sep_arcsec(row["RA"], row["DEC"], *exp[row["objID"]]) < 1e-4
+            assert row["epoch"] == pytest.approx(2015.5 if row["objID"] == "S0001" else EPOCH)
+    assert dropped.meta["n_without_pm"] == kept.meta["n_without_pm"] == 1
+    assert kept.meta["n_pm_applied_locally"] == (0 if apply_epoch else 19)
+
+
+@pytest.mark.parametrize("catalog, apply_epoch", [("GAIADR3", True), ("GAIADR2", False)])
+def test_weights_are_one_over_sigma_squared(catalog, apply_epoch):
+    """sigma^2 = ra_error^2 + dec_error^2 + (pmra_error^2 + pmdec_error^2) dt^2, dt from the
+    catalog epoch to the observations; a source kept at its catalog epoch: positional term only."""
+    stars = make_stars(*CENTER)
+    with CatalogServer(stars=stars, apply_epoch=apply_epoch) as srv:
+        cat = fetch(srv, catalog=catalog, hygiene={"weights": "errors", "pm_missing": "keep"})
+        plain = fetch(srv, catalog=catalog)
+    assert "weight" not in plain.colnames  # weights: none, as the JWST step
+    dt = EPOCH - CATALOG_EPOCH[catalog]
+    by_id = {s.obj_id: s for s in stars}
+    for row in cat:
+        s = by_id[row["objID"]]
+        pm_var = 0.0 if math.isnan(s.pmra) else (s.pmra_error**2 + s.pmdec_error**2) * dt**2
+        assert row["weight"] == pytest.approx(1.0 / (s.ra_error**2 + s.dec_error**2 + pm_var), rel=1e-9)
+    assert len(cat) == 20 and np.all(cat["weight"] > 0)
+    # the errors are served on, for the published catalog
+    assert {"ra_error", "dec_error", "pmra", "pmdec", "pmra_error", "pmdec_error"} <= set(cat.colnames)
+
+
+def test_error_weights_model():
+    w = error_weights([3.0, 0.0, np.nan, 1.0], [4.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, np.nan], [1.0, 1.0, 1.0, np.nan], dt=2.0)
+    assert w[0] == pytest.approx(1 / (25 + 8))
+    assert np.isnan(w[1]) and np.isnan(w[2])  # no positional error: no weight
+    assert w[3] == pytest.approx(0.5)  # no proper-motion error: positional term only
+    assert error_weights([3.0], [4.0])[0] == pytest.approx(1 / 25)
+
+
+def test_weights_leave_out_sources_without_errors(caplog):
+    stars = make_stars(*CENTER)
+    stars[5].ra_error = math.nan
+    with CatalogServer(stars=stars) as srv, caplog.at_level(logging.WARNING, logger="tweakflow.refcat"):
+        cat = fetch(srv, hygiene={"weights": "errors"})
+    assert _ids(cat) == {s.obj_id for s in stars} - {"S0001", "S0005"}
+    assert "1 source(s) without positional errors" in caplog.text
+
+
+def _without_columns(body, drop):
+    """A service body without the columns ``drop``."""
+    lines = body.split("\r\n")
+    head = lines[1].split(",")
+    keep = [i for i, c in enumerate(head) if c not in drop]
+    return "\r\n".join(lines[:1] + [",".join(ln.split(",")[i] for i in keep) for ln in lines[1:] if ln]) + "\r\n"
+
+
+def test_hygiene_needing_a_column_the_service_did_not_send_is_refused(server):
+    query = {"RA": str(CENTER[0]), "DEC": str(CENTER[1]), "SR": "0.1", "FORMAT": "CSV", "CAT": "GAIADR3", "EPOCH": str(EPOCH)}
+    body = service_body(server.stars, query)
+    server.queue(200, _without_columns(body, {"ra_error", "dec_error"}))
+    with pytest.raises(RefcatError, match=r"no positional errors \(ra_error/dec_error\): cannot apply refcat.weights: errors"):
+        fetch(server, retries=0, hygiene={"weights": "errors"})
+    server.queue(200, _without_columns(body, {"mag"}))
+    with pytest.raises(RefcatError, match=r"has no 'mag' column: cannot apply refcat.mag_min/mag_max"):
+        fetch(server, retries=0, hygiene={"mag_max": 19})
+
+
+def test_gsc_style_error_names_are_read(server):
+    """raErr/decErr/pmraErr/pmdecErr (any case) give the same weights as Gaia's names."""
+    query = {"RA": str(CENTER[0]), "DEC": str(CENTER[1]), "SR": "0.1", "FORMAT": "CSV", "CAT": "GAIADR3", "EPOCH": str(EPOCH)}
+    body = service_body(server.stars, query)
+    renamed = {"ra_error": "raErr", "dec_error": "decErr", "pmra_error": "pmraErr", "pmdec_error": "pmdecErr"}
+    lines = body.split("\r\n")
+    lines[1] = ",".join(renamed.get(c, c) for c in lines[1].split(","))
+    server.queue(200, "\r\n".join(lines))
+    gsc = fetch(server, hygiene={"weights": "errors"})
+    gaia = fetch(server, hygiene={"weights": "errors"})
+    np.testing.assert_allclose(gsc["weight"], gaia["weight"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("hygiene, match", [
+    ({"pm_mising": "keep"}, r"^refcat: unknown key\(s\): pm_mising \(did you mean pm_missing\?\)$"),
+    ({"pm_missing": "maybe"}, r"refcat.pm_missing: 'maybe' is not one of drop, keep"),
+    ({"weights": "flux"}, r"refcat.weights: 'flux' is not one of none, errors"),
+    ({"mag_min": "bright"}, r"refcat.mag_min: 'bright' is not a magnitude"),
+    ({"mag_min": 19, "mag_max": 12}, r"refcat.mag_min \(19\) is larger than refcat.mag_max \(12\)"),
+])
+def test_bad_hygiene_is_refused_before_any_request(server, hygiene, match):
+    with pytest.raises(ConfigError, match=match):
+        fetch(server, hygiene=hygiene)
+    assert server.requests == []
+
+
+def test_hygiene_that_leaves_no_source_says_so(server):
+    with pytest.raises(RefcatError, match=r"no source of the GAIADR3 cone .* is left after the catalog hygiene"):
+        fetch(server, hygiene={"mag_min": 30})

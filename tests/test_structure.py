@@ -19,9 +19,9 @@ LAYERS = [
     {"tweakflow", "errors", "atomic", "params", "config", "geometry", "results", "fitting", "callogs"},
     {"grouping", "io", "detection", "catalogs", "refcat", "inputs", "synthetic", "entries"},
     {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
-    {"wcs_update"},
+    {"wcs_update", "transfer"},
     {"metrics", "qa", "verdict"},
-    {"console", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic"},
+    {"console", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic", "steps.transfer"},
 ]
 
 #: Generators of synthetic data: one long recipe each, read top to bottom.

@@ -78,3 +78,20 @@ def test_without_grid_unchanged(tmp_path):
     assert float(im.data.astype(float).sum()) == pytest.approx(120853.1937476322, rel=1e-12)
     with asdf.open(out["truth"]) as af:
         assert "grid" not in af.tree["config"] and "grid_step" not in af.tree["config"]
+
+
+@pytest.mark.slow
+def test_another_filter_is_the_same_exposures(tmp_path):
+    """SyntheticConfig.filter: the same pointing errors and WCSs, other fluxes, the filter in the metadata."""
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    cfg = {"n_exposures": 2, "detectors": ["nrca1"], "shape": (128, 128), "seed": 3, "n_stars": 3000}
+    a = synthetic.make_dataset(str(tmp_path / "a"), synthetic.SyntheticConfig(**cfg))
+    b = synthetic.make_dataset(str(tmp_path / "b"), synthetic.SyntheticConfig(**cfg, filter="F150W"))
+    assert [p.rsplit("/", 1)[1] for p in a["images"]] == [p.rsplit("/", 1)[1] for p in b["images"]]
+    assert synthetic.load_truth(a["truth"])[1] == synthetic.load_truth(b["truth"])[1]
+    for pa, pb in zip(a["images"], b["images"]):
+        with ImageModel(pa) as ma, ImageModel(pb) as mb:
+            assert (ma.meta.instrument.filter, mb.meta.instrument.filter) == ("F200W", "F150W")
+            assert ma.meta.wcsinfo.instance == mb.meta.wcsinfo.instance
+            assert not np.array_equal(ma.data, mb.data)

@@ -3,7 +3,7 @@
 import numpy as np
 from astropy.table import Table
 
-from tweakflow.verdict import MAX_GROUP_LINES, read_verdict, verdict_lines
+from tweakflow.verdict import MAX_GROUP_LINES, read_verdict, transfer_line, verdict_lines
 
 
 def _summary(groups, absolute=False, bad=()):
@@ -69,3 +69,10 @@ def test_read_verdict_only_when_written_since(tmp_path):
     path.write_text("a\nb\n")
     assert read_verdict(str(path)) == ["a", "b"]
     assert read_verdict(str(path), since=path.stat().st_mtime + 10) == []
+
+
+def test_transfer_line():
+    table = Table(dict(image=["a", "b", "c"], status=["COMPLETE", "COMPLETE", "SKIPPED"]))
+    assert transfer_line(table, "out/transfer") == (
+        "tweakflow transfer: 3 images with the run's solutions (2 COMPLETE, 1 SKIPPED) in out/transfer/"
+    )

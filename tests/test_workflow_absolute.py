@@ -5,6 +5,7 @@ import socket
 
 import numpy as np
 import pytest
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from refcat_server import CatalogServer, stars_from_dataset
@@ -77,3 +78,55 @@ def test_unreachable_service(tmp_path, small_dataset):
     assert proc.returncode != 0
     assert f"127.0.0.1:{port}" in proc.stdout
     assert "Traceback" not in open(tmp_path / "out" / "logs" / "fetch_refcat_GAIADR2.log").read()
+
+
+def test_gaia_catalog_hygiene_in_the_workflow(tmp_path, small_dataset):
+    """GAIADR3 from the loopback service with non-default hygiene (magnitude limits, sources without
+    proper motion kept, error weights): the fetched and published catalogs hold exactly the stars
+    within the limits, with weights; the run ends COMPLETE within the accuracy bound; the published
+    source catalogs have RA/DEC through the corrected WCS; a hygiene change re-runs the fetch."""
+    ref = Table.read(small_dataset["refcat"])
+    no_pm = np.arange(0, len(ref), 10)
+    errors = np.where(np.arange(len(ref)) % 7 == 0, 40.0, 5.0)
+    hygiene = {"mag_min": 17.0, "mag_max": 21.0, "pm_missing": "keep", "weights": "errors"}
+    stars = stars_from_dataset(small_dataset, pos_error=errors, no_pm=no_pm)
+    with CatalogServer(stars=stars) as server:
+        config = {"inputs": small_dataset["images"], "output_dir": "out", "refcat": {"url": server.url, "retries": 1, **hygiene},
+                  "tweakreg": {"abs_refcat": "GAIADR3", "save_abs_catalog": True, "save_catalogs": True}}
+        run_workflow(tmp_path, config)
+        out = tmp_path / "out"
+        ab, rel = _errors(str(out), small_dataset, wcs_name="FIT-LVL3-GAIADR3")
+        print(f"absolute error per image (mas): {np.round(ab, 2)}; relative: {np.round(rel, 2)}")
+        assert np.all(ab < 5.0), ab
+        assert np.all(rel < 1.0), rel
+        assert set(Table.read(out / "tweakreg_summary.ecsv")["abs_status"]) == {"COMPLETE"}
+        for path in (out / "work" / "refcat" / "GAIADR3.ecsv", out / "fit_gaiadr3_ref.ecsv"):
+            cat = Table.read(path)
+            # the stars of the search cone (the service selects on catalog positions) within the limits
+            m = cat.meta
+            cone = SkyCoord(m["search_ra"], m["search_dec"], unit="deg").separation(
+                SkyCoord([s.ra for s in stars], [s.dec for s in stars], unit="deg")).deg <= m["search_radius"]
+            inside = cone & (ref["mag"] >= 17.0) & (ref["mag"] <= 21.0)
+            assert 0.5 * np.sum(cone) < np.sum(inside) < np.sum(cone)
+            assert sorted(cat["objID"]) == sorted(f"S{i}" for i in np.flatnonzero(inside)), path
+            assert np.sum(np.isnan(cat["pmra"])) == np.sum(inside[no_pm])  # kept without proper motion
+            by_id = dict(zip(cat["objID"], cat["weight"]))
+            assert all(by_id[f"S{i}"] == pytest.approx(1 / (2 * errors[i] ** 2 + (0 if i in no_pm else 0.02 * (float(cat.meta["epoch"]) - 2016.0) ** 2)))
+                       for i in np.flatnonzero(inside))
+        # the published source catalogs: RA/DEC through the corrected WCS, on the truth
+        truth, _ = synthetic.load_truth(small_dataset["truth"])
+        for p in small_dataset["images"]:
+            name = os.path.basename(p)
+            pub = Table.read(out / name.replace(".fits", "_cat.ecsv"))
+            ra, dec = truth[name](np.asarray(pub["x"], float), np.asarray(pub["y"], float), with_bounding_box=False)
+            sep = 3.6e6 * np.hypot((pub["RA"] - ra) * np.cos(np.deg2rad(dec)), pub["DEC"] - dec)
+            assert np.median(sep) < 5.0, (name, np.median(sep))
+        # the expanded reference catalog of the relative alignment (expand_refcat is on with abs_refcat)
+        expanded = Table.read(out / "tweakreg_refcat.ecsv")
+        assert set(expanded["image"]) == {os.path.basename(p) for p in small_dataset["images"]}
+        assert {"RA", "DEC", "x", "y", "n_used"} <= set(expanded.colnames)
+        # a hygiene change re-runs the fetch (and what follows), never detection
+        changed = {**config, "refcat": {**config["refcat"], "mag_max": 20.5}}
+        planned = run_workflow(tmp_path, changed, "-n").stdout
+        assert "rule fetch_refcat:" in planned and "absolute_align" in planned
+        assert "detect_sources" not in planned

@@ -43,7 +43,7 @@ from .results import (
     with_quality_columns,
 )
 
-__all__ = ["relative_align"]
+__all__ = ["relative_align", "reference_catalog", "REFERENCE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -774,8 +774,10 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
         accepted.
     details : dict or None
         If given, filled with ``attempts`` (`astropy.table.Table`, one row
-        per image and attempt, see `ATTEMPT_COLUMNS`) and ``matches``
-        (`tweakflow.results.match_table` rows of every fitted group).
+        per image and attempt, see `ATTEMPT_COLUMNS`), ``matches``
+        (`tweakflow.results.match_table` rows of every fitted group) and
+        ``reference``: the final reference catalog (`reference_catalog`;
+        None when there was nothing to align).
     serialized : bool
         Return the corrected WCSs as `SerializedWCS` (``.load()`` gives the
         WCS), for a caller that writes them one at a time.
@@ -801,8 +803,7 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
     q = resolve_quality(quality)
     limits = gate_limits(q, p["tolerance"])
     if details is not None:
-        details["attempts"] = attempt_table([])
-        details["matches"] = None
+        details.update(attempts=attempt_table([]), matches=None, reference=None)
     out_wcs = [e["wcs"] for e in entries]
     rows, groups = _usable_groups(entries)
     if len(groups) < 2:
@@ -816,10 +817,38 @@ def relative_align(entries, *, quality=None, details=None, serialized=False, **p
             rec["chosen"] = rec["chosen"] and rec["pass_no"] == result["pass_no"]
         details["attempts"] = attempt_table(records)
         details["matches"] = _matches_of(entries, result["matches"], tps)
+        details["reference"] = reference_catalog(entries, result["reference"])
     for i in sorted(usable):
         if rows[i]["status"] != "COMPLETE":
             log.warning("%s [%s]: SKIPPED: %s", entries[i]["name"], entries[i]["group_id"], rows[i]["reason"])
     return out_wcs, with_quality_columns(rows)
+
+
+#: Columns of `reference_catalog`.
+REFERENCE_COLUMNS = [("RA", float), ("DEC", float), ("image", str), ("x", float), ("y", float), ("n_used", int)]
+
+
+def reference_catalog(entries, reference):
+    """The reference catalog the sequential alignment ended with, as a table.
+
+    The reference group's sources and, with ``expand_refcat``, the sources of
+    every aligned group that did not match a reference source (tweakwcs'
+    expanded reference catalog), in the order they joined it.
+
+    Returns
+    -------
+    astropy.table.Table
+        `REFERENCE_COLUMNS`: ``RA``, ``DEC`` (deg, through the WCS of the
+        source's image once aligned; the reference group's as given), the
+        ``image`` (name) and detector ``x``, ``y`` it was detected at, and
+        ``n_used``: how many accepted fits used it.
+    """
+    t = reference.table
+    out = Table({"RA": np.asarray(t["RA"], float), "DEC": np.asarray(t["DEC"], float),
+                 "image": np.array([entries[int(i)]["name"] for i in t["_img"]], dtype=str),
+                 "x": np.asarray(t["_x"], float), "y": np.asarray(t["_y"], float), "n_used": np.asarray(t["_used"], int)})
+    out["RA"].unit = out["DEC"].unit = "deg"
+    return out
 
 
 def _take_pass(result, excluded, rows, out_wcs, serialized):

@@ -60,16 +60,20 @@ def correction_matrix(params, fitgeom, center):
     return matrix, d - m @ np.asarray(center, float)
 
 
-def match_variances(flux_a, flux_b):
+def match_variances(flux_a, flux_b, weight_b=None):
     """Each matched pair's noise variance relative to the others of its kind, from the sources' fluxes.
 
     A centroid's error falls as one over the square root of the source's
     flux (photon noise), so a pair of two bright stars says more than a
     pair of two stars at the detection limit: the variance of a pair of
     groups is ``f_med / f_a + f_med / f_b``, normalised to a median of 1.
-    A pair with a reference-catalog star (``flux_b`` NaN) has variance 1:
-    the catalog's own error dominates it. Rows without fluxes (user
-    catalogs without ``flux``) have variance 1.
+    A pair with a reference-catalog star (``flux_b`` NaN) is dominated by
+    the catalog's own error: its variance is 1, or, when the catalog weighs
+    its stars (``weight_b``, proportional to 1 / sigma^2, e.g. Gaia's with
+    ``refcat.weights: errors``), ``w_med / w_b`` (median 1; infinite for a
+    weight of 0, which leaves the row out of the solve, as tweakwcs leaves
+    it out of a fit). Rows without fluxes (user catalogs without ``flux``)
+    or weights have variance 1.
     """
     fa, fb = np.asarray(flux_a, float), np.asarray(flux_b, float)
     pair = np.isfinite(fb)
@@ -79,6 +83,12 @@ def match_variances(flux_a, flux_b):
         fmed = float(np.median(np.r_[fa[ok], fb[ok]]))
         v = fmed / fa[ok] + fmed / fb[ok]
         var[ok] = v / np.median(v)
+    wb = np.full(len(fa), np.nan) if weight_b is None else np.asarray(weight_b, float)
+    weighed = ~pair & np.isfinite(wb) & (wb >= 0)
+    if np.any(weighed & (wb > 0)):
+        wmed = float(np.median(wb[weighed & (wb > 0)]))
+        with np.errstate(divide="ignore"):
+            var[weighed] = wmed / wb[weighed]
     return var
 
 
@@ -91,7 +101,7 @@ class _Problem:
         self.k = N_PARAMS[fitgeom]
         self.fitgeom = fitgeom
         self.n_groups = n_groups
-        self.used = np.ones(len(ga), bool)
+        self.used = np.isfinite(self.var)  # a row of infinite variance (weight 0) says nothing
         self.centers = np.zeros((n_groups, 2))
         for g in range(n_groups):
             pos = np.vstack([pa[ga == g], pb[gb == g]])
@@ -213,7 +223,8 @@ def solve_groups(rows, n_groups, corners, *, fitgeom, nclip, sigma, pair_min, qu
         ((N, 2) positions in the tangent plane, through the input WCSs;
         ``pb`` of a reference star is its catalog position), ``pair`` and,
         optionally, ``var``: each row's noise variance relative to the
-        others of its kind (e.g. from the sources' fluxes; default 1).
+        others of its kind (`match_variances`: from the sources' fluxes and
+        the reference catalog's weights; default 1; infinite: not used).
     n_groups : int
     corners : list of (M, 2) array
         Per group, its footprint corners in the plane (for the predicted error).

@@ -55,6 +55,8 @@ __all__ = [
     "output_stem",
     "fits_root",
     "model_filename",
+    "stage_wcs_folder",
+    "wcs_sidecar_path",
     "primary_header_string",
     "check_fits_signature",
     "FitsChip",
@@ -199,6 +201,20 @@ def check_fits_signature(path):
     if head != FITS_SIGNATURE and not head.startswith(GZIP_SIGNATURE):
         return f"{path}: not a FITS file (it does not start with 'SIMPLE  =')"
     return None
+
+
+def stage_wcs_folder(work, stage):
+    """The folder of an alignment stage's WCS sidecars in a run's work folder.
+
+    ``<work>/<stage>/wcs`` (stage ``relative``, ``absolute`` or ``global``):
+    one `wcs_sidecar_path` per image.
+    """
+    return os.path.join(work, stage, "wcs")
+
+
+def wcs_sidecar_path(folder, stem):
+    """An image's WCS sidecar in ``folder`` (`stage_wcs_folder`): ``<folder>/<stem>_wcs.asdf``."""
+    return os.path.join(folder, f"{stem}_wcs.asdf")
 
 
 #: A FITS header is read in blocks of 36 cards of 80 characters
@@ -1155,7 +1171,11 @@ def write_sidecar(path, *, wcs, wcsinfo, group_id, filename, shape, kind="jwst",
     }
     if chips is not None:
         tree["chips"] = [dict(c) for c in chips]
-    with atomic_output(path) as tmp, ASDF_LOCK:
+    # not validated against the schemas on write: asdf checks every node of the
+    # GWCS's transform tree (~0.4 s a sidecar, most of the write), and the
+    # sidecar is tweakflow's own file, read back (and checked) by tweakflow
+    with atomic_output(path) as tmp, ASDF_LOCK, asdf.config_context() as asdf_config:
+        asdf_config.validate_on_write = False
         asdf.AsdfFile(tree).write_to(tmp)
 
 

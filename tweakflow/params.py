@@ -23,6 +23,7 @@ __all__ = [
     "SIP_PARS",
     "QUALITY_DEFAULTS",
     "FITS_DEFAULTS",
+    "TRANSFER_DEFAULTS",
     "resolve_block",
     "close_match",
     "check_separation",
@@ -129,6 +130,22 @@ FITS_DEFAULTS = {
     # Header keyword (primary header, then the chip's) whose value is the
     # group id; None: each file is its own group (its chips together).
     "group_keyword": None,
+}
+
+
+#: The ``transfer`` configuration block: a finished run's corrections applied
+#: to other images of the same exposures (``snakemake transfer``,
+#: `tweakflow.transfer`).
+TRANSFER_DEFAULTS = {
+    # Images to correct: an association JSON, or a list of files and globs.
+    "images": [],
+    # output_dir of the finished run whose corrections are applied; None:
+    # this configuration's run (its output_dir).
+    "from": None,
+    # An image whose exposure the run did not align (SKIPPED or FAILED there):
+    # "skip" writes it unchanged, SKIPPED, as the run wrote that exposure's
+    # images; "fail" fails its job.
+    "on_skipped": "skip",
 }
 
 

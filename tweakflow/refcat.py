@@ -19,7 +19,12 @@ that service sends back, as observed by its public clients:
 * one CSV header line; for the Gaia catalogs the columns include ``objID``,
   ``GAIAsourceID``, ``ra``, ``dec`` (degrees), ``mag``, ``epoch`` (decimal
   year of the positions), ``pmra`` and ``pmdec`` (mas/yr, ``pmra`` including
-  the cos(Dec) factor, as in Gaia);
+  the cos(Dec) factor, as in Gaia) and their errors ``ra_error``,
+  ``dec_error`` (mas) and ``pmra_error``, ``pmdec_error`` (mas/yr), under
+  Gaia's names (drizzlepac's ``astrometric_utils`` reads them so from this
+  service; ``raErr``/``decErr``/``pmraErr``/``pmdecErr``, as the service names
+  them for its GSC catalogs, are accepted too); a source without a proper
+  motion has empty ``pmra``/``pmdec``;
 * one line per source;
 * a query the service rejects (e.g. a malformed ``EPOCH``) is answered with
   HTTP 200 and a body whose first line starts with ``Error``.
@@ -31,8 +36,29 @@ the ``epoch`` column; stcal relies on this and does no correction of its own.
 This module does not assume it blindly: every row whose ``epoch`` differs from
 the requested epoch (a service that ignored ``EPOCH``, or a source whose
 position could not be propagated) is propagated here with ``pmra``/``pmdec``
-when they are known, and left where it is (and counted in the log) when not.
-The ``epoch`` column of the result is the epoch of each returned position.
+when they are known. The ``epoch`` column of the result is the epoch of each
+returned position.
+
+Catalog hygiene
+---------------
+What is done with the service's answer is set by the ``refcat`` block
+(`HYGIENE_DEFAULTS`, `resolve_hygiene`); the defaults are what the JWST step
+does:
+
+* ``pm_missing``: a source without a proper motion cannot be moved to the
+  observation epoch. ``drop`` (default) leaves it out, as the JWST step does
+  (stcal's ``get_catalog`` keeps only the sources with ``pmra`` and ``pmdec``
+  whenever it asks for an epoch, which the step always does); ``keep`` keeps
+  it at its catalog epoch (with a warning), e.g. for fields whose reference
+  sources are distant galaxies or cluster members.
+* ``mag_min``, ``mag_max``: only sources with ``mag_min <= mag <= mag_max``
+  are kept (saturated bright stars, noisy faint ones); ``null`` is no limit
+  (the step has no magnitude cut). A source without a magnitude is dropped
+  when a limit is set.
+* ``weights``: ``none`` (the step's: every reference star counts the same)
+  or ``errors``: a ``weight`` column ``1 / sigma^2`` (mas^-2) from the
+  positional errors, which the absolute fit (and the global solve) use; see
+  `error_weights` for the model.
 
 The service can return a few sources slightly outside the search cone; they
 are kept (harmless for matching).
@@ -56,13 +82,17 @@ from astropy.table import Table
 from . import __version__
 from .atomic import atomic_output
 from .catalogs import columns_any_case
-from .errors import RefcatError, TweakflowError
+from .errors import ConfigError, RefcatError, TweakflowError
+from .params import resolve_block
 
 __all__ = [
     "DEFAULT_URL",
     "GAIA_CATALOGS",
     "DEFAULT_MINDET",
     "CATALOG_EPOCHS",
+    "HYGIENE_DEFAULTS",
+    "resolve_hygiene",
+    "error_weights",
     "read_reference_catalog",
     "search_region",
     "epoch_from_dates",
@@ -90,6 +120,22 @@ DEFAULT_MINDET = 5
 
 CATALOG_EPOCHS = {"GAIAREFCAT": 2016.0, "GAIADR1": 2015.0, "GAIADR2": 2015.5, "GAIADR3": 2016.0}
 """Reference epoch (decimal year) of each Gaia release's positions."""
+
+HYGIENE_DEFAULTS = {"mag_min": None, "mag_max": None, "pm_missing": "drop", "weights": "none"}
+"""The ``refcat`` block's catalog-hygiene keys and their defaults: the JWST
+step's behaviour (no magnitude cut, sources without proper motion left out,
+no weights)."""
+
+_PM_POLICIES = ("drop", "keep")
+_WEIGHT_MODES = ("none", "errors")
+
+#: Error columns of a service answer (mas, mas/yr): first name found wins, in any case.
+_ERROR_COLUMNS = {
+    "ra_error": ("ra_error", "raerr"),
+    "dec_error": ("dec_error", "decerr"),
+    "pmra_error": ("pmra_error", "pmraerr"),
+    "pmdec_error": ("pmdec_error", "pmdecerr"),
+}
 
 _SNIPPET = 300  # characters of a response body quoted in error messages
 _EPOCH_TOL = 1e-3  # years: a row's epoch this close to the requested one is "at epoch"
@@ -727,7 +773,7 @@ def _str_col(table, name):
 
 
 def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_URL,
-                       timeout=30.0, retries=3, mindet=DEFAULT_MINDET, backoff=1.0):
+                       timeout=30.0, retries=3, mindet=DEFAULT_MINDET, backoff=1.0, hygiene=None):
     """Gaia sources in a cone from the STScI catalog service, at an epoch.
 
     Parameters
@@ -754,26 +800,57 @@ def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_UR
         ``MINDET`` query parameter.
     backoff : float, optional
         Seconds before the first retry.
+    hygiene : dict or None, optional
+        The catalog-hygiene keys of the ``refcat`` block (`resolve_hygiene`;
+        None: `HYGIENE_DEFAULTS`, the JWST step's behaviour): magnitude
+        limits, what is done with sources without proper motion, weights.
 
     Returns
     -------
     astropy.table.Table
         float64 ``RA`` and ``DEC`` (degrees, at ``epoch`` where the proper
-        motion is known), ``mag`` if served, ``objID`` and ``GAIAsourceID`` (as
-        strings) if served, and ``epoch`` (decimal year of each position).
-        ``meta`` records the catalog, epoch, query URL and search cone.
+        motion is known), ``weight`` (mas^-2, `error_weights`) with
+        ``weights: errors``, then what the service sent of ``mag``,
+        ``objID`` and ``GAIAsourceID`` (as strings), ``epoch`` (decimal
+        year of each position), ``pmra``, ``pmdec`` and the errors
+        ``ra_error``, ``dec_error``, ``pmra_error``, ``pmdec_error``: the
+        sources kept by the hygiene. ``meta`` records the catalog, epoch,
+        query URL, search cone, hygiene and counts.
 
     Raises
     ------
     RefcatError
         Naming the URL asked and what came back (HTTP status and the start of
-        the body, or the network error), for an unusable response, or when
-        the cone holds no source.
+        the body, or the network error), for an unusable response, when
+        the cone holds no source or the hygiene leaves none, or when the
+        hygiene needs a column the service did not send (``mag`` for a
+        magnitude limit, ``ra_error``/``dec_error`` for weights).
+    ConfigError
+        For invalid ``hygiene`` (`resolve_hygiene`), before any request.
     """
+    h = resolve_hygiene(hygiene)
     cat = str(catalog).strip().upper()
     if cat not in GAIA_CATALOGS:
         raise RefcatError(f"unknown astrometric catalog {catalog!r}: use one of "
                           f"{', '.join(GAIA_CATALOGS)} or the path of a catalog file")
+    _check_query(ra, dec, radius, epoch, timeout, retries, backoff)
+    ra = float(ra) % 360.0
+    epoch = float(epoch)
+    query_url = gaia_query_url(ra, dec, radius, epoch, catalog=cat, url=url, mindet=mindet)
+    log.info("querying %s", query_url)
+    body = _get_with_retries(query_url, float(timeout), int(retries), float(backoff))
+    raw = parse_gaia_response(body, query_url)
+    region = (f"{cat} cone RA={ra:.6f} Dec={float(dec):.6f} radius={float(radius):.5f} deg "
+              f"at epoch {epoch:.3f}")
+    if len(raw) == 0:
+        raise RefcatError(f"catalog service returned no source for the {region} "
+                          f"(query {query_url})")
+    search = {"search_ra": ra, "search_dec": float(dec), "search_radius": float(radius)}
+    return _normalise_gaia(raw, query_url, region, cat, epoch, search, h)
+
+
+def _check_query(ra, dec, radius, epoch, timeout, retries, backoff):
+    """Refuse arguments of `fetch_gaia_catalog` that make no query (before any request)."""
     values = {"ra": ra, "dec": dec, "radius": radius, "epoch": epoch, "timeout": timeout}
     for name, value in values.items():
         try:
@@ -792,87 +869,230 @@ def fetch_gaia_catalog(ra, dec, radius, epoch, catalog="GAIADR3", url=DEFAULT_UR
         raise RefcatError(f"Gaia query: need timeout > 0, retries >= 0 and backoff >= 0 "
                           f"(got {timeout!r}, {retries!r}, {backoff!r})")
 
-    ra = float(ra) % 360.0
-    epoch = float(epoch)
-    query_url = gaia_query_url(ra, dec, radius, epoch, catalog=cat, url=url, mindet=mindet)
-    log.info("querying %s", query_url)
-    body = _get_with_retries(query_url, float(timeout), int(retries), float(backoff))
-    raw = parse_gaia_response(body, query_url)
-    region = (f"{cat} cone RA={ra:.6f} Dec={float(dec):.6f} radius={float(radius):.5f} deg "
-              f"at epoch {epoch:.3f}")
-    if len(raw) == 0:
-        raise RefcatError(f"catalog service returned no source for the {region} "
-                          f"(query {query_url})")
-    return _normalise_gaia(raw, query_url, region, cat, epoch, ra, float(dec), float(radius))
+
+def resolve_hygiene(hygiene=None):
+    """The catalog-hygiene keys of the ``refcat`` block over `HYGIENE_DEFAULTS`, checked.
+
+    Parameters
+    ----------
+    hygiene : dict or None
+        Any of ``mag_min``, ``mag_max`` (a magnitude, or None for no
+        limit), ``pm_missing`` (``drop`` or ``keep``) and ``weights``
+        (``none`` or ``errors``); see the module's "Catalog hygiene".
+
+    Returns
+    -------
+    dict
+        Every key of `HYGIENE_DEFAULTS`.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key (with the closest known one), a value outside its
+        choices, a limit that is not a number, or ``mag_min`` > ``mag_max``.
+    """
+    h = resolve_block("refcat", HYGIENE_DEFAULTS, hygiene)
+    for key, choices in (("pm_missing", _PM_POLICIES), ("weights", _WEIGHT_MODES)):
+        if h[key] not in choices:
+            raise ConfigError(f"refcat.{key}: {h[key]!r} is not one of {', '.join(choices)}")
+    for key in ("mag_min", "mag_max"):
+        value = h[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value)):
+            raise ConfigError(f"refcat.{key}: {value!r} is not a magnitude (a number, or null for no limit)")
+    if h["mag_min"] is not None and h["mag_max"] is not None and h["mag_min"] > h["mag_max"]:
+        raise ConfigError(f"refcat.mag_min ({h['mag_min']}) is larger than refcat.mag_max ({h['mag_max']}): "
+                          "no source could be kept")
+    return h
 
 
-def _normalise_gaia(raw, query_url, region, cat, epoch, ra_c, dec_c, radius):
+def error_weights(ra_error, dec_error, pmra_error=None, pmdec_error=None, dt=0.0):
+    """Weights ``1 / sigma^2`` (mas^-2) of reference positions, from their errors.
+
+    The model: a position at the observation epoch carries the error of the
+    catalog position (``ra_error``, Gaia's sigma_alpha* on the sky, and
+    ``dec_error``) and, for a source moved there with its proper motion over
+    ``dt`` years, the error of that motion times ``dt``::
+
+        sigma^2 = ra_error^2 + dec_error^2 + (pmra_error^2 + pmdec_error^2) * dt^2
+
+    ``sigma^2`` is the expected squared distance of the position from the
+    truth (both axes), what a fit of 2-D residuals weighs by; the errors are
+    taken as independent (the service sends no correlations). A source not
+    moved (``dt`` 0, e.g. one without proper motion kept at its catalog
+    epoch) or without proper-motion errors has the positional term only.
+    Only the ratios of the weights matter to the fits.
+
+    Parameters
+    ----------
+    ra_error, dec_error : array_like
+        Positional errors (mas).
+    pmra_error, pmdec_error : array_like or None
+        Proper-motion errors (mas/yr); None or NaN: no proper-motion term.
+    dt : float or array_like
+        Years the position was moved by its proper motion.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 weights; NaN where the positional term is not a finite
+        positive number (an error missing or infinite, or both zero, which
+        no real position has).
+    """
+    pos_var = np.asarray(ra_error, float) ** 2 + np.asarray(dec_error, float) ** 2
+    var = pos_var
+    if pmra_error is not None and pmdec_error is not None:
+        pm_var = (np.asarray(pmra_error, float) ** 2 + np.asarray(pmdec_error, float) ** 2) * np.asarray(dt, float) ** 2
+        var = pos_var + np.where(np.isfinite(pm_var), pm_var, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(pos_var) & (pos_var > 0), 1.0 / var, np.nan)
+
+
+def _served_columns(raw):
+    """The service's columns as float64 arrays (None when not served): positions, epoch,
+    proper motions, magnitude and errors (`_ERROR_COLUMNS`), found in any case."""
     lower = {c.lower(): c for c in raw.colnames}
-    ra = _float_col(raw, lower["ra"])
-    dec = _float_col(raw, lower["dec"])
-    if "epoch" in lower:
-        row_epoch = _float_col(raw, lower["epoch"])
-    else:
-        row_epoch = np.full(len(raw), np.nan)
 
-    # positions not at the requested epoch: propagate with the proper motion
-    off = np.isfinite(row_epoch) & (np.abs(row_epoch - epoch) > _EPOCH_TOL)
-    n_prop = n_stuck = 0
-    if off.any():
-        if "pmra" in lower and "pmdec" in lower:
-            pmra = _float_col(raw, lower["pmra"])
-            pmdec = _float_col(raw, lower["pmdec"])
-            can = off & np.isfinite(pmra) & np.isfinite(pmdec) & np.isfinite(ra) & np.isfinite(dec)
-        else:
-            pmra = pmdec = None
-            can = np.zeros(len(raw), bool)
-        if can.any():
-            ra[can], dec[can] = _propagate(ra[can], dec[can], pmra[can], pmdec[can],
-                                           epoch - row_epoch[can])
-            row_epoch[can] = epoch
-            n_prop = int(can.sum())
-        n_stuck = int((off & ~can).sum())
-        if n_prop:
-            log.info("%s: moved %d source(s) to epoch %.3f with their proper motion "
-                     "(the service returned them at another epoch)", region, n_prop, epoch)
-        if n_stuck:
-            log.warning("%s: %d source(s) have no proper motion and stay at their catalog "
-                        "epoch", region, n_stuck)
-    elif "epoch" not in lower:
+    def col(*names):
+        for n in names:
+            if n in lower:
+                return _float_col(raw, lower[n])
+        return None
+
+    cols = {k: col(k) for k in ("ra", "dec", "epoch", "pmra", "pmdec", "mag")}
+    cols.update({k: col(*names) for k, names in _ERROR_COLUMNS.items()})
+    return cols
+
+
+def _move_to_epoch(cols, cat, epoch, region):
+    """Move the rows not at ``epoch`` with their proper motion (``cols`` changed in place).
+
+    Returns
+    -------
+    has_pm : numpy.ndarray of bool
+        Rows with a proper motion (all False when the service sent none).
+    dt : numpy.ndarray
+        Years each position was moved by its proper motion, by the service
+        (from the catalog's epoch, `CATALOG_EPOCHS`) or here (from the row's
+        epoch); 0 for a row not moved.
+    n_prop, stuck
+        How many rows were moved here, and which rows stay at another epoch.
+    """
+    n = len(cols["ra"])
+    row_epoch = cols["epoch"] if cols["epoch"] is not None else np.full(n, np.nan)
+    if cols["epoch"] is None:
         log.warning("%s: the service sent no 'epoch' column; positions are assumed to be at "
                     "the requested epoch", region)
         row_epoch[:] = epoch
+    served_pm = cols["pmra"] is not None and cols["pmdec"] is not None
+    has_pm = np.isfinite(cols["pmra"]) & np.isfinite(cols["pmdec"]) if served_pm else np.zeros(n, bool)
+    off = np.isfinite(row_epoch) & (np.abs(row_epoch - epoch) > _EPOCH_TOL)
+    can = off & has_pm & np.isfinite(cols["ra"]) & np.isfinite(cols["dec"])
+    dt = np.where(has_pm, epoch - CATALOG_EPOCHS.get(cat, epoch), 0.0)
+    if can.any():
+        dt[can] = epoch - row_epoch[can]
+        cols["ra"][can], cols["dec"][can] = _propagate(cols["ra"][can], cols["dec"][can], cols["pmra"][can],
+                                                       cols["pmdec"][can], dt[can])
+        row_epoch[can] = epoch
+        log.info("%s: moved %d source(s) to epoch %.3f with their proper motion "
+                 "(the service returned them at another epoch)", region, int(can.sum()), epoch)
+    cols["epoch"] = row_epoch
+    if not served_pm:
+        log.warning("%s: the service sent no proper motions (pmra/pmdec)", region)
+    return has_pm, dt, int(can.sum()), off & ~can
 
+
+def _pm_policy(has_pm, stuck, served_pm, policy, region):
+    """Rows kept by ``refcat.pm_missing`` (``drop``: those with a proper motion; ``keep``: all)."""
+    without = ~has_pm if served_pm else stuck
+    n_without, n_stuck = int(without.sum()), int(stuck.sum())
+    if policy == "drop":
+        if n_without:
+            log.info("%s: left out %d source(s) without proper motion (refcat.pm_missing: drop, "
+                     "as the JWST step)", region, n_without)
+        return ~without
+    if n_stuck:
+        log.warning("%s: %d source(s) have no proper motion and stay at their catalog "
+                    "epoch (refcat.pm_missing: keep)", region, n_stuck)
+    return np.ones(len(has_pm), bool)
+
+
+def _magnitude_cut(mag, h, region, query_url):
+    """Rows within ``refcat.mag_min`` <= mag <= ``refcat.mag_max`` (all when neither is set)."""
+    lo, hi = h["mag_min"], h["mag_max"]
+    if lo is None and hi is None:
+        return True
+    if mag is None:
+        raise RefcatError(f"catalog service: the response to {query_url} has no 'mag' column: cannot apply "
+                          f"refcat.mag_min/mag_max ({lo}, {hi})")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(mag) & (mag >= (-np.inf if lo is None else lo)) & (mag <= (np.inf if hi is None else hi))
+    log.info("%s: magnitude cut [%s, %s] keeps %d of %d source(s)", region, lo, hi, int(ok.sum()), len(mag))
+    return ok
+
+
+def _gaia_weights(cols, dt, region, query_url):
+    """``refcat.weights: errors``: the weights (`error_weights`) and the rows that have one."""
+    if cols["ra_error"] is None or cols["dec_error"] is None:
+        raise RefcatError(f"catalog service: the response to {query_url} has no positional errors "
+                          "(ra_error/dec_error): cannot apply refcat.weights: errors")
+    w = error_weights(cols["ra_error"], cols["dec_error"], cols["pmra_error"], cols["pmdec_error"], dt)
+    ok = np.isfinite(w)
+    if not ok.all():
+        log.warning("%s: left out %d source(s) without positional errors (refcat.weights: errors)",
+                    region, int((~ok).sum()))
+    return w, ok
+
+
+def _normalise_gaia(raw, query_url, region, cat, epoch, search, h):
+    """The service's rows as `fetch_gaia_catalog` returns them, at ``epoch``, with ``h``'s hygiene applied."""
+    cols = _served_columns(raw)
+    has_pm, dt, n_prop, stuck = _move_to_epoch(cols, cat, epoch, region)
+    ra, dec = cols["ra"], cols["dec"]
     good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
-    ndrop = int((~good).sum())
-    if ndrop:
-        log.warning("%s: dropped %d source(s) with missing or invalid ra/dec", region, ndrop)
+    if not good.all():
+        log.warning("%s: dropped %d source(s) with missing or invalid ra/dec", region, int((~good).sum()))
     if not good.any():
         raise RefcatError(f"catalog service returned no usable source (all ra/dec invalid) "
                           f"for the {region} (query {query_url})")
+    served_pm = cols["pmra"] is not None and cols["pmdec"] is not None
+    n_without = int((good & (~has_pm if served_pm else stuck)).sum())
+    keep = good & _pm_policy(has_pm & good, stuck & good, served_pm, h["pm_missing"], region)
+    keep &= _magnitude_cut(cols["mag"], h, region, query_url)
+    weight = None
+    if h["weights"] == "errors":
+        weight, has_weight = _gaia_weights(cols, dt, region, query_url)
+        keep &= has_weight
+    if not keep.any():
+        raise RefcatError(f"no source of the {region} is left after the catalog hygiene (refcat: "
+                          f"{h}; query {query_url})")
+    out = _gaia_table(raw, cols, keep, weight)
+    out.meta.update({"catalog": cat, "epoch": epoch, "query_url": query_url, **search,
+                     "n_pm_applied_locally": n_prop, "n_without_pm": n_without, "n_served": len(raw),
+                     "hygiene": dict(h)})
+    log.info("%s: %d source(s)", region, len(out))
+    return out
 
+
+def _gaia_table(raw, cols, keep, weight):
+    """The kept rows: ``RA``, ``DEC`` (deg), ``weight`` (if any), then what the service sent of
+    ``mag``, the ids (strings), ``epoch``, the proper motions and the errors."""
+    lower = {c.lower(): c for c in raw.colnames}
     out = Table()
-    out["RA"] = np.mod(ra[good], 360.0)
-    out["DEC"] = dec[good]
+    out["RA"] = np.mod(cols["ra"][keep], 360.0)
+    out["DEC"] = cols["dec"][keep]
     out["RA"].unit = "deg"
     out["DEC"].unit = "deg"
-    if "mag" in lower:
-        out["mag"] = _float_col(raw, lower["mag"])[good]
+    if weight is not None:
+        out["weight"] = weight[keep]
+    if cols["mag"] is not None:
+        out["mag"] = cols["mag"][keep]
     for idname in ("objID", "GAIAsourceID"):
         if idname.lower() in lower:
-            out[idname] = _str_col(raw, lower[idname.lower()])[good]
-    out["epoch"] = row_epoch[good]
-    out.meta.update({
-        "catalog": cat,
-        "epoch": epoch,
-        "query_url": query_url,
-        "search_ra": ra_c,
-        "search_dec": dec_c,
-        "search_radius": radius,
-        "n_pm_applied_locally": n_prop,
-        "n_without_pm": n_stuck,
-    })
-    log.info("%s: %d source(s)", region, len(out))
+            out[idname] = _str_col(raw, lower[idname.lower()])[keep]
+    out["epoch"] = cols["epoch"][keep]
+    for name in ("pmra", "pmdec", *_ERROR_COLUMNS):
+        if cols[name] is not None:
+            out[name] = cols[name][keep]
     return out
 
 
@@ -915,7 +1135,7 @@ def write_reference_catalog(table, path):
 
 def gaia_catalog_for_footprints(footprints, dates, catalog="GAIADR3", url=DEFAULT_URL,
                                 timeout=30.0, retries=3, margin_arcsec=6.0,
-                                mindet=DEFAULT_MINDET, backoff=1.0):
+                                mindet=DEFAULT_MINDET, backoff=1.0, hygiene=None):
     """Gaia reference catalog covering the images, at their mean epoch.
 
     Combines `search_region`, `epoch_from_dates` and `fetch_gaia_catalog`;
@@ -929,7 +1149,7 @@ def gaia_catalog_for_footprints(footprints, dates, catalog="GAIADR3", url=DEFAUL
         Observation dates of the images; ``None``/empty entries are ignored.
         With no date at all the catalog's reference epoch is used (no
         proper-motion correction), as the JWST pipeline does.
-    catalog, url, timeout, retries, mindet, backoff
+    catalog, url, timeout, retries, mindet, backoff, hygiene
         As for `fetch_gaia_catalog`.
     margin_arcsec : float, optional
         As for `search_region`.
@@ -951,7 +1171,7 @@ def gaia_catalog_for_footprints(footprints, dates, catalog="GAIADR3", url=DEFAUL
         epoch = epoch_from_dates(dates)
     return fetch_gaia_catalog(ra, dec, radius, epoch, catalog=catalog, url=url,
                               timeout=timeout, retries=retries, mindet=mindet,
-                              backoff=backoff)
+                              backoff=backoff, hygiene=hygiene)
 
 
 # ---------------------------------------------------------------------------

@@ -44,6 +44,7 @@ __all__ = [
     "SyntheticConfig",
     "DETECTOR_LAYOUT",
     "PIXEL_SCALE",
+    "DEFAULT_FILTER",
     "MOSAIC_STAR_DENSITY",
     "exposure_filenames",
     "grid_positions",
@@ -128,6 +129,13 @@ class SyntheticConfig:
     grid_step : float or None
         Grid step (arcsec) along both detector axes; None: 0.7 times the
         detector's extent along each axis (~30% overlap between neighbours).
+    filter : str
+        ``meta.instrument.filter``. Another filter than `DEFAULT_FILTER`
+        gives every star a colour (its flux scaled by a seeded factor of
+        its own, 0.25-4), so that a second dataset of the same ``seed``
+        and exposures is the same exposures seen through another filter:
+        same attitudes and pointing errors (drawn before and apart from
+        the colours), other fluxes, other detected sources.
     """
 
     n_exposures: int = 4
@@ -146,6 +154,7 @@ class SyntheticConfig:
     program: str = "04242"
     grid: tuple | None = None
     grid_step: float | None = None
+    filter: str = "F200W"
 
     def __post_init__(self):
         if self.grid is None:
@@ -210,6 +219,10 @@ class SyntheticConfig:
 
 #: The grid fields of `SyntheticConfig`: left out of the truth of a dataset without a grid.
 _GRID_FIELDS = ("grid", "grid_step")
+
+#: The filter of the datasets made before `SyntheticConfig.filter` existed
+#: (their stars have no colour; the truth of such a dataset does not name it).
+DEFAULT_FILTER = "F200W"
 
 
 def exposure_filenames(cfg: SyntheticConfig) -> list[str]:
@@ -712,12 +725,24 @@ def _all_distortion_coeffs(seed):
 
 
 def _config_tree(cfg):
-    """The configuration as stored in a truth file (the grid fields only for a grid)."""
+    """The configuration as stored in a truth file (the grid fields only for a grid, the filter only when not the default)."""
     return {
         k: (list(v) if isinstance(v, tuple) else v)
         for k, v in cfg.__dict__.items()
-        if cfg.grid is not None or k not in _GRID_FIELDS
+        if (cfg.grid is not None or k not in _GRID_FIELDS) and (k != "filter" or v != DEFAULT_FILTER)
     }
+
+
+def _filter_flux(cfg, flux):
+    """Star fluxes through ``cfg.filter``: unchanged for `DEFAULT_FILTER`, else
+    each star scaled by its colour (a factor 0.25-4, seeded by the seed and the
+    filter name, drawn apart from the pointing errors, which stay the same)."""
+    if cfg.filter == DEFAULT_FILTER:
+        return flux
+    import zlib
+
+    rng = np.random.default_rng([cfg.seed, 11, zlib.crc32(str(cfg.filter).encode())])
+    return flux * 10 ** (-0.4 * rng.uniform(-1.5, 1.5, len(flux)))
 
 
 def _render_image(cfg, true_wcs, stars, flux, k):
@@ -769,7 +794,7 @@ def _observation(cfg, iexp, isot):
     }
 
 
-def _cal_model(arrays, name, det, tstart, obs, wcsinfo, wcs):
+def _cal_model(arrays, name, det, tstart, obs, wcsinfo, wcs, filter_name=DEFAULT_FILTER):
     """The level-2 ``ImageModel`` of one detector image (file WCS and ``wcsinfo``)."""
     from stdatamodels.jwst.datamodels import ImageModel
 
@@ -785,7 +810,7 @@ def _cal_model(arrays, name, det, tstart, obs, wcsinfo, wcs):
     m.instrument.detector = det.upper()
     m.instrument.channel = "SHORT"
     m.instrument.module = det[3].upper()
-    m.instrument.filter = "F200W"
+    m.instrument.filter = filter_name
     m.instrument.pupil = "CLEAR"
     m.exposure.type = "NRC_IMAGE"
     m.exposure.start_time = float(tstart.mjd)
@@ -811,7 +836,7 @@ def _write_asn(outdir, cfg, names):
         "asn_pool": "synthetic_pool",
         "products": [
             {
-                "name": f"jw{cfg.program}-o001_t001_nircam_clear-f200w",
+                "name": f"jw{cfg.program}-o001_t001_nircam_clear-{cfg.filter.lower()}",
                 "members": [{"expname": n, "exptype": "science"} for n in names],
             }
         ],
@@ -846,7 +871,7 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
     cfg = cfg or SyntheticConfig()
     os.makedirs(outdir, exist_ok=True)
     (ra_s, dec_s, mag), attitudes = _field(cfg)
-    flux = _star_flux(mag)  # electrons
+    flux = _filter_flux(cfg, _star_flux(mag))  # electrons
     dcoeffs = _all_distortion_coeffs(cfg.seed)
     names = exposure_filenames(cfg)
     cells = grid_positions(cfg)
@@ -863,7 +888,7 @@ def make_dataset(outdir, cfg: SyntheticConfig | None = None):
             err_info = _detector_wcsinfo(att["error"], det)
             file_wcs = make_jwst_gwcs(cfg.shape, dcoeffs[det], err_info)
             arrays = _render_image(cfg, true_wcs, (ra_s, dec_s), flux, k)
-            model = _cal_model(arrays, names[k], det, tstart, obs, err_info, file_wcs)
+            model = _cal_model(arrays, names[k], det, tstart, obs, err_info, file_wcs, cfg.filter)
             path = os.path.join(outdir, names[k])
             with atomic_output(path) as tmp:
                 model.save(tmp, overwrite=True)

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-__all__ = ["verdict_lines", "accuracy_line", "read_verdict", "MAX_GROUP_LINES"]
+__all__ = ["verdict_lines", "accuracy_line", "transfer_line", "read_verdict", "MAX_GROUP_LINES"]
 
 #: Runs with more groups list only the groups that are not all COMPLETE.
 MAX_GROUP_LINES = 12
@@ -111,6 +111,21 @@ def accuracy_line(accuracy, absolute):
         text + f"; no absolute fit in this run (abs_refcat off), so the set keeps the reference group's "
         f"pointing error: {abs_out:.0f} mas from the truth on the sky"
     )
+
+
+def transfer_line(summary, folder):
+    """The closing line of ``snakemake transfer``: how many images were corrected, and where.
+
+    Parameters
+    ----------
+    summary : astropy.table.Table
+        ``transfer/transfer_summary.ecsv``.
+    folder : str
+        Where the corrected images are.
+    """
+    status = np.asarray(summary["status"]).astype(str) if len(summary) else np.array([], dtype=str)
+    counts = ", ".join(f"{int(np.sum(status == s))} {s}" for s in _STATUSES if np.any(status == s))
+    return f"tweakflow transfer: {len(summary)} images with the run's solutions ({counts or 'none'}) in {folder}/"
 
 
 def read_verdict(path, since=None):

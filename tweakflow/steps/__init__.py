@@ -17,7 +17,8 @@ no result depends on it).
 
 The steps by phase of the DAG: `tweakflow.steps.fanout` (per image),
 `tweakflow.steps.gather` (the alignments), `tweakflow.steps.scatter` (per
-output), `tweakflow.steps.report` and `tweakflow.qa` (summary, plots,
+output), `tweakflow.steps.transfer` (a finished run's corrections applied
+to other images), `tweakflow.steps.report` and `tweakflow.qa` (summary, plots,
 pages); `tweakflow.steps.jobs` runs any of them as a job.
 """
 
@@ -28,6 +29,7 @@ from .jobs import job_logging, run_rule
 from .mosaic import global_solve_step, global_wcs_step, match_pairs_step, overlap_pairs_step
 from .report import demo_accuracy_step, summary_step, verdict_step
 from .scatter import apply_step
+from .transfer import transfer_solutions_step, transfer_summary_step, transfer_wcs_step
 
 __all__ = [
     "run_rule",
@@ -45,6 +47,9 @@ __all__ = [
     "global_solve_step",
     "global_wcs_step",
     "apply_step",
+    "transfer_solutions_step",
+    "transfer_wcs_step",
+    "transfer_summary_step",
     "summary_step",
     "demo_accuracy_step",
     "verdict_step",

@@ -115,22 +115,31 @@ def _sky_positions(doc, cat, image):
     except Exception as exc:  # reported by the gather step, which reads the same WCS
         log.warning("%s: WCS not readable here (%s: %s)", image, type(exc).__name__, exc)
         return None
+    pairs = _chip_wcs(sc)
+    cat["ra"], cat["dec"] = _world_positions(pairs, cat)
+    cat["ra"].unit = cat["dec"].unit = "deg"
+    return {"group_id": sc["group_id"], "footprints": [np.column_stack(footprint_world(w, shape, edges=True)) for w, shape in pairs]}
+
+
+def _chip_wcs(sc):
+    """(WCS, shape) of each chip of a sidecar's image (one for a JWST image)."""
     if sc["kind"] == "fits":
-        pairs = [(w, tuple(c["shape"])) for w, c in zip(sc["wcs"], sc["chips"])]
-    else:
-        pairs = [(sc["wcs"], tuple(sc["shape"]))]
+        return [(w, tuple(c["shape"])) for w, c in zip(sc["wcs"], sc["chips"])]
+    return [(sc["wcs"], tuple(sc["shape"]))]
+
+
+def _world_positions(pairs, cat):
+    """RA, Dec (deg) of a catalog's ``x``, ``y`` through the WCS of their chip (``chip`` column, 1-based; else chip 1)."""
     chip = np.asarray(cat["chip"], int) if "chip" in cat.colnames else np.ones(len(cat), int)
     ra, dec = np.full(len(cat), np.nan), np.full(len(cat), np.nan)
     for k, (w, _) in enumerate(pairs, 1):
         sel = chip == k
         if np.any(sel):
             ra[sel], dec[sel] = det_to_world(w, np.asarray(cat["x"], float)[sel], np.asarray(cat["y"], float)[sel])
-    cat["ra"], cat["dec"] = ra, dec
-    cat["ra"].unit = cat["dec"].unit = "deg"
-    return {"group_id": sc["group_id"], "footprints": [np.column_stack(footprint_world(w, shape, edges=True)) for w, shape in pairs]}
+    return ra, dec
 
 
-def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
+def publish_catalog_step(catalog, output, *, catalog_format="ecsv", wcs_sidecar=None):
     """``save_catalogs``: publish an image's source catalog in ``catalog_format``.
 
     A rule of its own, so that changing only the published format never
@@ -144,14 +153,32 @@ def publish_catalog_step(catalog, output, *, catalog_format="ecsv"):
         ``{output_dir}/<meta.filename without .fits>_cat.{ext}`` (`tweakflow.catalogs.published_catalog_name`).
     catalog_format : str
         ``ecsv`` or any astropy Table writer format.
+    wcs_sidecar : str or None
+        The image's WCS sidecar from the last alignment stage: the published
+        catalog gets ``RA``, ``DEC`` (deg) of each source through the
+        corrected WCS (the input WCS when the image was not aligned;
+        ``meta`` says which: ``wcsname``, ``tweakreg_status``), in place of
+        the workflow's ``ra``, ``dec`` through the input WCS. The JWST step
+        publishes its catalogs before the alignment, without sky positions.
     """
     cat = read_table(catalog)
+    if wcs_sidecar is not None:
+        sc = read_sidecar(wcs_sidecar)
+        cat.remove_columns([c for c in ("ra", "dec") if c in cat.colnames])
+        if sc["kind"] != "unreadable":
+            cat["RA"], cat["DEC"] = _world_positions(_chip_wcs(sc), cat)
+            cat["RA"].unit = cat["DEC"].unit = "deg"
+            cat.meta.update(wcsname=sc["extra"].get("wcsname", ""), tweakreg_status=sc["extra"].get("status", ""))
     write_catalog(cat, output, catalog_format)
     log.info("wrote source catalog %s (%d sources)", output, len(cat))
 
 
-def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3):
-    """Retrieve a Gaia reference catalog covering all images (``fetch_refcat`` rule)."""
+def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3, hygiene=None):
+    """Retrieve a Gaia reference catalog covering all images (``fetch_refcat`` rule).
+
+    ``hygiene``: the ``refcat`` block's magnitude limits, proper-motion policy
+    and weights (`tweakflow.refcat.resolve_hygiene`; None: the JWST step's).
+    """
     footprints, dates = [], []
     for s in sidecars:
         sc = read_sidecar(s)
@@ -160,6 +187,6 @@ def fetch_refcat_step(sidecars, output, *, catalog, url, timeout=30.0, retries=3
         footprints.extend(sky_footprints(sc))
         if sc.get("date"):
             dates.append(sc["date"])
-    tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries)
+    tab = gaia_catalog_for_footprints(footprints, dates, catalog=catalog, url=url, timeout=timeout, retries=retries, hygiene=hygiene)
     log.info("retrieved %d %s sources", len(tab), catalog)
     write_catalog(tab, output)

@@ -8,12 +8,20 @@ import os
 import shutil
 
 from ..absolute import absolute_fit, apply_absolute, wcs_name
-from ..align import relative_align
+from ..align import REFERENCE_COLUMNS, relative_align
 from ..atomic import atomic_output
 from ..catalogs import write_catalog
 from ..entries import load_entries, relative_result, stage_solutions, write_solution_sidecars
 from ..refcat import read_reference_catalog
-from ..results import SerializedWCS, attempt_table, empty_match_table, final_status, fit_row, rows_to_table
+from ..results import (
+    SerializedWCS,
+    attempt_table,
+    columns_table,
+    empty_match_table,
+    final_status,
+    fit_row,
+    rows_to_table,
+)
 
 __all__ = ["align_readable", "align_step", "absolute_step", "final_wcs_step", "publish_refcat_step"]
 
@@ -36,7 +44,8 @@ def align_readable(align_func, entries, **pars):
     return wcs_list, rows
 
 
-def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_input="fail", quality=None, matches_out=None, attempts_out=None):
+def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_input="fail", quality=None, matches_out=None, attempts_out=None,
+               reference_out=None):
     """Relative alignment of all images; writes the solution table and per-image WCS sidecars.
 
     Images that could not be read (``on_bad_input: skip``) are left out and
@@ -52,6 +61,10 @@ def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_i
     attempts_out : str or None
         Where to write every alignment attempt (one row per image and
         attempt, `tweakflow.align.ATTEMPT_COLUMNS`, ECSV).
+    reference_out : str or None
+        Where to write the reference catalog the alignment ended with (with
+        ``expand_refcat``, the expanded one: `tweakflow.align.reference_catalog`,
+        ECSV; no rows when there was nothing to align).
     """
 
     entries = load_entries(catalogs, sidecars, on_bad_input=on_bad_input)
@@ -73,6 +86,9 @@ def align_step(catalogs, sidecars, solutions_out, wcs_out, *, relative, on_bad_i
     if attempts_out:
         attempts = details.get("attempts")
         write_catalog(attempts if attempts is not None else attempt_table([]), attempts_out)
+    if reference_out:
+        reference = details.get("reference")
+        write_catalog(reference if reference is not None else columns_table(REFERENCE_COLUMNS, []), reference_out)
 
 
 def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_out, *, absolute, refcat_name, quality=None, matches_out=None):

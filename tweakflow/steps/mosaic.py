@@ -90,17 +90,19 @@ def _group_sides(images, groups_needed):
         if im["group"] not in groups_needed or im.get("unreadable"):
             continue
         cat = read_table(im["catalog"])
-        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "flux": [], "footprints": [], "pixel_scale": im["pixel_scale"]})
+        s = sides.setdefault(im["group"], {"ra": [], "dec": [], "image": [], "row": [], "x": [], "y": [], "flux": [], "weight": [], "footprints": [],
+                                           "pixel_scale": im["pixel_scale"]})
         s["ra"].append(np.asarray(cat["ra"], float))
         s["dec"].append(np.asarray(cat["dec"], float))
         s["x"].append(np.asarray(cat["x"], float))
         s["y"].append(np.asarray(cat["y"], float))
         s["flux"].append(np.asarray(cat["flux"], float) if "flux" in cat.colnames else np.full(len(cat), np.nan))
+        s["weight"].append(np.full(len(cat), np.nan))  # detections: their noise is in the fluxes
         s["image"].append(np.full(len(cat), index))
         s["row"].append(np.arange(len(cat)))
         s["footprints"].extend(np.asarray(f, float) for f in im["footprints"])
     for s in sides.values():
-        for key in ("ra", "dec", "image", "row", "x", "y", "flux"):
+        for key in ("ra", "dec", "image", "row", "x", "y", "flux", "weight"):
             s[key] = np.concatenate(s[key]) if s[key] else np.zeros(0)
     return sides
 
@@ -109,7 +111,8 @@ def _refcat_side(refcat, footprints):
     """The reference catalog as the other side of a group's pair."""
     return {"ra": np.asarray(refcat["RA"], float), "dec": np.asarray(refcat["DEC"], float), "footprints": list(footprints), "pixel_scale": None,
             "image": np.full(len(refcat), -1), "row": np.arange(len(refcat)), "x": np.full(len(refcat), np.nan), "y": np.full(len(refcat), np.nan),
-            "flux": np.full(len(refcat), np.nan)}
+            "flux": np.full(len(refcat), np.nan),
+            "weight": np.asarray(refcat["weight"], float) if "weight" in refcat.colnames else np.full(len(refcat), np.nan)}
 
 
 @contextlib.contextmanager
@@ -142,8 +145,10 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
     Pairs of groups are matched with the relative parameters, a group and
     the reference catalog with the ``abs_*`` ones (``absolute``). Writes
     ``matches_out`` (`tweakflow.pairs.MATCH_PAIR_COLUMNS`, plus the detector
-    ``x_a``, ``y_a`` and the sources' ``flux_a``, ``flux_b`` (NaN for a
-    reference star): one row per matched source of each accepted pair) and
+    ``x_a``, ``y_a``, the sources' ``flux_a``, ``flux_b`` (NaN for a
+    reference star) and ``weight_b``, the reference star's catalog weight
+    (NaN for a pair of groups or a catalog without weights): one row per
+    matched source of each accepted pair) and
     ``summary_out`` (`tweakflow.pairs.PAIR_COLUMNS`: one row per pair).
     """
     p = resolve_block("tweakreg", RELATIVE_PARS, relative)
@@ -167,10 +172,11 @@ def match_pairs_step(pairs, images, batch, matches_out, summary_out, *, relative
         ia, ib = res["idx_a"], res["idx_b"]
         matches += [{"pair": int(row["pair"]), "image_a": int(a["image"][i]), "row_a": int(a["row"][i]), "image_b": int(b["image"][j]), "row_b": int(b["row"][j]),
                      "ra_a": a["ra"][i], "dec_a": a["dec"][i], "ra_b": b["ra"][j], "dec_b": b["dec"][j], "x_a": a["x"][i], "y_a": a["y"][i],
-                     "flux_a": a["flux"][i], "flux_b": b["flux"][j]} for i, j in zip(ia, ib)]
+                     "flux_a": a["flux"][i], "flux_b": b["flux"][j], "weight_b": b["weight"][j]} for i, j in zip(ia, ib)]
     n_ok = sum(s["accepted"] for s in summary)
     log.info("batch %s: %d pairs, %d accepted, %d matched sources", batch, len(summary), n_ok, len(matches))
-    write_catalog(columns_table([*MATCH_PAIR_COLUMNS, ("x_a", float), ("y_a", float), ("flux_a", float), ("flux_b", float)], matches), matches_out)
+    extra = [("x_a", float), ("y_a", float), ("flux_a", float), ("flux_b", float), ("weight_b", float)]
+    write_catalog(columns_table([*MATCH_PAIR_COLUMNS, *extra], matches), matches_out)
     write_catalog(columns_table(PAIR_COLUMNS, summary), summary_out)
 
 
@@ -271,7 +277,7 @@ def _solve_rows(matches, ims, group_ids, tp):
     rows = {"ga": group_of_image[image_a] if len(matches) else np.zeros(0, int), "gb": np.where(image_b >= 0, group_of_image[np.maximum(image_b, 0)], -1) if len(matches) else np.zeros(0, int),
             "pa": pa, "pb": pb, "pair": np.asarray(matches["pair"], int)}
     if "flux_a" in matches.colnames:
-        rows["var"] = match_variances(matches["flux_a"], matches["flux_b"])
+        rows["var"] = match_variances(matches["flux_a"], matches["flux_b"], matches["weight_b"] if "weight_b" in matches.colnames else None)
     corners = [[] for _ in group_ids]
     for im in ims:
         if im.get("unreadable"):

@@ -2,6 +2,20 @@
 # The rules exist only when absolute alignment is on.
 
 if ABSOLUTE:
+    from tweakflow.refcat import HYGIENE_DEFAULTS, resolve_hygiene
+
+    # the refcat block's catalog hygiene (magnitude limits, proper-motion
+    # policy, weights), checked before any job runs; a change re-runs the fetch
+    try:
+        REFCAT_HYGIENE = resolve_hygiene({k: config["refcat"][k] for k in HYGIENE_DEFAULTS})
+    except TweakflowError as exc:
+        raise WorkflowError(f"tweakflow: {exc}")
+    if ABS_REFCAT.upper() not in GAIA_CATALOGS and REFCAT_HYGIENE != HYGIENE_DEFAULTS:
+        _set = ", ".join(f"{k}: {v}" for k, v in REFCAT_HYGIENE.items() if v != HYGIENE_DEFAULTS[k])
+        logger.warning(
+            f"tweakflow: refcat ({_set}) applies to a Gaia catalog of the service; "
+            f"abs_refcat is the file {ABS_REFCAT}, used as it is"
+        )
 
     rule fetch_refcat:
         input:
@@ -14,6 +28,7 @@ if ABSOLUTE:
             url=config["refcat"]["url"],
             timeout=config["refcat"]["timeout"],
             retries=config["refcat"]["retries"],
+            hygiene=REFCAT_HYGIENE,
         log:
             f"{LOGS}/fetch_refcat_{{catalog}}.log",
         # a web query: on a cluster it runs on the submit host (compute nodes
@@ -31,13 +46,13 @@ if ABSOLUTE and not GLOBAL:
     rule absolute_align:
         input:
             catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
-            sidecars=f"{WORK}/relative/{WCS_DIR}",
+            sidecars=stage_wcs_folder(WORK, "relative"),
             refcat=refcat_input(),
         output:
             solutions=f"{WORK}/absolute/solutions.ecsv",
             combined=f"{WORK}/absolute/combined.ecsv",
             matches=f"{WORK}/absolute/matches.ecsv",
-            wcs=directory(f"{WORK}/absolute/{WCS_DIR}"),
+            wcs=directory(stage_wcs_folder(WORK, "absolute")),
         params:
             sidecar_files=lambda wc, input: wcs_sidecars(input.sidecars),
             wcs_files=lambda wc, output: wcs_sidecars(output.wcs),

@@ -7,9 +7,11 @@ rule align:
         sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
     output:
         solutions=f"{WORK}/relative/solutions.ecsv",
-        wcs=directory(f"{WORK}/relative/{WCS_DIR}"),
+        wcs=directory(stage_wcs_folder(WORK, "relative")),
         matches=f"{WORK}/relative/matches.ecsv",
         attempts=f"{WORK}/relative/attempts.ecsv",
+        # the reference catalog the alignment ended with (expanded with expand_refcat)
+        reference=f"{WORK}/relative/reference.ecsv",
     params:
         wcs_files=lambda wc, output: wcs_sidecars(output.wcs),
         relative=relative_params(),
@@ -34,3 +36,21 @@ rule align:
         runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 40),
     run:
         run_script("align.py", input, output, params, wildcards, log)
+
+
+rule publish_expanded_refcat:
+    input:
+        f"{WORK}/relative/reference.ecsv",
+    output:
+        f"{OUT}/tweakreg_refcat.{CATALOG_EXT}",
+    params:
+        catalog_format=TW["catalog_format"],
+    log:
+        f"{LOGS}/publish_expanded_refcat.log",
+    # a file copy: on a cluster it runs on the submit host, not as a job
+    localrule: True
+    resources:
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input_mb(input))),
+        runtime=5,
+    run:
+        run_script("publish_expanded_refcat.py", input, output, params, wildcards, log)

@@ -8,7 +8,7 @@ if not GLOBAL:
     # in the number of images (common.smk, "the WCS sidecars of the alignment stages").
     rule final_wcs:
         input:
-            f"{WORK}/{final_stage()}/{WCS_DIR}",
+            stage_wcs_folder(WORK, final_stage()),
         output:
             directory(FINAL_WCS),
         log:
@@ -25,7 +25,7 @@ if not GLOBAL:
 rule apply_wcs:
     input:
         image=image_path,
-        wcs=final_wcs_input,
+        wcs=image_final_wcs("{stem}"),
     output:
         f"{OUT}/{{stem}}_tweakreg.fits",
     params:

@@ -10,7 +10,7 @@ from snakemake.logging import logger
 
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
-from tweakflow.io import check_fits_signature
+from tweakflow.io import check_fits_signature, stage_wcs_folder, wcs_sidecar_path
 from tweakflow.params import (
     ABSOLUTE_PARS,
     DEFAULT_DETECTION_PARS,
@@ -18,11 +18,12 @@ from tweakflow.params import (
     QUALITY_DEFAULTS,
     RELATIVE_PARS,
     SIP_PARS,
+    TRANSFER_DEFAULTS,
     check_separation,
     resolve_block,
 )
 from tweakflow.refcat import GAIA_CATALOGS
-from tweakflow.verdict import read_verdict
+from tweakflow.verdict import read_verdict, transfer_line
 
 SCRIPTS = os.path.join(ROOT, "scripts")
 
@@ -149,7 +150,7 @@ if TW.get("use_custom_catalogs"):
 # save_catalogs: {output_dir}/<meta.filename without .fits>_cat.{ext} in
 # catalog_format, as the step names them (X_cal.fits -> X_cal_cat.ecsv), written
 # by publish_catalog from the cached catalog (a format change re-runs only that).
-from tweakflow.catalogs import catalog_extension, published_catalog_names, writer_format
+from tweakflow.catalogs import catalog_extension, published_catalog_names, read_table, writer_format
 
 CATALOG_EXT = catalog_extension(TW["catalog_format"])
 PUBLISHED = {}  # published catalog file name -> stem, for the images that detect sources
@@ -179,8 +180,10 @@ def image_detection_params(wildcards):
 
 def published_catalogs():
     """save_catalogs' outputs: one per image that detects sources (the step
-    ignores save_catalogs for images with a user catalog)."""
-    return [f"{OUT}/{name}" for name in PUBLISHED]
+    ignores save_catalogs for images with a user catalog) and, with
+    expand_refcat and the sequential solver, the final expanded reference catalog."""
+    expanded = [f"{OUT}/tweakreg_refcat.{CATALOG_EXT}"] if relative_params()["expand_refcat"] and not GLOBAL else []
+    return [f"{OUT}/{name}" for name in PUBLISHED] + expanded
 
 
 def catalog_to_publish(wildcards):
@@ -189,6 +192,72 @@ def catalog_to_publish(wildcards):
 
 
 # --- end of custom source catalogs and published catalogs -------------------
+
+# --- transfer: a finished run's corrections applied to other images ----------
+# (workflow/rules/transfer.smk; `snakemake --cores all transfer`)
+try:
+    TRANSFER = resolve_block("transfer", TRANSFER_DEFAULTS, config.get("transfer"))
+except TweakflowError as exc:
+    raise WorkflowError(f"tweakflow: {exc}")
+TRANSFER_DIR = f"{OUT}/transfer"
+# the finished run whose corrections are applied: this one, or another output_dir
+TRANSFER_FROM = os.path.normpath(TRANSFER["from"] or OUT)
+TRANSFER_THIS_RUN = os.path.abspath(TRANSFER_FROM) == os.path.abspath(OUT)
+
+
+def _transfer_images():
+    """The images to correct: transfer.images resolved as inputs are (files, globs, an association)."""
+    given = TRANSFER["images"]
+    if not given:
+        return []
+    if isinstance(given, str) and not given.lower().endswith(".json"):
+        given = [given]  # a glob or a file (never "demo")
+    try:
+        return resolve_inputs(
+            given,
+            output_dir=OUT,
+            allow_outside_asn=config.get("allow_outside_asn", False),
+            output_use_model=TW.get("output_use_model", True),
+        )
+    except TweakflowError as exc:
+        raise WorkflowError(f"tweakflow: transfer.images: {str(exc).removeprefix('inputs: ')}")
+
+
+TRANSFER_IMAGES = _transfer_images()
+TRANSFER_BY_STEM = {it["stem"]: it for it in TRANSFER_IMAGES}
+if (
+    TRANSFER_IMAGES
+    and not TRANSFER_THIS_RUN
+    and not os.path.isfile(os.path.join(TRANSFER_FROM, "tweakreg_summary.ecsv"))
+):
+    raise WorkflowError(
+        f"tweakflow: transfer.from: {TRANSFER_FROM}: no tweakreg_summary.ecsv: not the output_dir of a finished tweakflow run"
+    )
+
+
+def transfer_solution_inputs(wildcards):
+    """The run's results the corrections are measured from: this run's final and
+    image sidecars, or the summary of a finished run of another configuration."""
+    if TRANSFER_THIS_RUN:
+        return {
+            "wcs": final_wcs_inputs(),
+            "images": expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
+        }
+    return {"summary": os.path.join(TRANSFER_FROM, "tweakreg_summary.ecsv")}
+
+
+def transfer_outputs(wildcards):
+    """The transfer target's inputs: every corrected image and the summary."""
+    if not TRANSFER_IMAGES:
+        raise WorkflowError(
+            "tweakflow: transfer: no images to correct: list them in transfer.images (files, globs or an association)"
+        )
+    return expand(f"{TRANSFER_DIR}/{{tstem}}_tweakreg.fits", tstem=TRANSFER_BY_STEM) + [
+        f"{TRANSFER_DIR}/transfer_summary.ecsv"
+    ]
+
+
+# --- end of transfer ------------------------------------------------------------
 
 
 wildcard_constraints:
@@ -259,56 +328,55 @@ def image_association(wildcards):
 
 
 def final_stage():
-    """The folder of the last alignment stage's WCS sidecars."""
+    """The last alignment stage (its sidecars: ``stage_wcs_folder(WORK, final_stage())``)."""
     if GLOBAL:
         return "global"
     return "absolute" if ABSOLUTE else "relative"
 
 
 # --- the WCS sidecars of the alignment stages --------------------------------
-# align and absolute_align each write one WCS sidecar per image into a folder of
-# their own (a directory() output), and apply_wcs and qa_plots take the final
-# stage's sidecars through the small final_wcs job (workflow/rules/apply.smk).
-# Snakemake checks each input file of a job against every output of the rule
-# that makes it and against every input of the job that makes it: one output
-# file per image on align (whose inputs are two per image), read by one job per
-# image, made those checks grow with the number of images squared (README,
-# "Performance"). The global solve writes each image's sidecar in a job of its
-# own (global_wcs), which needs neither.
-WCS_DIR = "wcs"
+# Each stage writes one WCS sidecar per image into its folder
+# work/<stage>/wcs/ (tweakflow.io.stage_wcs_folder): align and absolute_align as a directory() output, the
+# global solve one image per job (global_wcs). The per-image output jobs
+# (apply_wcs, publish_catalog), qa_plots and the transfer take the relative or
+# absolute stage's sidecars through the one-input job final_wcs (its folder
+# FINAL_WCS, workflow/rules/apply.smk). Snakemake checks each input file of a
+# job against every output of the rule that makes it, and against every input
+# of the job that makes it: with one output file per image on align (whose
+# inputs are two per image), read by one job per image, both checks grew with
+# the number of images squared (README, "Performance").
 FINAL_WCS = f"{WORK}/final_wcs"
-
-
-def wcs_sidecar(folder, stem):
-    """An image's WCS sidecar in ``folder``."""
-    return f"{folder}/{stem}_wcs.asdf"
 
 
 def wcs_sidecars(folder):
     """Every image's WCS sidecar in ``folder``."""
-    return [wcs_sidecar(folder, stem) for stem in STEMS]
+    return [wcs_sidecar_path(folder, stem) for stem in STEMS]
 
 
-def final_wcs_input(wildcards):
-    """apply_wcs' WCS input: the image's sidecar from the global solve, or the
-    folder of the final stage's sidecars."""
-    return wcs_sidecar(f"{WORK}/global", wildcards.stem) if GLOBAL else FINAL_WCS
+def image_final_wcs(stem):
+    """The input that holds an image's final WCS sidecar: the sidecar itself
+    (global solve), or the folder FINAL_WCS."""
+    return wcs_sidecar_path(stage_wcs_folder(WORK, "global"), stem) if GLOBAL else FINAL_WCS
 
 
 def final_wcs_inputs():
-    """qa_plots' WCS inputs: every image's sidecar from the global solve, or the
-    folder of the final stage's sidecars."""
-    return wcs_sidecars(f"{WORK}/global") if GLOBAL else [FINAL_WCS]
+    """The inputs that hold every image's final WCS sidecar (`image_final_wcs`)."""
+    return wcs_sidecars(stage_wcs_folder(WORK, "global")) if GLOBAL else [FINAL_WCS]
+
+
+def final_wcs_files(inputs):
+    """Every image's final WCS sidecar, from `final_wcs_inputs` as a job got them."""
+    return list(inputs) if GLOBAL else wcs_sidecars(inputs[0])
 
 
 def image_wcs_sidecar(wildcards, input):
-    """The image's final WCS sidecar, in (or as) apply_wcs' ``wcs`` input."""
-    return input.wcs if GLOBAL else wcs_sidecar(input.wcs, wildcards.stem)
+    """apply_wcs' final WCS sidecar, from its ``wcs`` input (`image_final_wcs`)."""
+    return input.wcs if GLOBAL else wcs_sidecar_path(input.wcs, wildcards.stem)
 
 
-def final_wcs_sidecars(wildcards, input):
-    """Every image's final WCS sidecar, in (or as) qa_plots' ``sidecars`` input."""
-    return list(input.sidecars) if GLOBAL else wcs_sidecars(input.sidecars[0])
+def published_wcs_sidecar(wildcards, input):
+    """publish_catalog's final WCS sidecar, from its ``wcs`` input (`image_final_wcs`)."""
+    return input.wcs if GLOBAL else wcs_sidecar_path(input.wcs, PUBLISHED[wildcards.catalog])
 
 
 def relative_tables():
@@ -375,9 +443,13 @@ def verdict_inputs(wildcards):
 
 
 def closing_verdict():
-    """Log the verdict written by this run (the console's last lines)."""
+    """Log the verdict written by this run (the console's last lines), and
+    what `snakemake transfer` corrected when it ran."""
     for line in read_verdict(VERDICT, since=RUN_STARTED):
         logger.info(line)
+    summary = f"{TRANSFER_DIR}/transfer_summary.ecsv"
+    if os.path.exists(summary) and os.path.getmtime(summary) >= RUN_STARTED:
+        logger.info(transfer_line(read_table(summary), TRANSFER_DIR))
 
 
 def absolute_matches_input():

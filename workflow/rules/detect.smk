@@ -1,5 +1,6 @@
 # Fan out: one source catalog and one WCS sidecar per image (and, with
-# save_catalogs, the published copy of the catalog).
+# save_catalogs, the published copy of the catalog, with sky positions through
+# the corrected WCS).
 
 
 rule detect_sources:
@@ -29,11 +30,14 @@ rule detect_sources:
 rule publish_catalog:
     input:
         catalog=catalog_to_publish,
+        # RA/DEC of the sources through the image's corrected WCS
+        wcs=lambda wc: image_final_wcs(PUBLISHED[wc.catalog]),
     output:
         f"{OUT}/{{catalog}}",
     wildcard_constraints:
         catalog=rf"[^/]+_cat\.{re.escape(CATALOG_EXT)}",
     params:
+        wcs_sidecar=published_wcs_sidecar,
         catalog_format=TW["catalog_format"],
     log:
         f"{LOGS}/publish_catalog/{{catalog}}.log",

@@ -82,7 +82,7 @@ if GLOBAL:
             sidecar=f"{WORK}/sidecars/{{stem}}_meta.json",
             corrections=f"{WORK}/global/corrections.ecsv",
         output:
-            wcs_sidecar(f"{WORK}/global", "{stem}"),
+            wcs_sidecar_path(stage_wcs_folder(WORK, "global"), "{stem}"),
         params:
             on_bad_input=ON_BAD_INPUT,
         log:

@@ -32,7 +32,7 @@ rule qa_plots:
             labels={"figure": "residuals and fit statistics"},
         ),
     params:
-        sidecars=final_wcs_sidecars,
+        sidecars=lambda wc, input: final_wcs_files(input.sidecars),
     log:
         f"{LOGS}/qa_plots.log",
     benchmark:
