@@ -31,7 +31,7 @@ rule apply_wcs:
     params:
         wcs_sidecar=image_wcs_sidecar,
         sip=sip_params(),
-        association=image_association,
+        association=per_image(image_association),
     log:
         f"{LOGS}/apply_wcs/{{stem}}.log",
     benchmark:

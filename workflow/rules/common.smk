@@ -172,10 +172,30 @@ def detect_inputs(wildcards):
     return inputs
 
 
-def image_detection_params(wildcards):
-    """Source-finding parameters of one image; none for an image with a custom
+def per_image(value_of):
+    """A job parameter of each image: ``value_of(image)`` for its entry of IMAGES.
+
+    The value itself when every image has the same one (for a list of files:
+    no association, hence no group id or association record; no custom
+    catalog), else a function of the job's wildcards. Snakemake evaluates
+    a function parameter for every job when it builds the DAG, twice (and
+    inspects the function's signature each time): FUNCTION_COST.
+    """
+    values = [value_of(it) for it in IMAGES]
+    if all(v == values[0] for v in values):
+        return values[0]
+    return lambda wc: value_of(BY_STEM[wc.stem])
+
+
+def image_detection_params(image):
+    """Source-finding parameters of an image; none for an image with a custom
     catalog, so that changing them re-runs only the images that detect sources."""
-    return {} if wildcards.stem in CUSTOM_CATALOGS else detection_params()
+    return {} if image["stem"] in CUSTOM_CATALOGS else detection_params()
+
+
+def image_group_id(image):
+    """The exposure group id an association gives an image (None: from its header)."""
+    return image["group_id"]
 
 
 def published_catalogs():
@@ -321,10 +341,10 @@ def sip_params():
     return {k: TW[k] for k in SIP_PARS}
 
 
-def image_association(wildcards):
+def image_association(image):
     """What the input association says of an image, for its product's
     ``meta.asn`` (empty for an image given in a list of files)."""
-    return BY_STEM[wildcards.stem].get("association") or {}
+    return image.get("association") or {}
 
 
 def final_stage():

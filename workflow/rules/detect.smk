@@ -10,8 +10,8 @@ rule detect_sources:
         catalog=f"{WORK}/catalogs/{{stem}}_cat.ecsv",
         sidecar=f"{WORK}/sidecars/{{stem}}_meta.json",
     params:
-        detection=image_detection_params,
-        group_id=lambda wc: BY_STEM[wc.stem]["group_id"],
+        detection=per_image(image_detection_params),
+        group_id=per_image(image_group_id),
         on_bad_input=ON_BAD_INPUT,
         fits=fits_params(),
     log:
