@@ -175,7 +175,9 @@ def bench_grouping(work, asn, stems, cores):
             "print('local')\n"
         )
     targets = [f"out/work/catalogs/{s}_cat.ecsv" for s in stems]
-    for label, extra in (("per_image", []), ("grouped", ["--group-components", f"detect={len(stems)}"])):
+    # the groups as the cluster profiles set them (profiles/slurm: `groups`, `group-components`)
+    grouped = ["--groups", "detect_sources=detect", "--group-components", f"detect={len(stems)}"]
+    for label, extra in (("per_image", []), ("grouped", grouped)):
         d = os.path.join(work, f"cluster_{label}")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
