@@ -38,9 +38,11 @@ rule apply_wcs:
         f"{BENCH}/apply_wcs/{{stem}}.tsv"
     resources:
         # measured peak RSS: ~130 MB + 1.4x the file (240 MB for an 80 MB
-        # 2048x2048 file); ~10 s per 2048x2048 image as a cluster job, start-up included
-        mem_mb=lambda wc, input, attempt: attempt * (300 + int(2 * input_mb(input))),
-        runtime=lambda wc, input, attempt: attempt * (1 + int(input_mb(input) // 50)),
+        # 2048x2048 file); ~10 s per 2048x2048 image as a cluster job, start-up
+        # included. From the image's size only: the wcs input is the folder of
+        # every image's sidecar (but with the global solve)
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(2 * input_mb(input.image))),
+        runtime=lambda wc, input, attempt: attempt * (1 + int(input_mb(input.image) // 50)),
     run:
         run_script("apply_wcs.py", input, output, params, wildcards, log)
 

@@ -42,7 +42,9 @@ rule publish_catalog:
     log:
         f"{LOGS}/publish_catalog/{{catalog}}.log",
     resources:
-        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input_mb(input))),
+        # from the catalog's size only: the wcs input is the folder of every
+        # image's sidecar (but with the global solve)
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input_mb(input.catalog))),
         runtime=lambda wc, attempt: attempt,
     run:
         run_script("publish_catalog.py", input, output, params, wildcards, log)
