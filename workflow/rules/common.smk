@@ -370,15 +370,16 @@ def final_stage():
 
 # --- the WCS sidecars of the alignment stages --------------------------------
 # Each stage writes one WCS sidecar per image into its folder
-# work/<stage>/wcs/ (tweakflow.io.stage_wcs_folder): align and absolute_align as a directory() output, the
-# global solve one image per job (global_wcs). The per-image output jobs
-# (apply_wcs, publish_catalog), qa_plots and the transfer take the relative or
-# absolute stage's sidecars through the one-input job final_wcs (its folder
-# FINAL_WCS, workflow/rules/apply.smk). Snakemake checks each input file of a
-# job against every output of the rule that makes it, and against every input
-# of the job that makes it: with one output file per image on align (whose
-# inputs are two per image), read by one job per image, both checks grew with
-# the number of images squared (README, "Performance").
+# work/<stage>/wcs/ (tweakflow.io.stage_wcs_folder): align and absolute_align
+# as a directory() output, the global solve one image per job (global_wcs).
+# The per-image output jobs (apply_wcs, publish_catalog), qa_plots and the
+# transfer take the relative or absolute stage's sidecars through the
+# one-input job final_wcs (its folder FINAL_WCS, workflow/rules/apply.smk).
+# Snakemake checks each input file of a job against every output of the rule
+# that makes it, and against every input of the job that makes it: with one
+# output file per image on align (whose inputs are two per image), read by one
+# job per image, both checks grew with the number of images squared (README,
+# "Performance").
 FINAL_WCS = f"{WORK}/final_wcs"
 
 
