@@ -15,9 +15,11 @@ Sections:
             (job wall time minus the in-process compute of the same image),
             as a process of its own, and on a cluster node one submitted job
             per image against one group job of all (what `group:` saves)
-  scale     dry-run DAG construction for 1,000 and 5,000 inputs (fake files),
-            and the peak memory and time of the gather steps (align, align
-            with expand_refcat, absolute_align) with 1,000 catalogs
+  scale     dry-run DAG construction for 1,000, 5,000 and 10,000 inputs (fake
+            files) and Snakemake's floor for the same jobs
+            (benchmarks/dryrun.py, which also measures start-up), and the
+            peak memory and time of the gather steps (align, align with
+            expand_refcat, absolute_align) with 1,000 catalogs
   mosaic    benchmarks/mosaic.py: the demo with each relative solver, 7 x 7
             sparse mosaics (2 seeds), and the global gather at 1,024 tiles
 
@@ -175,7 +177,9 @@ def bench_grouping(work, asn, stems, cores):
             "print('local')\n"
         )
     targets = [f"out/work/catalogs/{s}_cat.ecsv" for s in stems]
-    for label, extra in (("per_image", []), ("grouped", ["--group-components", f"detect={len(stems)}"])):
+    # the groups as the cluster profiles set them (profiles/slurm: `groups`, `group-components`)
+    grouped = ["--groups", "detect_sources=detect", "--group-components", f"detect={len(stems)}"]
+    for label, extra in (("per_image", []), ("grouped", grouped)):
         d = os.path.join(work, f"cluster_{label}")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -192,25 +196,11 @@ def bench_grouping(work, asn, stems, cores):
 
 
 def bench_scale(work):
-    from astropy.io import fits
+    """Dry runs of 1,000, 5,000 and 10,000 fake inputs, and Snakemake's floor
+    (`dryrun.bench_scale`); the gather steps' memory and time at 1,000 images."""
+    import dryrun  # (same folder)
 
-    # fake inputs for dry runs: a bare FITS primary header each (the
-    # parse-time checks read the signature and the FILENAME keyword)
-    fake = os.path.join(work, "fake")
-    os.makedirs(fake, exist_ok=True)
-    for i in range(5000):
-        p = os.path.join(fake, f"img{i:05d}_cal.fits")
-        if not os.path.exists(p):
-            hdr = fits.Header()
-            hdr["FILENAME"] = os.path.basename(p)
-            fits.PrimaryHDU(header=hdr).writeto(p)
-    out = {}
-    for n in (1000, 5000):
-        files = sorted(glob.glob(os.path.join(fake, "img*_cal.fits")))[:n]
-        d = os.path.join(work, f"dry{n}")
-        os.makedirs(d, exist_ok=True)
-        t, _ = snakemake(d, {"inputs": files, "output_dir": "out"}, 2, "-n")
-        out[n] = t
+    out = {"dry": dryrun.bench_scale(work, (1000, 5000, 10000))}
     out["gather"] = gather_memory(os.path.join(work, "gather1000"), 1000)
     return out
 
@@ -284,8 +274,9 @@ def main():
     print(f"| cluster: {n1} detect_sources jobs, one submitted job each / one group job (`group-components`) | node time {t1:.1f} s / {t2:.1f} s: grouping saves {(t1 - t2) / n1:.2f} s per image ({t2 / t1:.2f}x) |")
     if not args.skip_scale:
         sc = bench_scale(args.workdir)
-        print(f"| dry run, 1,000 inputs | {sc[1000]:.1f} s |")
-        print(f"| dry run, 5,000 inputs | {sc[5000]:.1f} s |")
+        for n, r in sc["dry"].items():
+            (t, _), (t_floor, _) = r["tweakflow"], r["floor"]
+            print(f"| dry run (`snakemake -n --quiet`), {n:,} inputs / Snakemake's floor (a trivial workflow of the same jobs) | {t:.1f} s / {t_floor:.1f} s |")
         labels = {"default": "align (default parameters)", "expand": "align with `expand_refcat` (forced by absolute alignment)", "absolute": "absolute_align"}
         for step, (mb, t) in sc["gather"].items():
             print(f"| {labels[step]} on 1,000 catalogs + sidecars: peak memory / time | {mb:.0f} MB / {t:.0f} s |")

@@ -7,7 +7,7 @@ run_rule(
     catalogs=list(snakemake.input.catalogs),
     sidecars=list(snakemake.input.sidecars),
     solutions_out=snakemake.output.solutions,
-    wcs_out=list(snakemake.output.wcs),
+    wcs_out=list(snakemake.params.wcs_files),
     relative=dict(snakemake.params.relative),
     on_bad_input=snakemake.params.on_bad_input,
     quality=dict(snakemake.params.quality),

@@ -5,7 +5,7 @@ run_rule(
     publish_catalog_step,
     snakemake.log[0],
     catalog=snakemake.input.catalog,
-    wcs_sidecar=snakemake.input.wcs,
+    wcs_sidecar=snakemake.params.wcs_sidecar,
     output=snakemake.output[0],
     catalog_format=snakemake.params.catalog_format,
 )

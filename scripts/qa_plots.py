@@ -6,7 +6,7 @@ run_rule(
     snakemake.log[0],
     solutions=snakemake.input.solutions,
     matches=snakemake.input.matches,
-    sidecars=list(snakemake.input.sidecars),
+    sidecars=list(snakemake.params.sidecars),
     images_dir=snakemake.output.images,
     footprints_out=snakemake.output.footprints,
     overview_out=snakemake.output.overview,

@@ -5,7 +5,7 @@ run_rule(
     transfer_solutions_step,
     snakemake.log[0],
     output=snakemake.output[0],
-    wcs_sidecars=list(snakemake.input.get("wcs", [])),
+    wcs_sidecars=list(snakemake.params.wcs_sidecars),
     image_sidecars=list(snakemake.input.get("images", [])),
     run_dir=snakemake.params.run_dir,
     run=snakemake.params.run,

@@ -64,7 +64,7 @@ def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
     # the relative stage (its WCS sidecars): relative errors (common rigid motion removed)
     rel_wcs = []
     for name in sorted({r[0].split("[")[0] for r in rows}):
-        rel_wcs.extend(read_sidecar(os.path.join(out, "work", "relative", name[: -len(".fits")] + "_wcs.asdf"))["wcs"])
+        rel_wcs.extend(read_sidecar(os.path.join(out, "work", "relative", "wcs", name[: -len(".fits")] + "_wcs.asdf"))["wcs"])
     shapes = [r[1] for r in rows]
     rel = metrics.relative_errors([CallableWCS(w) for w in rel_wcs], [CallableWCS(r[4]) for r in rows], shapes)
     rel_in = metrics.relative_errors([CallableWCS(r[2]) for r in rows], [CallableWCS(r[4]) for r in rows], shapes)
@@ -79,7 +79,7 @@ def test_tables_relative_and_to_reference_file(tmp_path, fits_lut_dataset):
     assert min(max_sky_distance_mas(without_lookup_tables(r[3]), r[4], r[1]) for r in lut) > 20.0
     # the output WCS (tables included) is the corrected solution of the absolute stage
     for name in sorted({r[0].split("[")[0] for r in rows}):
-        sc = read_sidecar(os.path.join(out, "work", "absolute", name[: -len(".fits")] + "_wcs.asdf"))
+        sc = read_sidecar(os.path.join(out, "work", "absolute", "wcs", name[: -len(".fits")] + "_wcs.asdf"))
         for w, r in zip(sc["wcs"], [r for r in rows if r[0].startswith(name + "[")]):
             assert (w.cpdis1 is None) == (r[3].cpdis1 is None)
             assert max_sky_distance_mas(r[3], w, r[1]) < 1e-3

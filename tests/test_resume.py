@@ -84,7 +84,7 @@ def _same_alignment(a, b, stems):
     for s in stems:
         for rel in (f"work/catalogs/{s}_cat.ecsv", f"work/sidecars/{s}_meta.json"):
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-        wa, wb = read_sidecar(str(a / f"work/relative/{s}_wcs.asdf")), read_sidecar(str(b / f"work/relative/{s}_wcs.asdf"))
+        wa, wb = read_sidecar(str(a / f"work/relative/wcs/{s}_wcs.asdf")), read_sidecar(str(b / f"work/relative/wcs/{s}_wcs.asdf"))
         assert wa["extra"] == wb["extra"]
         np.testing.assert_array_equal(_wcs_values(wa["wcs"], wa["shape"]), _wcs_values(wb["wcs"], wb["shape"]))
     rel = "work/relative/solutions.ecsv"

@@ -60,12 +60,12 @@ def _run(detected, out, *, relative=None, refcat=None):
     stems = [os.path.basename(p)[: -len("_meta.json")] for p in detected["sidecars"]]
     os.makedirs(out / "work" / "sidecars")
     sides = [shutil.copy(p, out / "work" / "sidecars") for p in detected["sidecars"]]
-    rel = [str(out / "work" / "relative" / f"{s}_wcs.asdf") for s in stems]
+    rel = [str(out / "work" / "relative" / "wcs" / f"{s}_wcs.asdf") for s in stems]
     tables = [str(out / "work" / "relative" / "solutions.ecsv")]
     align_step(detected["catalogs"], sides, tables[0], rel, relative={**RELATIVE_PARS, **(relative or {})})
     final = rel
     if refcat:
-        final = [str(out / "work" / "absolute" / f"{s}_wcs.asdf") for s in stems]
+        final = [str(out / "work" / "absolute" / "wcs" / f"{s}_wcs.asdf") for s in stems]
         tables.append(str(out / "work" / "absolute" / "solutions.ecsv"))
         absolute_step(detected["catalogs"], rel, refcat, tables[1], final, str(out / "combined.ecsv"), absolute=ABSOLUTE_PARS, refcat_name=refcat)
     summary_step(tables, str(out / "tweakreg_summary.ecsv"))

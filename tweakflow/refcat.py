@@ -77,7 +77,6 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
-from astropy.table import Table
 
 from . import __version__
 from .atomic import atomic_output
@@ -85,6 +84,9 @@ from .catalogs import columns_any_case
 from .errors import ConfigError, RefcatError, TweakflowError
 from .params import resolve_block
 
+# astropy.table is imported by the functions that use it: the workflow imports
+# this module when it reads the Snakefile, which needs no table (0.3-0.8 s of every
+# snakemake start, dry runs included).
 __all__ = [
     "DEFAULT_URL",
     "GAIA_CATALOGS",
@@ -245,6 +247,8 @@ def _reference_table(path, table, good, ra, dec, weight, used):
     float64 ``RA`` (wrapped to [0, 360)), ``DEC`` and ``weight`` (if not
     None), then the columns of ``table`` not in ``used``.
     """
+    from astropy.table import Table
+
     out = Table(meta=dict(table.meta))
     out["RA"] = np.mod(ra[good], 360.0).astype(np.float64)
     out["DEC"] = dec[good].astype(np.float64)
@@ -263,6 +267,8 @@ def _reference_table(path, table, good, ra, dec, weight, used):
 
 def _read_any_table(path):
     """Read ``path`` with format auto-detection, then ASCII guessing."""
+    from astropy.table import Table
+
     attempts = []
     try:
         return Table.read(path)
@@ -622,6 +628,8 @@ def parse_gaia_response(text, query_url="the catalog service"):
         If the body is an in-band error, is not CSV with ``ra``/``dec``
         columns, or holds fewer/more rows than its first line announces.
     """
+    from astropy.table import Table
+
     body = text.lstrip("\ufeff")
     lines = [ln for ln in body.splitlines() if ln.strip()]
     if not lines:
@@ -1076,6 +1084,8 @@ def _normalise_gaia(raw, query_url, region, cat, epoch, search, h):
 def _gaia_table(raw, cols, keep, weight):
     """The kept rows: ``RA``, ``DEC`` (deg), ``weight`` (if any), then what the service sent of
     ``mag``, the ids (strings), ``epoch``, the proper motions and the errors."""
+    from astropy.table import Table
+
     lower = {c.lower(): c for c in raw.colnames}
     out = Table()
     out["RA"] = np.mod(cols["ra"][keep], 360.0)

@@ -50,7 +50,15 @@ from .catalogs import read_table
 from .errors import ConfigError, InputError
 from .fitting import make_corrector
 from .geometry import det_to_world, mean_direction
-from .io import chip_label, image_sidecar_doc, image_sidecar_from_doc, read_image, read_sidecar
+from .io import (
+    chip_label,
+    image_sidecar_doc,
+    image_sidecar_from_doc,
+    read_image,
+    read_sidecar,
+    stage_wcs_folder,
+    wcs_sidecar_path,
+)
 from .params import TRANSFER_DEFAULTS
 from .results import columns_table
 from .wcs_update import write_fits_output, write_jwst_output
@@ -294,7 +302,7 @@ def finished_run(output_dir):
         raise InputError(
             f"transfer.from: {summary_path} is not made from the solution tables in {work} (is the run finished? run it again to finish it)"
         )
-    wcs = sorted(glob.glob(os.path.join(glob.escape(os.path.join(work, found[0])), "*_wcs.asdf")))
+    wcs = sorted(glob.glob(wcs_sidecar_path(glob.escape(stage_wcs_folder(work, found[0])), "*")))
     stems = [os.path.basename(p)[: -len("_wcs.asdf")] for p in wcs]
     sidecars = [os.path.join(work, "sidecars", f"{s}_meta.json") for s in stems]
     for w, p in zip(wcs, sidecars):

@@ -199,7 +199,9 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tiny_dataset, tmp_path):
     # a group job asks for its jobs side by side: --cores CPUs (both jobs here), the
     # sum of their memory, the longest of their runtimes
     detect_id = next(j for j, kind in submitted if kind == "group_detect_detect_sources")
-    per_job = _group_resources(proc.stdout, "detect")
+    # (from Snakemake's own log of the run: the concise console shows no job blocks)
+    snakemake_log = max((remote / ".snakemake" / "log").glob("*.snakemake.log")).read_text()
+    per_job = _group_resources(snakemake_log, "detect")
     assert len(per_job) == 2, per_job
     assert _requested(detect_id) == {
         "cpus": min(slurm_cluster.cpus, 2),

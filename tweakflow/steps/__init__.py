@@ -24,7 +24,7 @@ pages); `tweakflow.steps.jobs` runs any of them as a job.
 
 from ..qa import qa_absolute_step, qa_overlaps_step, qa_plots_step, qa_tables_step
 from .fanout import demo_step, detect_step, fetch_refcat_step, publish_catalog_step
-from .gather import absolute_step, align_step, publish_refcat_step
+from .gather import absolute_step, align_step, final_wcs_step, publish_refcat_step
 from .jobs import job_logging, run_rule
 from .mosaic import global_solve_step, global_wcs_step, match_pairs_step, overlap_pairs_step
 from .report import demo_accuracy_step, summary_step, verdict_step
@@ -40,6 +40,7 @@ __all__ = [
     "fetch_refcat_step",
     "align_step",
     "absolute_step",
+    "final_wcs_step",
     "publish_refcat_step",
     "overlap_pairs_step",
     "match_pairs_step",

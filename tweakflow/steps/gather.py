@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 
 from ..absolute import absolute_fit, apply_absolute, wcs_name
 from ..align import REFERENCE_COLUMNS, relative_align
+from ..atomic import atomic_output
 from ..catalogs import write_catalog
 from ..entries import load_entries, relative_result, stage_solutions, write_solution_sidecars
 from ..refcat import read_reference_catalog
@@ -20,7 +23,7 @@ from ..results import (
     rows_to_table,
 )
 
-__all__ = ["align_readable", "align_step", "absolute_step", "publish_refcat_step"]
+__all__ = ["align_readable", "align_step", "absolute_step", "final_wcs_step", "publish_refcat_step"]
 
 log = logging.getLogger("tweakflow")
 
@@ -123,3 +126,28 @@ def absolute_step(catalogs, sidecars, refcat, solutions_out, wcs_out, combined_o
 def publish_refcat_step(refcat, output):
     """``save_abs_catalog``: publish the reference catalog used by the absolute fit."""
     write_catalog(read_reference_catalog(refcat), output)
+
+
+def final_wcs_step(folder, output):
+    """The final alignment stage's WCS sidecars in a folder of their own (``final_wcs`` rule).
+
+    The per-image output jobs read their sidecar from ``output``, made by
+    this one-input job, rather than from the stage's folder, made by a
+    gather job with two inputs per image: Snakemake compares each input of
+    a job with every input of the job that makes it, so that otherwise
+    building the DAG takes time in proportion to the number of images
+    squared. The files are hard links to the stage's (no data copied),
+    copies where the file system has no hard links; Snakemake's own
+    bookkeeping files (names starting with a dot) are left out. ``output``
+    appears complete or not at all.
+    """
+    with atomic_output(output) as tmp:
+        os.mkdir(tmp)
+        for name in sorted(os.listdir(folder)):
+            src = os.path.join(folder, name)
+            if name.startswith(".") or not os.path.isfile(src):
+                continue
+            try:
+                os.link(src, os.path.join(tmp, name))
+            except OSError:
+                shutil.copy2(src, os.path.join(tmp, name))

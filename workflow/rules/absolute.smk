@@ -46,14 +46,16 @@ if ABSOLUTE and not GLOBAL:
     rule absolute_align:
         input:
             catalogs=expand(f"{WORK}/catalogs/{{stem}}_cat.ecsv", stem=STEMS),
-            sidecars=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
+            sidecars=stage_wcs_folder(WORK, "relative"),
             refcat=refcat_input(),
         output:
             solutions=f"{WORK}/absolute/solutions.ecsv",
             combined=f"{WORK}/absolute/combined.ecsv",
             matches=f"{WORK}/absolute/matches.ecsv",
-            wcs=expand(f"{WORK}/absolute/{{stem}}_wcs.asdf", stem=STEMS),
+            wcs=directory(stage_wcs_folder(WORK, "absolute")),
         params:
+            sidecar_files=lambda wc, input: wcs_sidecars(input.sidecars),
+            wcs_files=lambda wc, output: wcs_sidecars(output.wcs),
             absolute=absolute_params(),
             quality=quality_params(),
             # the configured name, as given (it names the WCS: FIT-LVL3-<name>),
@@ -68,7 +70,7 @@ if ABSOLUTE and not GLOBAL:
             # measured peak RSS: 813 MB for 1,000 images (~0.6 MB per image:
             # its GWCS and sources; corrected WCSs are written one at a time);
             # 2 min for 1,000
-            mem_mb=lambda wc, input, attempt: attempt * (300 + 2 * len(STEMS) + int(10 * input.size_mb)),
+            mem_mb=lambda wc, input, attempt: attempt * (300 + 2 * len(STEMS) + int(10 * input_mb(input))),
             runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
         run:
             run_script("absolute_align.py", input, output, params, wildcards, log)

@@ -7,12 +7,13 @@ rule align:
         sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
     output:
         solutions=f"{WORK}/relative/solutions.ecsv",
-        wcs=expand(f"{WORK}/relative/{{stem}}_wcs.asdf", stem=STEMS),
+        wcs=directory(stage_wcs_folder(WORK, "relative")),
         matches=f"{WORK}/relative/matches.ecsv",
         attempts=f"{WORK}/relative/attempts.ecsv",
         # the reference catalog the alignment ended with (expanded with expand_refcat)
         reference=f"{WORK}/relative/reference.ecsv",
     params:
+        wcs_files=lambda wc, output: wcs_sidecars(output.wcs),
         relative=relative_params(),
         quality=quality_params(),
         on_bad_input=ON_BAD_INPUT,
@@ -27,9 +28,9 @@ rule align:
         mem_mb=lambda wc, input, attempt: (
             attempt
             * (
-                300 + 2 * len(STEMS) + int(30 * input.size_mb)
+                300 + 2 * len(STEMS) + int(30 * input_mb(input))
                 if relative_params()["expand_refcat"]
-                else 300 + len(STEMS) + int(4 * input.size_mb)
+                else 300 + len(STEMS) + int(4 * input_mb(input))
             )
         ),
         runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 40),
@@ -49,7 +50,7 @@ rule publish_expanded_refcat:
     # a file copy: on a cluster it runs on the submit host, not as a job
     localrule: True
     resources:
-        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input.size_mb)),
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(4 * input_mb(input))),
         runtime=5,
     run:
         run_script("publish_expanded_refcat.py", input, output, params, wildcards, log)

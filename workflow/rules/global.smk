@@ -45,8 +45,6 @@ if GLOBAL:
             f"{LOGS}/match_pairs_{{batch}}.log",
         benchmark:
             f"{BENCH}/match_pairs_{{batch}}.tsv"
-        group:
-            "match_pairs"
         resources:
             mem_mb=lambda wc, attempt: attempt * 600,
             runtime=lambda wc, attempt: attempt * 10,
@@ -74,7 +72,7 @@ if GLOBAL:
         benchmark:
             f"{BENCH}/global_solve.tsv"
         resources:
-            mem_mb=lambda wc, input, attempt: attempt * (400 + len(STEMS) + int(4 * input.size_mb)),
+            mem_mb=lambda wc, input, attempt: attempt * (400 + len(STEMS) + int(4 * input_mb(input))),
             runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 200),
         run:
             run_script("global_solve.py", input, output, params, wildcards, log)
@@ -84,15 +82,13 @@ if GLOBAL:
             sidecar=f"{WORK}/sidecars/{{stem}}_meta.json",
             corrections=f"{WORK}/global/corrections.ecsv",
         output:
-            f"{WORK}/global/{{stem}}_wcs.asdf",
+            wcs_sidecar_path(stage_wcs_folder(WORK, "global"), "{stem}"),
         params:
             on_bad_input=ON_BAD_INPUT,
         log:
             f"{LOGS}/global_wcs/{{stem}}.log",
         benchmark:
             f"{BENCH}/global_wcs/{{stem}}.tsv"
-        group:
-            "apply"
         resources:
             mem_mb=lambda wc, attempt: attempt * 500,
             runtime=lambda wc, attempt: attempt * 5,

@@ -7,7 +7,7 @@ rule qa_plots:
     input:
         solutions=relative_tables()["solutions"],
         matches=relative_tables()["matches"],
-        sidecars=final_wcs_sidecars(),
+        sidecars=final_wcs_inputs(),
     output:
         images=report(
             directory(f"{QA}/images"),
@@ -31,6 +31,8 @@ rule qa_plots:
             subcategory="all images",
             labels={"figure": "residuals and fit statistics"},
         ),
+    params:
+        sidecars=lambda wc, input: final_wcs_files(input.sidecars),
     log:
         f"{LOGS}/qa_plots.log",
     benchmark:

@@ -14,6 +14,7 @@ rule transfer_solutions:
     output:
         f"{TRANSFER_DIR}/group_solutions.ecsv",
     params:
+        wcs_sidecars=lambda wc, input: final_wcs_files(input.wcs) if TRANSFER_THIS_RUN else [],
         # output_dirs, not path prefixes of this rule's files (functions: see --lint)
         run_dir=lambda wc: None if TRANSFER_THIS_RUN else TRANSFER_FROM,
         run=lambda wc: TRANSFER_FROM,
@@ -49,12 +50,10 @@ rule transfer_wcs:
         f"{LOGS}/transfer_wcs/{{tstem}}.log",
     benchmark:
         f"{BENCH}/transfer_wcs/{{tstem}}.tsv"
-    group:
-        "apply"
     resources:
         # as apply_wcs: the image is read and written once
-        mem_mb=lambda wc, input, attempt: attempt * (300 + int(2 * input.size_mb)),
-        runtime=lambda wc, input, attempt: attempt * (1 + int(input.size_mb // 50)),
+        mem_mb=lambda wc, input, attempt: attempt * (300 + int(2 * input_mb(input))),
+        runtime=lambda wc, input, attempt: attempt * (1 + int(input_mb(input) // 50)),
     run:
         run_script("transfer_wcs.py", input, output, params, wildcards, log)
 
