@@ -68,3 +68,9 @@ def atomic_output(path):
         raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically (`atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -16,7 +16,7 @@ import os
 import numpy as np
 from astropy.table import Table
 
-from .atomic import atomic_output
+from .atomic import atomic_output, write_text
 from .catalogs import read_table
 from .geometry import footprint_world
 from .io import chip_label, read_sidecar
@@ -694,12 +694,6 @@ def _page(title, body):
     return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>\n<h1>{_esc(title)}</h1>\n{body}\n</body></html>\n'
 
 
-def _write_text(path, text):
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-
 _SUMMARY_FORMATS = {
     "rms_mas": ".2f", "mae_mas": ".2f", "image_rms_mas": ".2f", "match_fraction": ".2f", "xshift": ".4f", "yshift": ".4f",
     "rotation": ".5f", "scale": ".7f", "skew": ".4g", "abs_rms_mas": ".2f", "abs_mae_mas": ".2f", "abs_xshift": ".4f",
@@ -758,7 +752,7 @@ def front_page_rst(template, verdict, path):
     with open(template, encoding="utf-8") as f:
         text = f.read()
     block = "\n".join(f"    {line}" for line in verdict)
-    _write_text(path, f"**Verdict of this run**::\n\n{block}\n\n{text}")
+    write_text(path, f"**Verdict of this run**::\n\n{block}\n\n{text}")
 
 
 def summary_html(summary, path, *, verdict=(), attempts=None, title="Alignment summary"):
@@ -785,7 +779,7 @@ def summary_html(summary, path, *, verdict=(), attempts=None, title="Alignment s
     if len(gt):
         body.append("<h2>Per group</h2><p class='note'>The images of a group (one exposure) share one fit.</p>")
         body.append(html_table(gt, list(gt.colnames), formats=_SUMMARY_FORMATS, text_columns=("group_id", "statuses", "recovery", "reasons")))
-    _write_text(path, _page(title, "\n".join(body)))
+    write_text(path, _page(title, "\n".join(body)))
 
 
 def attempts_html(attempts, path, title="Alignment attempts"):
@@ -808,7 +802,7 @@ def attempts_html(attempts, path, title="Alignment attempts"):
                 row_class=lambda r: "chosen" if bool(r["chosen"]) else "",
             )
         )
-    _write_text(path, _page(title, "\n".join(body)))
+    write_text(path, _page(title, "\n".join(body)))
 
 
 def config_html(config, path, title="Configuration of this run"):
@@ -824,7 +818,7 @@ def config_html(config, path, title="Configuration of this run"):
 
     text = yaml.safe_dump(plain(dict(config)), sort_keys=False, default_flow_style=False)
     body = "<p>The configuration the workflow ran with: <code>config/config.yaml</code> merged with <code>--configfile</code> and <code>--config</code>, with schema defaults filled in.</p>"
-    _write_text(path, _page(title, body + f"<pre>{_esc(text)}</pre>"))
+    write_text(path, _page(title, body + f"<pre>{_esc(text)}</pre>"))
 
 
 def _read_benchmark(path):
@@ -885,7 +879,7 @@ def run_record_html(logs_dir, bench_dir, path, *, max_lines=300, title="Logs and
     body.append("</table>")
     body.append("<h2>Logs</h2>")
     body.extend(details)
-    _write_text(path, _page(title, "\n".join(body)))
+    write_text(path, _page(title, "\n".join(body)))
 
 
 # ---------------------------------------------------------------------------

@@ -14,12 +14,26 @@ import os
 
 import numpy as np
 
-__all__ = ["verdict_lines", "accuracy_line", "transfer_line", "read_verdict", "MAX_GROUP_LINES"]
+__all__ = ["verdict_lines", "accuracy_line", "transfer_line", "read_verdict", "written_since", "MAX_GROUP_LINES"]
 
 #: Runs with more groups list only the groups that are not all COMPLETE.
 MAX_GROUP_LINES = 12
 
 _STATUSES = ("COMPLETE", "SKIPPED", "FAILED")
+
+
+def _status_counts(status):
+    """``"6 COMPLETE, 2 SKIPPED"``: the statuses present, in `_STATUSES` order."""
+    status = np.asarray(status).astype(str)
+    return ", ".join(f"{int(np.sum(status == s))} {s}" for s in _STATUSES if np.any(status == s))
+
+
+def written_since(path, since):
+    """Whether ``path`` exists and was written at or after ``since`` (a time stamp)."""
+    try:
+        return since is None or os.path.getmtime(path) >= since
+    except OSError:
+        return False
 
 
 def _finite(value):
@@ -84,8 +98,7 @@ def verdict_lines(summary, accuracy=None):
     list of str
     """
     absolute = "abs_status" in summary.colnames
-    status = np.asarray(summary["status"]).astype(str)
-    counts = ", ".join(f"{int(np.sum(status == s))} {s}" for s in _STATUSES if np.any(status == s))
+    counts = _status_counts(summary["status"])
     n_groups = len(set(np.asarray(summary["group_id"]).astype(str)))
     stage = "relative + absolute alignment" if absolute else "relative alignment only: no abs_refcat"
     lines = [f"tweakflow verdict: {len(summary)} images in {n_groups} groups: {counts} ({stage})"]
@@ -123,16 +136,15 @@ def transfer_line(summary, folder):
     folder : str
         Where the corrected images are.
     """
-    status = np.asarray(summary["status"]).astype(str) if len(summary) else np.array([], dtype=str)
-    counts = ", ".join(f"{int(np.sum(status == s))} {s}" for s in _STATUSES if np.any(status == s))
+    counts = _status_counts(summary["status"]) if len(summary) else ""
     return f"tweakflow transfer: {len(summary)} images with the run's solutions ({counts or 'none'}) in {folder}/"
 
 
 def read_verdict(path, since=None):
     """The lines of a ``verdict.txt``; [] if it is absent or older than ``since`` (a time stamp)."""
+    if not written_since(path, since):
+        return []
     try:
-        if since is not None and os.path.getmtime(path) < since:
-            return []
         with open(path, encoding="utf-8") as f:
             return [line.rstrip("\n") for line in f]
     except OSError:

@@ -11,7 +11,7 @@ import os
 import numpy as np
 from astropy.table import Table
 
-from ..atomic import atomic_output
+from ..atomic import write_text
 from ..catalogs import read_table, write_catalog
 from ..metrics import absolute_errors, relative_errors
 from ..results import summary_record, table_rows
@@ -97,9 +97,7 @@ def verdict_step(summary, output, accuracy=None):
     list of str
     """
     lines = verdict_lines(read_table(summary), read_table(accuracy) if accuracy else None)
-    with atomic_output(output) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+    write_text(output, "\n".join(lines) + "\n")
     for line in lines:
         log.info("%s", line)
     return lines

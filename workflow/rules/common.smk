@@ -23,7 +23,7 @@ from tweakflow.params import (
     resolve_block,
 )
 from tweakflow.refcat import GAIA_CATALOGS
-from tweakflow.verdict import read_verdict, transfer_line
+from tweakflow.verdict import read_verdict, transfer_line, written_since
 
 SCRIPTS = os.path.join(ROOT, "scripts")
 
@@ -483,7 +483,7 @@ def closing_verdict():
     for line in read_verdict(VERDICT, since=RUN_STARTED):
         logger.info(line)
     summary = f"{TRANSFER_DIR}/transfer_summary.ecsv"
-    if os.path.exists(summary) and os.path.getmtime(summary) >= RUN_STARTED:
+    if written_since(summary, RUN_STARTED):
         logger.info(transfer_line(read_table(summary), TRANSFER_DIR))
 
 
