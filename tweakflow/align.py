@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-from copy import deepcopy
 from typing import NamedTuple
 
 import numpy as np
@@ -82,8 +81,14 @@ class _Reference:
         return RefCatalog(Table(self.table, copy=True), name="reference")
 
 
-def _fresh_group(entries, idx):
-    """New correctors (input WCS) and a tweakwcs group catalog for entries ``idx``."""
+def _fresh_group(entries, idx, exact_polygon=True):
+    """New correctors (input WCS) and a tweakwcs group catalog for entries ``idx``.
+
+    ``exact_polygon``: the group's sky polygon is the exact union of its
+    members' footprints (what the overlap ordering intersects); otherwise
+    their convex hull, for a fit that does not use it (spherical_geometry's
+    union takes ~0.2 s a group).
+    """
     from tweakwcs.wcsimage import WCSGroupCatalog, WCSImageCatalog
 
     correctors, imcats = [], []
@@ -92,7 +97,8 @@ def _fresh_group(entries, idx):
         c = entry_corrector(e)
         correctors.append(c)
         imcats.append(WCSImageCatalog(e["catalog"], c, name=e["name"], group_id=e["group_id"]))
-    gcat = WCSGroupCatalog(imcats, name=f"GROUP ID: {entries[idx[0]]['group_id']}")
+    name = f"GROUP ID: {entries[idx[0]]['group_id']}"
+    gcat = WCSGroupCatalog(imcats, name=name, bb_policy="exact" if exact_polygon else 0)
     return correctors, gcat
 
 
@@ -127,28 +133,26 @@ class _Frame(NamedTuple):
 
 
 def _tweakwcs_fit(gcat, refcat, ref_tpwcs, att, p, tps):
-    """tweakwcs' match and fit of a group catalog: (fit_info, None) or (None, reason)."""
+    """tweakwcs' match and fit of a group catalog: (fit_info, None) or (None, reason).
+
+    The group's correctors are left as they are: the fit may still be
+    refined (`_refine_fit`), and a correction is applied once, the final
+    one (`_fit_attempt`).
+    """
     matcher = make_matcher(att["searchrad"] / tps, p["separation"] / tps, att["use2dhist"], p["tolerance"] / tps, p["xoffset"] / tps, p["yoffset"] / tps)
     try:
-        done = gcat.align_to_ref(
-            refcat,
-            ref_tpwcs=ref_tpwcs,
-            match=matcher,
-            minobj=int(p["minobj"]),
-            fitgeom=att["fitgeometry"],
-            nclip=int(p["nclip"]),
-            sigma=(float(p["sigma"]), "rmse"),
-        )
+        gcat.calc_tanp_xy(tanplane_wcs=ref_tpwcs)
+        refcat.calc_tanp_xy(tanplane_wcs=ref_tpwcs)
+        nmatches, mref, minp = gcat.match2ref(refcat=refcat, match=matcher)
+        if nmatches < int(p["minobj"]):
+            return None, "not enough matches"
+        fit = gcat.fit2ref(refcat=refcat, tanplane_wcs=ref_tpwcs, fitgeom=att["fitgeometry"], nclip=int(p["nclip"]), sigma=(float(p["sigma"]), "rmse"))
     except Exception as exc:  # tweakwcs raises ValueError, MatchSourceConfusionError, LinAlgError...
         return None, f"{type(exc).__name__}: {exc}"
-    fi = gcat[0].fit_info
-    if not done or fi.get("status") != "SUCCESS":
-        status = str(fi.get("status", "FAILED: no fit"))
-        return None, status.split(":", 1)[1].strip() if ":" in status else status
-    return fi, None
+    return fit_info_of(fit, np.asarray(mref, int), np.asarray(minp, int), att["fitgeometry"]), None
 
 
-def _refine_fit(fi, frame, members, ref_tpwcs, att, p):
+def _refine_fit(fi, frame, ref_tpwcs, att, p):
     """Re-pair a completed fit's sources as mutual nearest neighbours and fit again.
 
     ``xyxymatch`` pairs sources within ``tolerance``; a star of one catalog
@@ -158,17 +162,13 @@ def _refine_fit(fi, frame, members, ref_tpwcs, att, p):
     few mas. Once the first fit has put both catalogs in one frame, pairs
     are re-made as mutual nearest neighbours within five robust standard
     deviations of the residuals (20 mas to ``tolerance``), fitted again
-    with the same geometry and clipping (`tweakflow.fitting.refine_fit`),
-    and the correction applied to fresh correctors of the ``members``
-    (their entries).
+    with the same geometry and clipping (`tweakflow.fitting.refine_fit`).
 
     Returns
     -------
     fit_info : dict or None
         ``fi`` with the refined pairs and fit, or None when not refined
         (fewer than ``minobj`` pairs survive or the fit fails).
-    correctors : list or None
-        Correctors of the ``members`` with the refined correction.
     """
     tps = frame.tps
     wref, wim = frame.weights()
@@ -183,11 +183,8 @@ def _refine_fit(fi, frame, members, ref_tpwcs, att, p):
     pairs = (np.asarray(fi["matched_ref_idx"], int), np.asarray(fi["matched_input_idx"], int))
     fit, r2, i2, radius = refine_fit(frame.ref_tp, frame.im_tp, first, pairs, fitter, 0.02 / tps, p["tolerance"] / tps, p["minobj"])
     if fit is first:
-        return None, None
-    fresh = [entry_corrector(e) for e in members]
-    for c in fresh:
-        c.set_correction(matrix=fit["matrix"], shift=fit["shift"], ref_tpwcs=ref_tpwcs)
-    return dict(fi, **fit_info_of(fit, r2, i2, fi["fitgeom"]), refined_radius=radius * tps), fresh
+        return None
+    return dict(fi, **fit_info_of(fit, r2, i2, fi["fitgeom"]), refined_radius=radius * tps)
 
 
 def _image_stats(entries, idx, correctors, frame, fit, ref_tpwcs, ref_polys):
@@ -286,8 +283,9 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         the tangent plane, for the matches table) and ``unmatched`` (RA/DEC
         of the group's unmatched sources per entry).
     """
-    correctors, gcat = _fresh_group(entries, idx)
-    ref_tpwcs = deepcopy(correctors[0])
+    correctors, gcat = _fresh_group(entries, idx, exact_polygon=False)
+    # the tangent plane of the group's first image, before any correction
+    ref_tpwcs = entry_corrector(entries[idx[0]])
     refcat = reference.refcat()
     out = {"ok": False, "reason": "", "idx": list(idx), "att": att}
     fi, why = _tweakwcs_fit(gcat, refcat, ref_tpwcs, att, p, tps)
@@ -296,9 +294,9 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         return out
     frame = _Frame.of(entries, idx, gcat, refcat, tps)
     if refine:
-        refined, fresh = _refine_fit(fi, frame, [entries[i] for i in idx], ref_tpwcs, att, p)
-        if refined is not None:
-            fi, correctors = refined, fresh
+        fi = _refine_fit(fi, frame, ref_tpwcs, att, p) or fi
+    for c in correctors:
+        c.set_correction(matrix=fi["matrix"], shift=fi["shift"], ref_tpwcs=ref_tpwcs)
     mref, minp = np.asarray(fi["matched_ref_idx"], int), np.asarray(fi["matched_input_idx"], int)
     shift = np.asarray(fi["shift"], float)
     fitted = shift + frame.im_tp @ np.asarray(fi["matrix"], float).T
