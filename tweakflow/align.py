@@ -11,6 +11,7 @@ the recovery chain (`tweakflow.quality`) and is refined
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import NamedTuple
@@ -19,7 +20,17 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from .fitting import entry_corrector, fit_info_of, linear_fit, make_matcher, refine_fit
-from .geometry import det_to_world, footprint_world, in_polygon, inside_any, tangent_plane_scale, to_tangent_plane
+from .geometry import (
+    angle_between,
+    det_to_world,
+    enclosing_cone,
+    footprint_world,
+    in_polygon,
+    inside_any,
+    tangent_plane_scale,
+    to_tangent_plane,
+    unit_vectors,
+)
 from .ordering import alignment_order
 from .params import RELATIVE_PARS, check_separation, resolve_block
 from .quality import (
@@ -47,19 +58,27 @@ __all__ = ["relative_align", "reference_catalog", "REFERENCE_COLUMNS"]
 log = logging.getLogger(__name__)
 
 
+#: Columns of the alignment's reference sources (`_Reference`).
+_SOURCE_COLUMNS = {"RA": float, "DEC": float, "_img": int, "_x": float, "_y": float, "_used": int}
+
+
 class _Reference:
     """The growing reference catalog of the sequential alignment.
 
     Holds the sources (RA, DEC, the entry they come from and how often they
     were used by an accepted fit) and the sky footprints of the images they
-    come from (to count the sources two catalogs can share).
+    come from (to count the sources two catalogs can share). A fit takes
+    only the sources and footprints near its group (`near`, `refcat`), so
+    that its work grows with its overlaps, not with the catalog.
     """
 
     def __init__(self):
-        self.table = Table(
-            {"RA": np.zeros(0), "DEC": np.zeros(0), "_img": np.zeros(0, int), "_x": np.zeros(0), "_y": np.zeros(0), "_used": np.zeros(0, int)}
-        )
+        # columns as lists of arrays, joined when the table is asked for
+        self._parts = {k: [np.zeros(0, t)] for k, t in _SOURCE_COLUMNS.items()}
+        self._table = None
+        self._vectors = None
         self.footprints = {}  # entry index -> (ra, dec)
+        self._footprint_cones = {}  # entry index -> (centre unit vector, radius rad)
 
     def add(self, ra, dec, img, footprint=None, x=None, y=None):
         """Add sources of entry ``img`` (RA, DEC in deg; detector x, y)."""
@@ -68,26 +87,87 @@ class _Reference:
         x = np.full(len(ra), np.nan) if x is None else np.asarray(x, float)
         y = np.full(len(ra), np.nan) if y is None else np.asarray(y, float)
         good = np.isfinite(ra) & np.isfinite(dec)
-        add = Table(
-            {"RA": ra[good], "DEC": dec[good], "_img": np.full(good.sum(), img, int), "_x": x[good], "_y": y[good], "_used": np.zeros(good.sum(), int)}
-        )
-        self.table = vstack([self.table, add]) if len(self.table) else add
+        n = int(good.sum())
+        new = {"RA": ra[good], "DEC": dec[good], "_img": np.full(n, img, int), "_x": x[good], "_y": y[good], "_used": np.zeros(n, int)}
+        for k, v in new.items():
+            self._parts[k].append(v)
+        self._table = self._vectors = None
         if footprint is not None:
             self.footprints[img] = footprint
+            self._footprint_cones[img] = enclosing_cone(*footprint)
 
-    def refcat(self):
+    @property
+    def table(self):
+        """All sources; changes to its ``_used`` column are kept."""
+        if self._table is None:
+            self._table = Table({k: np.concatenate(v) for k, v in self._parts.items()}, copy=False)
+            self._parts = {k: [np.asarray(self._table[k])] for k in _SOURCE_COLUMNS}
+        return self._table
+
+    def near(self, cone, margin):
+        """Rows of the sources, and the footprints, within ``margin`` (rad) of ``cone``
+        (centre unit vector, radius rad; None: all)."""
+        if cone is None:
+            return np.arange(len(self.table)), list(self.footprints.values())
+        if self._vectors is None:
+            self._vectors = unit_vectors(self.table["RA"], self.table["DEC"])
+        centre, radius = cone
+        rows = np.flatnonzero(angle_between(self._vectors, centre) <= radius + margin)
+        footprints = [
+            fp for img, fp in self.footprints.items()
+            if self._footprint_cones[img] is None
+            or angle_between(self._footprint_cones[img][0], centre) <= radius + self._footprint_cones[img][1] + margin
+        ]
+        return rows, footprints
+
+    def refcat(self, rows=None):
+        """A tweakwcs reference catalog of the sources (``rows`` of them)."""
         from tweakwcs.wcsimage import RefCatalog
 
-        return RefCatalog(Table(self.table, copy=True), name="reference")
+        t = self.table
+        return RefCatalog(Table(t, copy=True) if rows is None else t[rows], name="reference")
 
 
-def _fresh_group(entries, idx, exact_polygon=True):
+def _group_cone(gcat):
+    """The cone enclosing a group catalog's sources (input WCS), or None."""
+    ra, dec = np.asarray(gcat.catalog["RA"], float), np.asarray(gcat.catalog["DEC"], float)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    return enclosing_cone(ra[ok], dec[ok]) if ok.any() else None
+
+
+def _reach(att, p):
+    """How far (rad) beyond a group's sources a fit can look: the offset
+    search, the matching tolerance five times over (the source density
+    around the pairs, `tweakflow.quality.fit_significance`) and the
+    separation, plus an arcsecond."""
+    return math.radians((att["searchrad"] + 5.0 * p["tolerance"] + p["separation"] + 1.0) / 3600.0)
+
+
+@functools.cache
+def _fit_group_catalog():
+    """A tweakwcs group catalog without a sky polygon.
+
+    tweakwcs makes a group's polygon, the union of its members' footprints
+    (or, beyond 50 images, their convex hull through a deep copy of a
+    corrector), whenever a group catalog is made; its fit (`match2ref`,
+    `fit2ref`) does not use it, and for two NIRCam images it costs more
+    than the fit.
+    """
+    from tweakwcs.wcsimage import WCSGroupCatalog
+
+    class FitGroupCatalog(WCSGroupCatalog):
+        def update_bounding_polygon(self):
+            self._polygon = None
+
+    return FitGroupCatalog
+
+
+def _fresh_group(entries, idx, polygon=True):
     """New correctors (input WCS) and a tweakwcs group catalog for entries ``idx``.
 
-    ``exact_polygon``: the group's sky polygon is the exact union of its
-    members' footprints (what the overlap ordering intersects); otherwise
-    their convex hull, for a fit that does not use it (spherical_geometry's
-    union takes ~0.2 s a group).
+    ``polygon``: the group catalog has its sky polygon (tweakwcs' default,
+    what the overlap ordering intersects); a group catalog made for a fit
+    does without it (`_fit_group_catalog`).
     """
     from tweakwcs.wcsimage import WCSGroupCatalog, WCSImageCatalog
 
@@ -97,8 +177,8 @@ def _fresh_group(entries, idx, exact_polygon=True):
         c = entry_corrector(e)
         correctors.append(c)
         imcats.append(WCSImageCatalog(e["catalog"], c, name=e["name"], group_id=e["group_id"]))
-    name = f"GROUP ID: {entries[idx[0]]['group_id']}"
-    gcat = WCSGroupCatalog(imcats, name=name, bb_policy="exact" if exact_polygon else 0)
+    group_class = WCSGroupCatalog if polygon else _fit_group_catalog()
+    gcat = group_class(imcats, name=f"GROUP ID: {entries[idx[0]]['group_id']}")
     return correctors, gcat
 
 
@@ -283,10 +363,11 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
         the tangent plane, for the matches table) and ``unmatched`` (RA/DEC
         of the group's unmatched sources per entry).
     """
-    correctors, gcat = _fresh_group(entries, idx, exact_polygon=False)
+    correctors, gcat = _fresh_group(entries, idx, polygon=False)
     # the tangent plane of the group's first image, before any correction
     ref_tpwcs = entry_corrector(entries[idx[0]])
-    refcat = reference.refcat()
+    ref_rows, ref_footprints = reference.near(_group_cone(gcat), _reach(att, p))
+    refcat = reference.refcat(ref_rows)
     out = {"ok": False, "reason": "", "idx": list(idx), "att": att}
     fi, why = _tweakwcs_fit(gcat, refcat, ref_tpwcs, att, p, tps)
     if fi is None:
@@ -306,9 +387,10 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     }
     # overlap: the group's sources inside the reference images' footprints,
     # the reference sources inside each image's (corrected) footprint
-    ref_polys = [to_tangent_plane(ref_tpwcs, fp) for fp in reference.footprints.values()]
+    ref_polys = [to_tangent_plane(ref_tpwcs, fp) for fp in ref_footprints]
     image_stats, corners, n_in = _image_stats(entries, idx, correctors, frame, fit, ref_tpwcs, ref_polys)
     pairs, unmatched = _pairs_and_unmatched(frame, correctors, len(idx), fit)
+    pairs["ref_row"] = ref_rows[pairs["ref_row"]]  # rows of the whole reference catalog
     out.update(
         ok=True,
         fit_info=fi,

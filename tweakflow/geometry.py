@@ -27,6 +27,9 @@ __all__ = [
     "to_tangent_plane",
     "gnomonic",
     "mean_direction",
+    "unit_vectors",
+    "angle_between",
+    "enclosing_cone",
     "in_polygon",
     "inside_any",
 ]
@@ -132,6 +135,37 @@ def mean_direction(ra, dec):
     ra, dec = np.deg2rad(ra), np.deg2rad(dec)
     v = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]).sum(axis=1)
     return float(np.rad2deg(np.arctan2(v[1], v[0])) % 360.0), float(np.rad2deg(np.arcsin(v[2] / np.linalg.norm(v))))
+
+
+def unit_vectors(ra, dec):
+    """(N, 3) unit vectors of RA, DEC (deg)."""
+    ra, dec = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
+    cd = np.cos(dec)
+    return np.stack([cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def angle_between(vectors, direction):
+    """Angles (rad) between (N, 3) unit vectors and one unit vector.
+
+    atan2(|a x b|, a.b): accurate for tiny and large angles alike.
+    """
+    return np.arctan2(np.linalg.norm(np.cross(vectors, direction), axis=-1), vectors @ direction)
+
+
+def enclosing_cone(ra, dec):
+    """Centre (unit vector) and radius (rad) of a cone enclosing the directions RA, DEC (deg).
+
+    The centre is the normalised mean of their unit vectors (directions
+    across RA = 0/360 are handled), the radius the largest angle from it;
+    None when the directions surround the whole sky (no single centre).
+    """
+    vec = unit_vectors(ra, dec)
+    mean = vec.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    if norm < 1e-9:
+        return None
+    centre = mean / norm
+    return centre, float(angle_between(vec, centre).max())
 
 
 def in_polygon(px, py, poly):

@@ -82,6 +82,7 @@ from . import __version__
 from .atomic import atomic_output
 from .catalogs import columns_any_case
 from .errors import ConfigError, RefcatError, TweakflowError
+from .geometry import enclosing_cone, unit_vectors
 from .params import resolve_block
 
 # astropy.table is imported by the functions that use it: the workflow imports
@@ -342,8 +343,8 @@ def _check_same_positions(path, radec, sky, names, tol_mas=1.0):
     warning); when the two disagree, which one the user meant is unknown.
     """
     both = np.isfinite(radec[0]) & np.isfinite(radec[1]) & np.isfinite(sky[0]) & np.isfinite(sky[1])
-    a = _unit_vectors(radec[0][both], radec[1][both])
-    b = _unit_vectors(sky[0][both], sky[1][both])
+    a = unit_vectors(radec[0][both], radec[1][both])
+    b = unit_vectors(sky[0][both], sky[1][both])
     sep_mas = np.degrees(2 * np.arcsin(np.clip(np.linalg.norm(a - b, axis=-1) / 2, 0, 1))) * 3.6e6
     if sep_mas.size and sep_mas.max() > tol_mas:
         i = int(np.flatnonzero(both)[np.argmax(sep_mas)])
@@ -452,13 +453,6 @@ def _parse_coord_string(text):
 # Search region and epoch
 # ---------------------------------------------------------------------------
 
-def _unit_vectors(ra_deg, dec_deg):
-    ra = np.radians(ra_deg)
-    dec = np.radians(dec_deg)
-    cd = np.cos(dec)
-    return np.stack([cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)], axis=-1)
-
-
 def search_region(footprints, margin_arcsec=6.0):
     """Cone enclosing all image footprints.
 
@@ -505,19 +499,14 @@ def search_region(footprints, margin_arcsec=6.0):
     if not corners:
         raise RefcatError("search region: no image footprint given")
     pts = np.concatenate(corners)
-    vec = _unit_vectors(pts[:, 0], pts[:, 1])
-    mean = vec.mean(axis=0)
-    norm = np.linalg.norm(mean)
-    if norm < 1e-9:
+    cone = enclosing_cone(pts[:, 0], pts[:, 1])
+    if cone is None:
         raise RefcatError("search region: the footprints surround the whole sky; "
                           "no single cone center exists")
-    center = mean / norm
+    center, radius_rad = cone
     ra_c = math.degrees(math.atan2(center[1], center[0])) % 360.0
     dec_c = math.degrees(math.asin(max(-1.0, min(1.0, center[2]))))
-    # angle via atan2(|a x b|, a.b): accurate for tiny and large angles alike
-    cross = np.linalg.norm(np.cross(vec, center), axis=1)
-    dot = vec @ center
-    radius = float(np.degrees(np.arctan2(cross, dot)).max()) + margin_arcsec / 3600.0
+    radius = math.degrees(radius_rad) + margin_arcsec / 3600.0
     return float(ra_c), float(dec_c), radius
 
 
