@@ -82,3 +82,20 @@ def test_to_tangent_plane_of_a_corrector(gwcs_):
     assert tp.shape == (4, 2) and np.all(np.isfinite(tp))
     # tangent-plane units of a JWST corrector are arcsec: the sides are the detector's size
     assert np.hypot(*(tp[1] - tp[0])) == pytest.approx((SHAPE[1] - 1) * PIXEL_SCALE, rel=1e-2)
+
+
+def test_unit_vectors_and_angles():
+    v = geometry.unit_vectors([0.0, 90.0, 10.0], [0.0, 0.0, 90.0])
+    assert np.allclose(v, [[1, 0, 0], [0, 1, 0], [0, 0, 1]], atol=1e-15)
+    # 1 mas apart at Dec 60: the angle is accurate at that scale
+    a = geometry.unit_vectors([150.0, 150.0 + 1e-3 / 3.6e6 / np.cos(np.radians(60.0))], [60.0, 60.0])
+    assert geometry.angle_between(a[:1], a[1])[0] == pytest.approx(np.radians(1e-3 / 3.6e6), rel=1e-6)
+    assert geometry.angle_between(v[0], v[1]) == pytest.approx(np.pi / 2)
+
+
+def test_enclosing_cone_across_ra_zero_and_for_the_whole_sky():
+    centre, radius = geometry.enclosing_cone([359.9, 0.1, 0.0], [0.0, 0.0, 0.05])
+    ra_c = np.degrees(np.arctan2(centre[1], centre[0])) % 360.0
+    assert min(ra_c, 360.0 - ra_c) < 0.05
+    assert np.degrees(radius) == pytest.approx(0.1, abs=0.02)
+    assert geometry.enclosing_cone([0.0, 90.0, 180.0, 270.0], [0.0, 0.0, 0.0, 0.0]) is None
