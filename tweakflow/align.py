@@ -367,8 +367,11 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     # the tangent plane of the group's first image, before any correction
     ref_tpwcs = entry_corrector(entries[idx[0]])
     ref_rows, ref_footprints = reference.near(_group_cone(gcat), _reach(att, p))
-    refcat = reference.refcat(ref_rows)
     out = {"ok": False, "reason": "", "idx": list(idx), "att": att}
+    if len(ref_rows) == 0:  # no reference source within reach: no pair can be made
+        out["reason"] = "not enough matches"
+        return out
+    refcat = reference.refcat(ref_rows)
     fi, why = _tweakwcs_fit(gcat, refcat, ref_tpwcs, att, p, tps)
     if fi is None:
         out["reason"] = why
