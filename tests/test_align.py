@@ -138,3 +138,19 @@ def test_a_fit_takes_only_the_reference_near_its_group(tmp_path, monkeypatch, ex
         ra_a, dec_a = wa(x, y)
         ra_b, dec_b = wb(x, y)
         assert np.max(np.hypot((ra_a - ra_b) * np.cos(np.radians(dec_a)), dec_a - dec_b)) * 3.6e6 < 1e-6
+
+
+def test_reach_of_a_fit_covers_the_given_offset_and_the_search():
+    """A fit takes the reference sources within its reach (`_reach`): the
+    offset the user gives (``xoffset``, ``yoffset``) and the search around it."""
+    from tweakflow import align
+    from tweakflow.params import RELATIVE_PARS
+
+    p = dict(RELATIVE_PARS)
+    att = {"searchrad": p["searchrad"]}
+    base = np.degrees(align._reach(att, p)) * 3600.0
+    assert base >= p["searchrad"] + 5 * p["tolerance"] + p["separation"]
+    shifted = np.degrees(align._reach(att, dict(p, xoffset=30.0, yoffset=-40.0))) * 3600.0
+    assert shifted == pytest.approx(base + 50.0)
+    wider = np.degrees(align._reach({"searchrad": 12.0}, p)) * 3600.0
+    assert wider == pytest.approx(base + 12.0 - p["searchrad"])

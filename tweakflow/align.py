@@ -136,11 +136,13 @@ def _group_cone(gcat):
 
 
 def _reach(att, p):
-    """How far (rad) beyond a group's sources a fit can look: the offset
-    search, the matching tolerance five times over (the source density
-    around the pairs, `tweakflow.quality.fit_significance`) and the
-    separation, plus an arcsecond."""
-    return math.radians((att["searchrad"] + 5.0 * p["tolerance"] + p["separation"] + 1.0) / 3600.0)
+    """How far (rad) beyond a group's sources a fit can look: the given
+    offset and the offset search about it, the matching tolerance five
+    times over (the source density around the pairs,
+    `tweakflow.quality.fit_significance`) and the separation, plus an
+    arcsecond."""
+    offset = math.hypot(float(p["xoffset"]), float(p["yoffset"]))
+    return math.radians((offset + att["searchrad"] + 5.0 * p["tolerance"] + p["separation"] + 1.0) / 3600.0)
 
 
 @functools.cache
