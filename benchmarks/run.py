@@ -130,9 +130,11 @@ def bench_e2e(work, cores, skip_jwst, rounds=2):
             times.setdefault(label, []).append(t)
             acc[label] = accuracy([os.path.join(tw, "out", p) for p in products], names, truth)
         # retune: one alignment parameter changed, nothing else (the last run is the default one)
+        jobs_full, started = job_times(os.path.join(tw, "out", "benchmarks")), time.time()
         config = json.loads(json.dumps(config))
         config["tweakreg"]["sigma"] = 2.9
         times.setdefault("retune sigma", []).append(snakemake(tw, config, cores)[0])
+        jobs_retune = job_times(os.path.join(tw, "out", "benchmarks"), since=started)
         config["tweakreg"]["abs_sigma"] = 2.9
         times.setdefault("retune abs_sigma", []).append(snakemake(tw, config, cores)[0])
     med = {k: float(np.median(v)) for k, v in times.items()}
@@ -140,6 +142,8 @@ def bench_e2e(work, cores, skip_jwst, rounds=2):
     t_full = med["tweakflow (default, with QA report)"]
     t_retune, t_retune_abs = med["retune sigma"], med["retune abs_sigma"]
     print(f"rounds: {rounds}; wall times per round: " + "; ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)}" for k, v in times.items()))
+    print(f"job wall times of the last default run, per rule: {jobs_full}")
+    print(f"job wall times of its retune of tweakreg.sigma, per rule: {jobs_retune}")
     # per-job overhead of detect_sources: job wall time minus in-process compute
     bench = sorted(glob.glob(os.path.join(tw, "out", "benchmarks", "detect_sources", "*.tsv")))
     job_s = float(np.median([float(open(b).read().splitlines()[-1].split("\t")[0]) for b in bench]))
@@ -163,6 +167,20 @@ def bench_e2e(work, cores, skip_jwst, rounds=2):
     overhead = {"job_s": job_s, "compute_s": compute_s, "process_s": process_s}
     overhead.update(bench_grouping(work, asn, [n.replace("_cal.fits", "") for n in names], cores))
     return rows, t_full, t_retune, t_retune_abs, overhead
+
+
+def job_times(bench_dir, since=None):
+    """Each rule's jobs and the sum of their wall times (s), from Snakemake's
+    ``benchmark:`` files (those written after ``since``, a time stamp);
+    two jobs run at a time."""
+    per_rule = {}
+    for path in glob.glob(os.path.join(bench_dir, "**", "*.tsv"), recursive=True):
+        if since is not None and os.path.getmtime(path) < since:
+            continue
+        rel = os.path.relpath(path, bench_dir)
+        rule = rel.split(os.sep)[0] if os.sep in rel else rel[: -len(".tsv")]
+        per_rule.setdefault(rule, []).append(float(open(path).read().splitlines()[-1].split("\t")[0]))
+    return "; ".join(f"{rule} {len(v)} x {np.median(v):.2f} = {sum(v):.1f} s" for rule, v in sorted(per_rule.items()))
 
 
 def bench_grouping(work, asn, stems, cores):
