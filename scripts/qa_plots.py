@@ -1,4 +1,4 @@
-"""Rule qa_plots: per-image residual plots, footprints and overview (PNG)."""
+"""Rule qa_plots: footprints on the sky and the overview of the fit (PNG)."""
 from tweakflow.steps import qa_plots_step, run_rule
 
 run_rule(
@@ -7,7 +7,6 @@ run_rule(
     solutions=snakemake.input.solutions,
     matches=snakemake.input.matches,
     sidecars=list(snakemake.params.sidecars),
-    images_dir=snakemake.output.images,
     footprints_out=snakemake.output.footprints,
     overview_out=snakemake.output.overview,
 )

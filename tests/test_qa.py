@@ -144,7 +144,7 @@ def test_plots_are_thread_safe_and_reuse_a_figure(aligned, tmp_path):
     for k in range(n):
         draw(k, "alone")
     qa.plot_overview(str(tmp_path / "alone" / "ov.png"), sol, m)
-    # qa_plots_step draws every image on one figure: nothing of an image is left on the next one
+    # qa_images_step draws every image on one figure: nothing of an image is left on the next one
     panels = qa._PanelFigure(1)
     for k in (3, 0, 2, 1, 3):  # references (as reference) and aligned images, in another order
         qa._save(qa._draw_image_residuals(panels, entries[k]["name"], chips[k], m), str(tmp_path / "reused" / f"{k}.png"))
@@ -171,7 +171,8 @@ def test_plots_are_thread_safe_and_reuse_a_figure(aligned, tmp_path):
     sol.write(tmp_path / "solutions.ecsv", format="ascii.ecsv")
     m.write(tmp_path / "matches.ecsv", format="ascii.ecsv")
     step = tmp_path / "step"
-    qa.qa_plots_step(str(tmp_path / "solutions.ecsv"), str(tmp_path / "matches.ecsv"), sidecars[::-1], str(step / "images"), str(step / "fp.png"), str(step / "ov.png"))
+    qa.qa_images_step(str(tmp_path / "solutions.ecsv"), str(tmp_path / "matches.ecsv"), sidecars[::-1], str(step / "images"))
+    qa.qa_plots_step(str(tmp_path / "solutions.ecsv"), str(tmp_path / "matches.ecsv"), sidecars[::-1], str(step / "fp.png"), str(step / "ov.png"))
     for k in range(n):
         assert (step / "images" / f"{k}.png").read_bytes() == (tmp_path / "alone" / f"{k}.png").read_bytes(), k
     assert (step / "ov.png").read_bytes() == (tmp_path / "alone" / "ov.png").read_bytes()

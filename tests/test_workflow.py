@@ -60,7 +60,7 @@ def test_rerun_does_nothing_and_param_change_skips_detection(demo_run):
     assert "Nothing to be done" in proc.stdout
     changed = {**config, "tweakreg": {"sigma": 2.5}}
     proc = run_workflow(work, changed, "-n")
-    assert "align" in proc.stdout and "apply_wcs" in proc.stdout
+    assert "align" in proc.stdout and "apply_wcs" in proc.stdout and "qa_images" in proc.stdout
     assert "detect_sources" not in proc.stdout
     changed = {**config, "tweakreg": {"snr_threshold": 8.0}}
     proc = run_workflow(work, changed, "-n")

@@ -49,6 +49,8 @@ def test_user_refcat(tmp_path, small_dataset):
     out = run_workflow(tmp_path, changed, "-n").stdout
     assert "absolute_align" in out and "apply_wcs" in out
     assert "detect_sources" not in out and "rule align:" not in out
+    # the QA: the footprints are redrawn, the per-image plots of the relative fit are not
+    assert "rule qa_plots:" in out and "qa_images" not in out
 
 
 def test_gaia_from_local_service(tmp_path, small_dataset):

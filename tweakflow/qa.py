@@ -19,7 +19,7 @@ from astropy.table import Table
 from .atomic import atomic_output, write_text
 from .catalogs import read_table
 from .geometry import footprint_world
-from .io import chip_label, read_sidecar
+from .io import chip_label, read_sidecar, read_sidecar_sky
 from .results import empty_match_table
 from .verdict import read_verdict
 
@@ -33,6 +33,7 @@ __all__ = [
     "attempts_html",
     "config_html",
     "run_record_html",
+    "qa_images_step",
     "qa_plots_step",
     "qa_absolute_step",
     "qa_overlaps_step",
@@ -253,7 +254,7 @@ class _PanelFigure:
     above the axes for their titles and the key arrow, below for the tick
     labels and the x label, between them for the y labels.
 
-    `qa_plots_step` draws every image with the same number of chips on one
+    `qa_images_step` draws every image with the same number of chips on one
     such figure (`clear` between images): creating the axes and their ticks
     is about a third of the time of a plot. It belongs to one call (one
     thread); nothing is shared.
@@ -908,8 +909,76 @@ def _chips_of(sc):
     return [{"name": sc["filename"], "shape": tuple(sc["shape"]), "wcs": sc["wcs"], "status": sc["extra"].get("status", "")}]
 
 
-def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, overview_out):
-    """Plots of the relative alignment: one PNG per image, footprints, overview (``qa_plots`` rule).
+def _saved(fig, path):
+    """`_save`, logged."""
+    _save(fig, path)
+    log.info("wrote %s", path)
+
+
+def _sidecar_stem(path):
+    """The image stem of a sidecar path (``{stem}_meta.json``, ``{stem}_wcs.asdf``)."""
+    name = os.path.basename(path)
+    for suffix in ("_meta.json", "_wcs.asdf"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0]
+
+
+def _image_layout(path):
+    """An image's file name, its chips (``name`` as in the solution tables,
+    ``shape``) and, for an image left out as unreadable, the reason.
+
+    An image sidecar (``_meta.json``) gives them from its ``sky`` block
+    without deserializing the WCS; a WCS sidecar is read whole.
+    """
+    sky = read_sidecar_sky(path) if path.endswith(".json") else None
+    if sky is not None:
+        return sky["filename"], [{"name": n, "shape": s} for n, s in zip(sky["labels"], sky["shapes"])], None
+    sc = read_sidecar(path)
+    if sc["kind"] == "unreadable":
+        return sc["filename"], [], sc["extra"].get("reason", "")
+    return sc["filename"], [{"name": ch["name"], "shape": ch["shape"]} for ch in _chips_of(sc)], None
+
+
+def qa_images_step(solutions, matches, sidecars, images_dir):
+    """One PNG per image: its sources' residuals before and after the relative fit (``qa_images`` rule).
+
+    They depend on the relative stage alone (its solution and matches
+    tables), so that a change of an absolute-fit parameter does not redraw them.
+
+    Parameters
+    ----------
+    solutions, matches : str
+        The relative stage's solution and matches tables.
+    sidecars : list of str
+        Each image's sidecar (`_image_layout`), named ``{stem}_meta.json``
+        or ``{stem}_wcs.asdf``: the PNG is ``{stem}.png``.
+    images_dir : str
+        Folder of the PNGs.
+    """
+    sol = read_table(solutions)
+    mt = read_table(matches)
+    by_name = {str(r["image"]): r for r in sol}
+    images = np.asarray(mt["image"]) if len(mt) else np.zeros(0, "U1")
+    os.makedirs(images_dir, exist_ok=True)
+    figures = {}  # number of chips -> _PanelFigure, redrawn for each image
+    for path in sidecars:
+        png = os.path.join(images_dir, f"{_sidecar_stem(path)}.png")
+        filename, chips, unreadable = _image_layout(path)
+        if unreadable is not None:
+            fig = _figure(10, 2)
+            fig.text(0.5, 0.5, _wrap(f"{filename}: not aligned: {unreadable}", 100), ha="center", va="center", parse_math=False)
+            _saved(fig, png)
+            continue
+        for ch in chips:
+            ch["row"] = by_name.get(ch["name"])
+        if len(chips) not in figures:
+            figures[len(chips)] = _PanelFigure(len(chips))
+        _saved(_draw_image_residuals(figures[len(chips)], filename, chips, mt, images), png)
+
+
+def qa_plots_step(solutions, matches, sidecars, footprints_out, overview_out):
+    """The footprints on the sky (final WCS) and the overview of the relative fit (``qa_plots`` rule).
 
     Parameters
     ----------
@@ -918,36 +987,19 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
     sidecars : list of str
         The final WCS sidecar of each image (``{stem}_wcs.asdf``): the
         footprints and final statuses come from them.
-    images_dir : str
-        Folder of the per-image PNGs, ``{stem}.png``.
     footprints_out, overview_out : str
         PNG files.
     """
     sol = read_table(solutions)
     mt = read_table(matches)
     by_name = {str(r["image"]): r for r in sol}
-    images = np.asarray(mt["image"]) if len(mt) else np.zeros(0, "U1")
-    os.makedirs(images_dir, exist_ok=True)
     fps = []
-    figures = {}  # number of chips -> _PanelFigure, redrawn for each image
-
-    def save(fig, path):
-        _save(fig, path)
-        log.info("wrote %s", path)
-
     for path in sidecars:
-        stem = os.path.basename(path)[: -len("_wcs.asdf")] if path.endswith("_wcs.asdf") else os.path.splitext(os.path.basename(path))[0]
         sc = read_sidecar(path)
-        png = os.path.join(images_dir, f"{stem}.png")
         if sc["kind"] == "unreadable":
-            fig = _figure(10, 2)
-            fig.text(0.5, 0.5, _wrap(f"{sc['filename']}: not aligned: {sc['extra'].get('reason', '')}", 100), ha="center", va="center", parse_math=False)
-            save(fig, png)
             continue
-        chips = _chips_of(sc)
-        for ch in chips:
-            ch["row"] = by_name.get(ch["name"])
-            row = ch["row"]
+        for ch in _chips_of(sc):
+            row = by_name.get(ch["name"])
             fps.append(
                 {
                     "name": ch["name"],
@@ -957,11 +1009,8 @@ def qa_plots_step(solutions, matches, sidecars, images_dir, footprints_out, over
                     "reference": row is not None and str(row["reason"]) == "alignment reference",
                 }
             )
-        if len(chips) not in figures:
-            figures[len(chips)] = _PanelFigure(len(chips))
-        save(_draw_image_residuals(figures[len(chips)], sc["filename"], chips, mt, images), png)
-    save(_footprints_figure(fps), footprints_out)
-    save(_overview_figure(sol, mt), overview_out)
+    _saved(_footprints_figure(fps), footprints_out)
+    _saved(_overview_figure(sol, mt), overview_out)
 
 
 def qa_overlaps_step(images, pairs, solutions, output):

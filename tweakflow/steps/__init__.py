@@ -22,7 +22,7 @@ to other images), `tweakflow.steps.report` and `tweakflow.qa` (summary, plots,
 pages); `tweakflow.steps.jobs` runs any of them as a job.
 """
 
-from ..qa import qa_absolute_step, qa_overlaps_step, qa_plots_step, qa_tables_step
+from ..qa import qa_absolute_step, qa_images_step, qa_overlaps_step, qa_plots_step, qa_tables_step
 from .fanout import demo_step, detect_step, fetch_refcat_step, publish_catalog_step
 from .gather import absolute_step, align_step, final_wcs_step, publish_refcat_step
 from .jobs import job_logging, run_rule
@@ -53,6 +53,7 @@ __all__ = [
     "summary_step",
     "demo_accuracy_step",
     "verdict_step",
+    "qa_images_step",
     "qa_plots_step",
     "qa_absolute_step",
     "qa_tables_step",
