@@ -6,6 +6,6 @@ run_rule(
     snakemake.log[0],
     solutions=snakemake.input.solutions,
     matches=snakemake.input.matches,
-    sidecars=list(snakemake.input.sidecars),
+    sidecars=list(snakemake.params.sidecars),
     images_dir=snakemake.output.images,
 )

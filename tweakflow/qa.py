@@ -19,7 +19,7 @@ from astropy.table import Table
 from .atomic import atomic_output, write_text
 from .catalogs import read_table
 from .geometry import footprint_world
-from .io import chip_label, read_sidecar, read_sidecar_sky
+from .io import chip_label, read_sidecar
 from .results import empty_match_table
 from .verdict import read_verdict
 
@@ -926,14 +926,8 @@ def _sidecar_stem(path):
 
 def _image_layout(path):
     """An image's file name, its chips (``name`` as in the solution tables,
-    ``shape``) and, for an image left out as unreadable, the reason.
-
-    An image sidecar (``_meta.json``) gives them from its ``sky`` block
-    without deserializing the WCS; a WCS sidecar is read whole.
-    """
-    sky = read_sidecar_sky(path) if path.endswith(".json") else None
-    if sky is not None:
-        return sky["filename"], [{"name": n, "shape": s} for n, s in zip(sky["labels"], sky["shapes"])], None
+    ``shape``) and, for an image left out as unreadable, the reason, from
+    its WCS sidecar (or its image sidecar)."""
     sc = read_sidecar(path)
     if sc["kind"] == "unreadable":
         return sc["filename"], [], sc["extra"].get("reason", "")
@@ -951,8 +945,8 @@ def qa_images_step(solutions, matches, sidecars, images_dir):
     solutions, matches : str
         The relative stage's solution and matches tables.
     sidecars : list of str
-        Each image's sidecar (`_image_layout`), named ``{stem}_meta.json``
-        or ``{stem}_wcs.asdf``: the PNG is ``{stem}.png``.
+        Each image's WCS sidecar of the relative stage, ``{stem}_wcs.asdf``
+        (or its image sidecar, ``{stem}_meta.json``): the PNG is ``{stem}.png``.
     images_dir : str
         Folder of the PNGs.
     """

@@ -374,7 +374,8 @@ def final_stage():
 # as a directory() output, the global solve one image per job (global_wcs).
 # The per-image output jobs (apply_wcs, publish_catalog), qa_plots and the
 # transfer take the relative or absolute stage's sidecars through the
-# one-input job final_wcs (its folder FINAL_WCS, workflow/rules/apply.smk).
+# one-input job final_wcs (its folder FINAL_WCS, workflow/rules/apply.smk);
+# qa_images takes the relative stage's folder itself.
 # Snakemake checks each input file of a job against every output of the rule
 # that makes it, and against every input of the job that makes it: with one
 # output file per image on align (whose inputs are two per image), read by one
@@ -399,8 +400,14 @@ def final_wcs_inputs():
     return wcs_sidecars(stage_wcs_folder(WORK, "global")) if GLOBAL else [FINAL_WCS]
 
 
-def final_wcs_files(inputs):
-    """Every image's final WCS sidecar, from `final_wcs_inputs` as a job got them."""
+def relative_wcs_inputs():
+    """The inputs that hold every image's WCS sidecar of the relative stage
+    (the global solve's with relative_solver: global)."""
+    return wcs_sidecars(stage_wcs_folder(WORK, "global")) if GLOBAL else [stage_wcs_folder(WORK, "relative")]
+
+
+def stage_wcs_files(inputs):
+    """Every image's WCS sidecar, from `final_wcs_inputs` or `relative_wcs_inputs` as a job got them."""
     return list(inputs) if GLOBAL else wcs_sidecars(inputs[0])
 
 

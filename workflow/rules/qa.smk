@@ -7,10 +7,10 @@ rule qa_images:
     input:
         solutions=relative_tables()["solutions"],
         matches=relative_tables()["matches"],
-        # the images' own sidecars (their chips), not the final WCS: the
-        # plots show the relative fit, and a retune of the absolute fit
-        # leaves them as they are
-        sidecars=expand(f"{WORK}/sidecars/{{stem}}_meta.json", stem=STEMS),
+        # the relative stage's WCS sidecars (one folder), not the final
+        # ones: the plots show the relative fit, and a retune of the
+        # absolute fit leaves them as they are
+        sidecars=relative_wcs_inputs(),
     output:
         images=report(
             directory(f"{QA}/images"),
@@ -20,6 +20,8 @@ rule qa_images:
             subcategory="per image",
             labels={"image": "{stem}", "figure": "residuals before/after"},
         ),
+    params:
+        sidecars=lambda wc, input: stage_wcs_files(input.sidecars),
     log:
         f"{LOGS}/qa_images.log",
     benchmark:
@@ -53,7 +55,7 @@ rule qa_plots:
             labels={"figure": "residuals and fit statistics"},
         ),
     params:
-        sidecars=lambda wc, input: final_wcs_files(input.sidecars),
+        sidecars=lambda wc, input: stage_wcs_files(input.sidecars),
     log:
         f"{LOGS}/qa_plots.log",
     benchmark:

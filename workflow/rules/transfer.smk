@@ -14,7 +14,7 @@ rule transfer_solutions:
     output:
         f"{TRANSFER_DIR}/group_solutions.ecsv",
     params:
-        wcs_sidecars=lambda wc, input: final_wcs_files(input.wcs) if TRANSFER_THIS_RUN else [],
+        wcs_sidecars=lambda wc, input: stage_wcs_files(input.wcs) if TRANSFER_THIS_RUN else [],
         # output_dirs, not path prefixes of this rule's files (functions: see --lint)
         run_dir=lambda wc: None if TRANSFER_THIS_RUN else TRANSFER_FROM,
         run=lambda wc: TRANSFER_FROM,
