@@ -67,9 +67,9 @@ if ABSOLUTE and not GLOBAL:
         benchmark:
             f"{BENCH}/absolute_align.tsv"
         resources:
-            # measured peak RSS: 813 MB for 1,000 images (~0.6 MB per image:
+            # measured peak RSS: 836 MB for 1,000 images (~0.6 MB per image:
             # its GWCS and sources; corrected WCSs are written one at a time);
-            # 2 min for 1,000
+            # 2.6 min for 1,000
             mem_mb=lambda wc, input, attempt: attempt * (300 + 2 * len(STEMS) + int(10 * input_mb(input))),
             runtime=lambda wc, attempt: attempt * (5 + len(STEMS) // 100),
         run:

@@ -22,9 +22,9 @@ rule align:
     benchmark:
         f"{BENCH}/align.tsv"
     resources:
-        # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 564 MB
-        # (~0.4 MB per image), 258 s; 740 MB with expand_refcat (the growing
-        # reference catalog), 373 s
+        # measured peak RSS, 1,000 images (catalogs + sidecars 28 MB): 597 MB
+        # (~0.4 MB per image), 159 s; 823 MB with expand_refcat (the growing
+        # reference catalog), 182 s
         mem_mb=lambda wc, input, attempt: (
             attempt
             * (
