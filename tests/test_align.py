@@ -154,3 +154,15 @@ def test_reach_of_a_fit_covers_the_given_offset_and_the_search():
     assert shifted == pytest.approx(base + 50.0)
     wider = np.degrees(align._reach({"searchrad": 12.0}, p)) * 3600.0
     assert wider == pytest.approx(base + 12.0 - p["searchrad"])
+
+
+def test_a_correction_tweakwcs_cannot_apply_fails_the_fit_not_the_job(small_dataset, monkeypatch):
+    """A degenerate fit (a matrix tweakwcs cannot invert) is a failed attempt with its reason."""
+    from tweakflow import align
+
+    entries = _entries(small_dataset["images"])
+    monkeypatch.setattr(align, "_refine_fit", lambda fi, *a: dict(fi, matrix=np.zeros((2, 2))))
+    wcs, rows = relative_align(entries)
+    fitted = [r for r in rows if r["reason"] != "alignment reference"]
+    assert fitted and all(r["status"] == "SKIPPED" and "LinAlgError" in r["reason"] for r in fitted), [r["reason"] for r in fitted]
+    assert all(w is e["wcs"] for w, e, r in zip(wcs, entries, rows) if r in fitted)

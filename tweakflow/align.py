@@ -381,8 +381,12 @@ def _fit_attempt(entries, idx, reference, att, p, tps, refine=False):
     frame = _Frame.of(entries, idx, gcat, refcat, tps)
     if refine:
         fi = _refine_fit(fi, frame, ref_tpwcs, att, p) or fi
-    for c in correctors:
-        c.set_correction(matrix=fi["matrix"], shift=fi["shift"], ref_tpwcs=ref_tpwcs)
+    try:
+        for c in correctors:
+            c.set_correction(matrix=fi["matrix"], shift=fi["shift"], ref_tpwcs=ref_tpwcs)
+    except Exception as exc:  # a degenerate fit: tweakwcs cannot invert its matrix (LinAlgError, ValueError)
+        out["reason"] = f"{type(exc).__name__}: {exc}"
+        return out
     mref, minp = np.asarray(fi["matched_ref_idx"], int), np.asarray(fi["matched_input_idx"], int)
     shift = np.asarray(fi["shift"], float)
     fitted = shift + frame.im_tp @ np.asarray(fi["matrix"], float).T
