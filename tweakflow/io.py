@@ -57,6 +57,7 @@ __all__ = [
     "model_filename",
     "stage_wcs_folder",
     "wcs_sidecar_path",
+    "wcs_sidecar_stem",
     "primary_header_string",
     "check_fits_signature",
     "FitsChip",
@@ -215,6 +216,12 @@ def stage_wcs_folder(work, stage):
 def wcs_sidecar_path(folder, stem):
     """An image's WCS sidecar in ``folder`` (`stage_wcs_folder`): ``<folder>/<stem>_wcs.asdf``."""
     return os.path.join(folder, f"{stem}_wcs.asdf")
+
+
+def wcs_sidecar_stem(path):
+    """The image stem of a WCS sidecar's path (`wcs_sidecar_path`)."""
+    name = os.path.basename(path)
+    return name[: -len("_wcs.asdf")] if name.endswith("_wcs.asdf") else os.path.splitext(name)[0]
 
 
 #: A FITS header is read in blocks of 36 cards of 80 characters

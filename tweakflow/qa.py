@@ -19,7 +19,7 @@ from astropy.table import Table
 from .atomic import atomic_output, write_text
 from .catalogs import read_table
 from .geometry import footprint_world
-from .io import chip_label, read_sidecar
+from .io import chip_label, read_sidecar, wcs_sidecar_stem
 from .results import empty_match_table
 from .verdict import read_verdict
 
@@ -915,25 +915,6 @@ def _saved(fig, path):
     log.info("wrote %s", path)
 
 
-def _sidecar_stem(path):
-    """The image stem of a sidecar path (``{stem}_meta.json``, ``{stem}_wcs.asdf``)."""
-    name = os.path.basename(path)
-    for suffix in ("_meta.json", "_wcs.asdf"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return os.path.splitext(name)[0]
-
-
-def _image_layout(path):
-    """An image's file name, its chips (``name`` as in the solution tables,
-    ``shape``) and, for an image left out as unreadable, the reason, from
-    its WCS sidecar (or its image sidecar)."""
-    sc = read_sidecar(path)
-    if sc["kind"] == "unreadable":
-        return sc["filename"], [], sc["extra"].get("reason", "")
-    return sc["filename"], [{"name": ch["name"], "shape": ch["shape"]} for ch in _chips_of(sc)], None
-
-
 def qa_images_step(solutions, matches, sidecars, images_dir):
     """One PNG per image: its sources' residuals before and after the relative fit (``qa_images`` rule).
 
@@ -945,8 +926,8 @@ def qa_images_step(solutions, matches, sidecars, images_dir):
     solutions, matches : str
         The relative stage's solution and matches tables.
     sidecars : list of str
-        Each image's WCS sidecar of the relative stage, ``{stem}_wcs.asdf``
-        (or its image sidecar, ``{stem}_meta.json``): the PNG is ``{stem}.png``.
+        Each image's WCS sidecar of the relative stage, ``{stem}_wcs.asdf``:
+        the PNG is ``{stem}.png``.
     images_dir : str
         Folder of the PNGs.
     """
@@ -957,18 +938,19 @@ def qa_images_step(solutions, matches, sidecars, images_dir):
     os.makedirs(images_dir, exist_ok=True)
     figures = {}  # number of chips -> _PanelFigure, redrawn for each image
     for path in sidecars:
-        png = os.path.join(images_dir, f"{_sidecar_stem(path)}.png")
-        filename, chips, unreadable = _image_layout(path)
-        if unreadable is not None:
+        png = os.path.join(images_dir, f"{wcs_sidecar_stem(path)}.png")
+        sc = read_sidecar(path)
+        if sc["kind"] == "unreadable":
             fig = _figure(10, 2)
-            fig.text(0.5, 0.5, _wrap(f"{filename}: not aligned: {unreadable}", 100), ha="center", va="center", parse_math=False)
+            fig.text(0.5, 0.5, _wrap(f"{sc['filename']}: not aligned: {sc['extra'].get('reason', '')}", 100), ha="center", va="center", parse_math=False)
             _saved(fig, png)
             continue
+        chips = _chips_of(sc)
         for ch in chips:
             ch["row"] = by_name.get(ch["name"])
         if len(chips) not in figures:
             figures[len(chips)] = _PanelFigure(len(chips))
-        _saved(_draw_image_residuals(figures[len(chips)], filename, chips, mt, images), png)
+        _saved(_draw_image_residuals(figures[len(chips)], sc["filename"], chips, mt, images), png)
 
 
 def qa_plots_step(solutions, matches, sidecars, footprints_out, overview_out):

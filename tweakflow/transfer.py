@@ -58,6 +58,7 @@ from .io import (
     read_sidecar,
     stage_wcs_folder,
     wcs_sidecar_path,
+    wcs_sidecar_stem,
 )
 from .params import TRANSFER_DEFAULTS
 from .results import columns_table
@@ -303,7 +304,7 @@ def finished_run(output_dir):
             f"transfer.from: {summary_path} is not made from the solution tables in {work} (is the run finished? run it again to finish it)"
         )
     wcs = sorted(glob.glob(wcs_sidecar_path(glob.escape(stage_wcs_folder(work, found[0])), "*")))
-    stems = [os.path.basename(p)[: -len("_wcs.asdf")] for p in wcs]
+    stems = [wcs_sidecar_stem(p) for p in wcs]
     sidecars = [os.path.join(work, "sidecars", f"{s}_meta.json") for s in stems]
     for w, p in zip(wcs, sidecars):
         if not os.path.isfile(p):
