@@ -9,7 +9,6 @@
 #   snakemake --cores all transfer             # a finished run's corrections applied to
 #                                              # transfer.images (workflow/rules/transfer.smk)
 
-import gc
 import os
 import time
 
@@ -21,6 +20,8 @@ from snakemake.utils import min_version, update_config
 from tweakflow.config import resolve_config
 from tweakflow.console import use_concise_console
 from tweakflow.errors import TweakflowError
+from tweakflow.jobhost import cancel_scheduler_timers, prepare_for_jobs
+from tweakflow.steps.jobs import cancel_scheduler_timers
 
 min_version("9.0")
 RUN_STARTED = time.time()
@@ -83,21 +84,14 @@ if not AS_MODULE:
     report: os.path.abspath(FRONT_PAGE) if os.path.exists(FRONT_PAGE) else "workflow/report/workflow.rst"
 
     onstart:
-        # The jobs run as threads of this process (run_script), whose heap
-        # holds by now the DAG, the config and every imported module: each
-        # full collection of the cyclic garbage collector walks all of it,
-        # and the jobs' astropy/asdf objects set one off every few jobs.
-        # Frozen, what is there now is left out of every collection (still
-        # freed by reference counting), and a full collection comes after
-        # 100 rather than 10 collections of the middle generation. On the
-        # benchmark data (8 NIRCam images) the run's full collections took
-        # 1.35-1.40 s (9 of them), 0.29-0.33 s (2) with both, 0.8 s with
-        # the freeze alone, 0.4 s with the threshold alone.
-        gc.freeze()
-        gc.set_threshold(700, 10, 100)
+        prepare_for_jobs()
 
     onsuccess:
         closing_verdict()
+        cancel_scheduler_timers()
+
+    onerror:
+        cancel_scheduler_timers()
 
 
 rule all:

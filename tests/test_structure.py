@@ -21,7 +21,7 @@ LAYERS = [
     {"quality", "ordering", "align", "absolute", "pairs", "globalsolve"},
     {"fitspatch", "wcs_update", "transfer"},
     {"metrics", "qa", "verdict"},
-    {"console", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic", "steps.transfer"},
+    {"console", "jobhost", "steps", "steps.jobs", "steps.fanout", "steps.gather", "steps.scatter", "steps.report", "steps.mosaic", "steps.transfer"},
 ]
 
 #: Generators of synthetic data: one long recipe each, read top to bottom.
