@@ -21,7 +21,6 @@ from tweakflow.config import resolve_config
 from tweakflow.console import use_concise_console
 from tweakflow.errors import TweakflowError
 from tweakflow.jobhost import cancel_scheduler_timers, prepare_for_jobs
-from tweakflow.steps.jobs import cancel_scheduler_timers
 
 min_version("9.0")
 RUN_STARTED = time.time()
