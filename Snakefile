@@ -20,7 +20,7 @@ from snakemake.utils import min_version, update_config
 from tweakflow.config import resolve_config
 from tweakflow.console import use_concise_console
 from tweakflow.errors import TweakflowError
-from tweakflow.jobhost import cancel_scheduler_timers, prepare_for_jobs
+from tweakflow.jobhost import finish_jobs, prepare_for_jobs
 
 min_version("9.0")
 RUN_STARTED = time.time()
@@ -83,14 +83,16 @@ if not AS_MODULE:
     report: os.path.abspath(FRONT_PAGE) if os.path.exists(FRONT_PAGE) else "workflow/report/workflow.rst"
 
     onstart:
-        prepare_for_jobs()
+        # jobs in worker processes, one per core at most; a cluster run's
+        # local rules (summary, report pages) in the Snakemake process
+        prepare_for_jobs(cores=workflow.cores if workflow.local_exec else 1)
 
     onsuccess:
         closing_verdict()
-        cancel_scheduler_timers()
+        finish_jobs()
 
     onerror:
-        cancel_scheduler_timers()
+        finish_jobs()
 
 
 rule all:

@@ -58,3 +58,140 @@ def test_prepare_for_jobs_freezes_what_exists():
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+# --- worker processes ----------------------------------------------------------
+
+import os  # noqa: E402
+import textwrap  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pytest  # noqa: E402
+from snakemake.iocontainers import Namedlist  # noqa: E402
+
+from tweakflow import jobhost  # noqa: E402
+from tweakflow.errors import TweakflowError  # noqa: E402
+
+
+@pytest.fixture
+def workers():
+    """Two worker processes, as a run on two cores has them."""
+    threshold = gc.get_threshold()
+    prepare_for_jobs(cores=2)
+    yield
+    jobhost.finish_jobs()
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def _script(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def _job(tmp_path, output, **params):
+    """A job as Snakemake gives it to a rule: named lists."""
+    return SimpleNamespace(
+        input=Namedlist(fromdict={"image": str(tmp_path / "in.txt")}),
+        output=Namedlist(fromdict={"result": str(output)}),
+        params=Namedlist(fromdict=params),
+        wildcards=Namedlist(fromdict={"stem": "a"}),
+        log=Namedlist([str(tmp_path / "job.log")]),
+    )
+
+
+_PID_SCRIPT = """
+    import os, time
+    print("stray output of a library")  # must not disturb the worker's results
+    wait_for = snakemake.params.get("wait_for")
+    if wait_for:  # a rendezvous: both jobs must run at the same time
+        open(snakemake.params.here, "w").close()
+        t = time.monotonic()
+        while not os.path.exists(wait_for):
+            assert time.monotonic() - t < 60, "the other job never ran beside this one"
+            time.sleep(0.01)
+    with open(snakemake.output.result, "w") as f:
+        f.write(f"{os.getpid()} {snakemake.wildcards.stem} {snakemake.input[0]} {snakemake.log[0]}")
+"""
+
+
+def test_jobs_run_in_worker_processes_that_stay_up(tmp_path, workers):
+    script = _script(tmp_path, "pid.py", _PID_SCRIPT)
+    pids = []
+    for k in range(3):
+        out = tmp_path / f"out{k}.txt"
+        jobhost.run_job(script, _job(tmp_path, out))
+        pid, stem, image, log = out.read_text().split()
+        assert (stem, image, log) == ("a", str(tmp_path / "in.txt"), str(tmp_path / "job.log"))
+        pids.append(int(pid))
+    assert os.getpid() not in pids
+    assert len(set(pids)) == 1  # one worker, reused: its imports are paid once
+
+
+def test_two_jobs_run_side_by_side_in_two_workers(tmp_path, workers):
+    script = _script(tmp_path, "pid.py", _PID_SCRIPT)
+    a, b = tmp_path / "a.flag", tmp_path / "b.flag"
+    jobs = [
+        _job(tmp_path, tmp_path / "out_a.txt", here=str(a), wait_for=str(b)),
+        _job(tmp_path, tmp_path / "out_b.txt", here=str(b), wait_for=str(a)),
+    ]
+    errors = []
+
+    def run(job):
+        try:
+            jobhost.run_job(script, job)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    pids = {(tmp_path / f"out_{k}.txt").read_text().split()[0] for k in "ab"}
+    assert len(pids) == 2
+
+
+def test_a_jobs_tweakflow_error_is_raised_with_its_line_and_logged(tmp_path, workers):
+    script = _script(tmp_path, "fails.py", """
+        from tweakflow.errors import TweakflowError
+        from tweakflow.steps import run_rule
+
+        def step():
+            raise TweakflowError("bad.fits: no SCI extension")
+
+        run_rule(step, snakemake.log[0])
+    """)
+    with pytest.raises(TweakflowError, match=r"^bad.fits: no SCI extension$"):
+        jobhost.run_job(script, _job(tmp_path, tmp_path / "out.txt"))
+    assert "ERROR tweakflow: bad.fits: no SCI extension" in (tmp_path / "job.log").read_text()
+
+
+def test_a_bug_in_a_job_comes_back_with_its_traceback(tmp_path, workers):
+    script = _script(tmp_path, "bug.py", "x = {}['missing']\n")
+    with pytest.raises(RuntimeError, match=r"bug.py failed in a worker process:(.|\n)*KeyError: 'missing'"):
+        jobhost.run_job(script, _job(tmp_path, tmp_path / "out.txt"))
+
+
+def test_a_worker_that_dies_fails_its_job_only(tmp_path, workers):
+    killed = _script(tmp_path, "killed.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    with pytest.raises(TweakflowError, match=r"killed.py: its worker process ended with status -9"):
+        jobhost.run_job(killed, _job(tmp_path, tmp_path / "out.txt"))
+    out = tmp_path / "after.txt"
+    jobhost.run_job(_script(tmp_path, "pid.py", _PID_SCRIPT), _job(tmp_path, out))
+    assert out.exists()
+
+
+def test_with_one_core_jobs_run_in_their_thread(tmp_path):
+    threshold = gc.get_threshold()
+    prepare_for_jobs(cores=1)
+    try:
+        out = tmp_path / "out.txt"
+        jobhost.run_job(_script(tmp_path, "pid.py", _PID_SCRIPT), _job(tmp_path, out))
+        assert int(out.read_text().split()[0]) == os.getpid()
+    finally:
+        jobhost.finish_jobs()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -2,7 +2,6 @@
 
 import os
 import re
-import runpy
 from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +9,7 @@ from snakemake.logging import logger
 
 from tweakflow.errors import TweakflowError
 from tweakflow.inputs import resolve_inputs
+from tweakflow.jobhost import run_job
 from tweakflow.io import check_fits_signature, stage_wcs_folder, wcs_sidecar_path
 from tweakflow.params import (
     ABSOLUTE_PARS,
@@ -29,20 +29,21 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 
 
 def run_script(name, input, output, params, wildcards, log):
-    """Run the rule script ``scripts/<name>`` in this process, as a job thread.
+    """Run the rule script ``scripts/<name>`` as this job.
 
     Every rule's body is a thin script that reads ``snakemake.input``,
     ``.output``, ``.params``, ``.wildcards`` and ``.log`` and calls the
     library. Run through ``script:``, each job would start a Python process
     and import astropy, photutils, gwcs, stdatamodels... again: 1-2 s per
-    job, more than most jobs compute. Run here, in one of Snakemake's job
-    threads (``force-use-threads`` in profiles/default), the imports are
-    paid once per run (on a cluster: once per submitted job or group).
+    job, more than most jobs compute. Run here, from one of Snakemake's job
+    threads (``force-use-threads`` in profiles/default), it goes to one of
+    the run's worker processes, which import once and run one job after
+    another (`tweakflow.jobhost.run_job`; with one core, in the job thread).
     A `~tweakflow.errors.TweakflowError` fails the job with its one-line
     message (`tweakflow.steps.run_rule`).
     """
     job = SimpleNamespace(input=input, output=output, params=params, wildcards=wildcards, log=log)
-    runpy.run_path(os.path.join(SCRIPTS, name), init_globals={"snakemake": job}, run_name=f"tweakflow_rule_{name[:-3]}")
+    run_job(os.path.join(SCRIPTS, name), job)
 
 
 def input_mb(files):
