@@ -20,7 +20,7 @@ from snakemake.utils import min_version, update_config
 from tweakflow.config import resolve_config
 from tweakflow.console import use_concise_console
 from tweakflow.errors import TweakflowError
-from tweakflow.jobhost import finish_jobs, prepare_for_jobs
+from tweakflow.jobhost import finish_jobs, prepare_for_jobs, start_zygote
 
 min_version("9.0")
 RUN_STARTED = time.time()
@@ -28,6 +28,16 @@ RUN_STARTED = time.time()
 # (workflow.basedir is then the other workflow's)
 ROOT = workflow.current_basedir.get_path_or_uri(secret_free=True)
 AS_MODULE = os.path.realpath(ROOT) != os.path.realpath(workflow.basedir)
+# The jobs run in worker processes forked from a zygote that imports their
+# libraries while Snakemake starts (tweakflow.jobhost): started first thing;
+# not for a dry run, as a module, or in the Snakemake process a cluster
+# runs a job with (its jobs run in its threads)
+if (
+    not (AS_MODULE or workflow.output_settings.dryrun)
+    and workflow.exec_mode.name == "DEFAULT"
+    and (workflow.resource_settings.cores or 1) > 1
+):
+    start_zygote()
 
 
 configfile: os.path.join(ROOT, "config", "config.yaml")

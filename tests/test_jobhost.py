@@ -63,6 +63,7 @@ def test_prepare_for_jobs_freezes_what_exists():
 # --- worker processes ----------------------------------------------------------
 
 import os  # noqa: E402
+import sys  # noqa: E402
 import textwrap  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -186,8 +187,10 @@ def test_a_worker_that_dies_fails_its_job_only(tmp_path, workers):
 
 def test_with_one_core_jobs_run_in_their_thread(tmp_path):
     threshold = gc.get_threshold()
+    jobhost.start_zygote()
     prepare_for_jobs(cores=1)
     try:
+        assert jobhost._zygote is None  # no worker to fork: ended
         out = tmp_path / "out.txt"
         jobhost.run_job(_script(tmp_path, "pid.py", _PID_SCRIPT), _job(tmp_path, out))
         assert int(out.read_text().split()[0]) == os.getpid()
@@ -195,3 +198,63 @@ def test_with_one_core_jobs_run_in_their_thread(tmp_path):
         jobhost.finish_jobs()
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+# --- the zygote ------------------------------------------------------------------
+
+
+@pytest.fixture
+def zygote_workers():
+    """Workers forked from a zygote, as a run on two cores has them on Linux."""
+    threshold = gc.get_threshold()
+    jobhost.start_zygote()
+    prepare_for_jobs(cores=2)
+    yield jobhost._zygote
+    jobhost.finish_jobs()
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+_WARM_SCRIPT = """
+    import os, sys
+    warm = "photutils.detection" in sys.modules and "stdatamodels.jwst.datamodels" in sys.modules
+    with open(snakemake.output.result, "w") as f:
+        f.write(f"{os.getpid()} {os.getppid()} {warm}")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote forks workers on Linux only")
+def test_workers_forked_from_the_zygote_start_with_the_libraries_imported(tmp_path, zygote_workers):
+    assert zygote_workers is not None
+    script = _script(tmp_path, "warm.py", _WARM_SCRIPT)
+    out = tmp_path / "out.txt"
+    jobhost.run_job(script, _job(tmp_path, out))
+    pid, parent, warm = out.read_text().split()
+    assert warm == "True"  # imported before the job, by the zygote
+    assert int(parent) == zygote_workers.process.pid  # forked from it
+    assert int(pid) != os.getpid()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote forks workers on Linux only")
+def test_without_its_zygote_a_worker_starts_on_its_own(tmp_path, zygote_workers):
+    zygote_workers.process.kill()
+    zygote_workers.process.wait()
+    out = tmp_path / "out.txt"
+    jobhost.run_job(_script(tmp_path, "warm.py", _WARM_SCRIPT), _job(tmp_path, out))
+    parent = out.read_text().split()[1]
+    assert int(parent) == os.getpid()  # started by this process, not forked
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote forks workers on Linux only")
+def test_a_forked_worker_that_dies_or_is_interrupted_fails_its_job_quietly(tmp_path, zygote_workers, capfd):
+    killed = _script(tmp_path, "killed.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    with pytest.raises(TweakflowError, match=r"killed.py: its worker process ended in the job"):
+        jobhost.run_job(killed, _job(tmp_path, tmp_path / "out.txt"))
+    # Ctrl-C reaches the workers too: they end at once, without a traceback
+    interrupted = _script(tmp_path, "interrupted.py", "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nimport time\ntime.sleep(60)\n")
+    with pytest.raises(TweakflowError, match=r"interrupted.py: its worker process ended in the job"):
+        jobhost.run_job(interrupted, _job(tmp_path, tmp_path / "out.txt"))
+    assert "Traceback" not in capfd.readouterr().err
+    out = tmp_path / "after.txt"
+    jobhost.run_job(_script(tmp_path, "pid.py", _PID_SCRIPT), _job(tmp_path, out))
+    assert out.exists()
