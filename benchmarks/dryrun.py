@@ -11,6 +11,9 @@ Sections:
             a trivial workflow with the same jobs and the same files per job
             (inputs, outputs, log, benchmark) and nothing else (no
             configuration, no input checks, no parameters, ``run: pass``).
+            Both with tweakflow as the README's first command installs it
+            (``pip install -e .``, in benchmarks/.default-venv, made on
+            first use; ``--this-env``: this Python's environment).
             ``--listing`` also times ``snakemake -n`` without ``--quiet``,
             which lists every job.
   compare   with ``--compare REV`` (a git revision), the workflow of REV
@@ -151,7 +154,19 @@ def timed(cmd, env=None, cwd=None):
     return wall, cpu
 
 
-def dry_run(snakefile, workdir, inputs, *extra, tree=None):
+def default_install():
+    """The ``snakemake`` of tweakflow as the README's first command installs it
+    (``pip install -e .`` in benchmarks/.default-venv, made on first use): no
+    executor plugins, whose imports add ~0.3 s to every Snakemake start."""
+    venv = os.path.join(HERE, ".default-venv")
+    exe = os.path.join(venv, "bin", "snakemake")
+    if not os.path.exists(exe):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "-e", ROOT], check=True)
+    return exe
+
+
+def dry_run(snakefile, workdir, inputs, *extra, tree=None, exe=SNAKEMAKE):
     """``snakemake -n`` of ``snakefile`` on ``inputs`` in a fresh ``workdir``: (wall, cpu).
 
     ``tree``: the source tree whose ``tweakflow`` the run imports (first on PYTHONPATH).
@@ -164,7 +179,7 @@ def dry_run(snakefile, workdir, inputs, *extra, tree=None):
     env = dict(os.environ)
     if tree:
         env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
-    return timed([SNAKEMAKE, "--snakefile", snakefile, "--directory", workdir, "--configfile", cfg,
+    return timed([exe, "--snakefile", snakefile, "--directory", workdir, "--configfile", cfg,
                   "--cores", "2", "-n", *extra], env=env, cwd=workdir)
 
 
@@ -176,7 +191,7 @@ def floor_snakefile(work):
     return path
 
 
-def bench_scale(work, sizes=(1000, 5000, 10000), repeat=1, listing=False):
+def bench_scale(work, sizes=(1000, 5000, 10000), repeat=1, listing=False, exe=SNAKEMAKE):
     """``{n: {"tweakflow": (wall, cpu), "floor": (wall, cpu)[, "listing": (wall, cpu)]}}``, medians of ``repeat``."""
     fake = make_fake_inputs(os.path.join(work, "fake"), max(sizes))
     floor = floor_snakefile(work)
@@ -184,10 +199,10 @@ def bench_scale(work, sizes=(1000, 5000, 10000), repeat=1, listing=False):
     for n in sizes:
         runs = {"tweakflow": [], "floor": [], "listing": []}
         for _ in range(repeat):
-            runs["tweakflow"].append(dry_run(os.path.join(ROOT, "Snakefile"), os.path.join(work, f"dry{n}"), fake[:n], "--quiet"))
-            runs["floor"].append(dry_run(floor, os.path.join(work, f"floor{n}"), fake[:n], "--quiet"))
+            runs["tweakflow"].append(dry_run(os.path.join(ROOT, "Snakefile"), os.path.join(work, f"dry{n}"), fake[:n], "--quiet", exe=exe))
+            runs["floor"].append(dry_run(floor, os.path.join(work, f"floor{n}"), fake[:n], "--quiet", exe=exe))
             if listing:
-                runs["listing"].append(dry_run(os.path.join(ROOT, "Snakefile"), os.path.join(work, f"dry{n}"), fake[:n]))
+                runs["listing"].append(dry_run(os.path.join(ROOT, "Snakefile"), os.path.join(work, f"dry{n}"), fake[:n], exe=exe))
         out[n] = {k: _median(v) for k, v in runs.items() if v}
     return out
 
@@ -196,7 +211,7 @@ def _median(runs):
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-def bench_compare(work, rev, sizes, repeat):
+def bench_compare(work, rev, sizes, repeat, exe=SNAKEMAKE):
     """The workflow of git revision ``rev`` against this tree's, alternately: ``{n: (old, new)}`` of (wall, cpu)."""
     old = os.path.join(work, f"tree-{rev}")
     if not os.path.exists(os.path.join(old, "Snakefile")):
@@ -208,8 +223,8 @@ def bench_compare(work, rev, sizes, repeat):
     for n in sizes:
         runs = {"old": [], "new": []}
         for _ in range(repeat):
-            runs["old"].append(dry_run(os.path.join(old, "Snakefile"), os.path.join(work, f"old{n}"), fake[:n], "--quiet", tree=old))
-            runs["new"].append(dry_run(os.path.join(ROOT, "Snakefile"), os.path.join(work, f"new{n}"), fake[:n], "--quiet", tree=ROOT))
+            runs["old"].append(dry_run(os.path.join(old, "Snakefile"), os.path.join(work, f"old{n}"), fake[:n], "--quiet", tree=old, exe=exe))
+            runs["new"].append(dry_run(os.path.join(ROOT, "Snakefile"), os.path.join(work, f"new{n}"), fake[:n], "--quiet", tree=ROOT, exe=exe))
         out[n] = (_median(runs["old"]), _median(runs["new"]))
     return out
 
@@ -275,14 +290,16 @@ def main():
     ap.add_argument("--compare", metavar="REV", help="a git revision to compare with, alternately")
     ap.add_argument("--listing", action="store_true", help="also time `snakemake -n` without --quiet")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--this-env", action="store_true", help="dry runs with this Python's environment, not the default install")
     args = ap.parse_args()
+    exe = SNAKEMAKE if args.this_env else default_install()
     work = os.path.abspath(args.workdir)
     os.makedirs(work, exist_ok=True)
-    print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; wall / CPU seconds, medians of {args.repeat}")
+    print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; wall / CPU seconds, medians of {args.repeat}; dry runs: {exe}")
     print()
     print("| dry run (`snakemake -n --quiet`) | tweakflow | Snakemake's floor (same jobs, trivial rules) | tweakflow / floor |")
     print("|---|---|---|---|")
-    sc = bench_scale(work, args.sizes, args.repeat, args.listing)
+    sc = bench_scale(work, args.sizes, args.repeat, args.listing, exe)
     for n, r in sc.items():
         (tw, tc), (fw, fc) = r["tweakflow"], r["floor"]
         print(f"| {n:,} inputs | {tw:.1f} s ({tc:.1f} s CPU) | {fw:.1f} s ({fc:.1f} s CPU) | {tc / fc:.2f} (CPU) |")
@@ -293,7 +310,7 @@ def main():
         print()
         print(f"| dry run, alternately | {args.compare} | this tree | this / {args.compare} (wall, CPU) |")
         print("|---|---|---|---|")
-        for n, ((ow, oc), (nw, nc)) in bench_compare(work, args.compare, args.sizes, args.repeat).items():
+        for n, ((ow, oc), (nw, nc)) in bench_compare(work, args.compare, args.sizes, args.repeat, exe).items():
             print(f"| {n:,} inputs | {ow:.1f} s ({oc:.1f} s CPU) | {nw:.1f} s ({nc:.1f} s CPU) | {nw / ow:.2f}, {nc / oc:.2f} |")
     if not args.skip_startup:
         st = bench_startup(work)

@@ -63,17 +63,6 @@ def sh(cmd, **kw):
     return dt, proc.stdout
 
 
-def default_install():
-    """The ``snakemake`` of tweakflow as the README's first command installs it
-    (``pip install -e .`` in benchmarks/.default-venv, made on first use)."""
-    venv = os.path.join(HERE, ".default-venv")
-    exe = os.path.join(venv, "bin", "snakemake")
-    if not os.path.exists(exe):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "-e", ROOT], check=True)
-    return exe
-
-
 def snakemake(workdir, config, cores, *extra, exe=SNAKEMAKE):
     cfg = os.path.join(workdir, "bench_config.yaml")
     with open(cfg, "w") as f:
@@ -243,7 +232,7 @@ def bench_scale(work):
     (`dryrun.bench_scale`); the gather steps' memory and time at 1,000 images."""
     import dryrun  # (same folder)
 
-    out = {"dry": dryrun.bench_scale(work, (1000, 5000, 10000))}
+    out = {"dry": dryrun.bench_scale(work, (1000, 5000, 10000), exe=dryrun.default_install())}
     out["gather"] = gather_memory(os.path.join(work, "gather1000"), 1000)
     return out
 
@@ -298,6 +287,8 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     sys.path.insert(0, HERE)
+
+    from dryrun import default_install  # (same folder)
 
     exe = SNAKEMAKE if args.this_env else default_install()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; snakemake --cores {args.cores}; tweakflow runs: {exe}")
