@@ -258,3 +258,49 @@ def test_a_forked_worker_that_dies_or_is_interrupted_fails_its_job_quietly(tmp_p
     out = tmp_path / "after.txt"
     jobhost.run_job(_script(tmp_path, "pid.py", _PID_SCRIPT), _job(tmp_path, out))
     assert out.exists()
+
+
+def test_a_jobs_file_names_reach_the_worker_as_plain_strings():
+    import pickle
+
+    from snakemake.io import IOFile
+
+    named = Namedlist(fromdict={"images": [IOFile("a.fits"), IOFile("b.fits")], "refcat": IOFile("ref.ecsv")})
+    back = pickle.loads(pickle.dumps(jobhost.JobNames(named)))
+    assert back == [["a.fits", "b.fits"], "ref.ecsv"] and back.images == ["a.fits", "b.fits"] and back.get("refcat") == "ref.ecsv"
+    assert {type(x) for x in [*back[0], back[1], *back.images, back.refcat]} == {str}  # no Snakemake to import in the worker
+
+
+def test_a_job_waiting_for_a_worker_takes_the_room_a_dead_one_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobhost, "_workers", jobhost._Workers(1))
+    started = tmp_path / "started.flag"
+    dies = _script(tmp_path, "dies.py", f"""
+        import os, signal, time
+        open({str(started)!r}, "w").close()
+        time.sleep(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    errors = []
+
+    def run(script, out):
+        try:
+            jobhost.run_job(script, _job(tmp_path, out))
+        except TweakflowError as exc:
+            errors.append(str(exc))
+
+    first = threading.Thread(target=run, args=(dies, tmp_path / "dies.txt"))
+    first.start()
+    t = time.monotonic()
+    while not started.exists():
+        assert time.monotonic() - t < 60
+        time.sleep(0.01)
+    second = threading.Thread(target=run, args=(_script(tmp_path, "pid.py", _PID_SCRIPT), tmp_path / "out.txt"))
+    second.start()  # waits: the only worker is busy
+    first.join(timeout=60)
+    second.join(timeout=60)
+    try:
+        assert not second.is_alive()
+        assert (tmp_path / "out.txt").exists()
+        assert len(errors) == 1 and "dies.py: its worker process ended" in errors[0]
+    finally:
+        jobhost._workers.close()

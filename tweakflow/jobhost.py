@@ -47,12 +47,13 @@ class JobNames(list):
 
     Snakemake's ``Namedlist`` without Snakemake: a list whose items may also
     have names (``job.input.images``, ``job.log[0]``, ``job.input.get(name)``),
-    which pickles with only tweakflow to import.
+    its file names plain strings, so that it pickles with only tweakflow to
+    import in the worker.
     """
 
     def __init__(self, named):
-        super().__init__(named)
-        self.__dict__.update(named.items() if hasattr(named, "items") else ())
+        super().__init__(_plain(v) for v in named)
+        self.__dict__.update((k, _plain(v)) for k, v in (named.items() if hasattr(named, "items") else ()))
 
     def get(self, name, default=None):
         return self.__dict__.get(name, default)
@@ -62,6 +63,20 @@ class JobNames(list):
 
     def items(self):
         return self.__dict__.items()
+
+
+def _plain(value):
+    """``value`` with Snakemake's string and list types (file names) made plain."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _run_path(script, job):
+    """Run the rule script ``script`` with ``job`` as its ``snakemake`` object."""
+    runpy.run_path(script, init_globals={"snakemake": job}, run_name=f"tweakflow_rule_{os.path.basename(script)[:-3]}")
 
 
 def _run_script(script, job):
@@ -75,7 +90,7 @@ def _run_script(script, job):
 
     def target():
         try:
-            runpy.run_path(script, init_globals={"snakemake": job}, run_name=f"tweakflow_rule_{os.path.basename(script)[:-3]}")
+            _run_path(script, job)
         except TweakflowError as exc:
             failure.append(("error", str(exc)))
         except BaseException:  # noqa: BLE001 - reported to the job, with its traceback
@@ -259,6 +274,14 @@ class _Worker:
         # (tearing down its modules takes a few tenths of a second)
         self.jobs.close()
 
+    def discard(self):
+        """Close both pipes of a worker that died."""
+        for pipe in (self.jobs, self.results):
+            try:
+                pipe.close()
+            except OSError:  # what was left to flush to the dead worker
+                pass
+
 
 class _Workers:
     """At most ``size`` worker processes, each running one job at a time."""
@@ -270,16 +293,22 @@ class _Workers:
         self._lock = threading.Lock()
 
     def _take(self):
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if len(self._all) < self.size:
-                worker = _Worker()
-                self._all.append(worker)
+        """An idle worker, a new one if there is room, or the next to be free.
+
+        A None in the idle queue is the room a dead worker left.
+        """
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    if len(self._all) < self.size:
+                        worker = _Worker()
+                        self._all.append(worker)
+                        return worker
+                worker = self._idle.get()
+            if worker is not None:
                 return worker
-        return self._idle.get()
 
     def run(self, script, job):
         worker = self._take()
@@ -289,6 +318,8 @@ class _Workers:
             # the worker died in the job (killed, out of memory, a crash in C)
             with self._lock:
                 self._all.remove(worker)
+            worker.discard()
+            self._idle.put(None)
             raise TweakflowError(f"{os.path.basename(script)}: its worker process {worker.ended()} in the job") from None
         self._idle.put(worker)
         return failure
@@ -310,7 +341,7 @@ def run_job(script, job):
     traceback.
     """
     if _workers is None:
-        runpy.run_path(script, init_globals={"snakemake": job}, run_name=f"tweakflow_rule_{os.path.basename(script)[:-3]}")
+        _run_path(script, job)
         return
     plain = {k: JobNames(getattr(job, k)) for k in ("input", "output", "params", "wildcards", "log")}
     failure = _workers.run(script, type(job)(**plain))
@@ -342,10 +373,9 @@ def prepare_for_jobs(cores=1):
     every imported module: each full collection walks all of it, and jobs
     that run in the process's threads (one core; a cluster job's Snakemake
     process) set one off every few jobs with their astropy and asdf
-    objects. Frozen, what
-    is there now is left out of every collection (still freed by reference
-    counting), and a full collection comes after 100 rather than 10
-    collections of the middle generation. On the benchmark data (8 NIRCam
+    objects. Frozen, what is there now is left out of every collection
+    (still freed by reference counting), and a full collection comes after
+    100 rather than 10 collections of the middle generation. On the benchmark data (8 NIRCam
     images) the run's full collections took 1.35-1.40 s (9 of them),
     0.29-0.33 s (2) with both, 0.8 s with the freeze alone, 0.4 s with the
     threshold alone.
