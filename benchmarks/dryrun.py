@@ -213,10 +213,12 @@ def _median(runs):
 
 def bench_compare(work, rev, sizes, repeat, exe=SNAKEMAKE):
     """The workflow of git revision ``rev`` against this tree's, alternately: ``{n: (old, new)}`` of (wall, cpu)."""
-    old = os.path.join(work, f"tree-{rev}")
+    # named by commit, not by ``rev``: a name such as HEAD moves
+    sha = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", rev], check=True, capture_output=True, text=True).stdout.strip()
+    old = os.path.join(work, f"tree-{sha}")
     if not os.path.exists(os.path.join(old, "Snakefile")):
         os.makedirs(old, exist_ok=True)
-        archive = subprocess.run(["git", "-C", ROOT, "archive", rev], check=True, capture_output=True).stdout
+        archive = subprocess.run(["git", "-C", ROOT, "archive", sha], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
     fake = make_fake_inputs(os.path.join(work, "fake"), max(sizes))
     out = {}

@@ -396,19 +396,20 @@ def image_final_wcs(stem):
     return wcs_sidecar_path(stage_wcs_folder(WORK, "global"), stem) if GLOBAL else FINAL_WCS
 
 
+def stage_wcs_inputs(folder):
+    """The inputs that hold every image's WCS sidecar of a stage: its folder
+    ``folder``, or with relative_solver: global the global solve's sidecars
+    (one per image, the relative and the final stage alike)."""
+    return wcs_sidecars(stage_wcs_folder(WORK, "global")) if GLOBAL else [folder]
+
+
 def final_wcs_inputs():
     """The inputs that hold every image's final WCS sidecar (`image_final_wcs`)."""
-    return wcs_sidecars(stage_wcs_folder(WORK, "global")) if GLOBAL else [FINAL_WCS]
-
-
-def relative_wcs_inputs():
-    """The inputs that hold every image's WCS sidecar of the relative stage
-    (the global solve's with relative_solver: global)."""
-    return wcs_sidecars(stage_wcs_folder(WORK, "global")) if GLOBAL else [stage_wcs_folder(WORK, "relative")]
+    return stage_wcs_inputs(FINAL_WCS)
 
 
 def stage_wcs_files(inputs):
-    """Every image's WCS sidecar, from `final_wcs_inputs` or `relative_wcs_inputs` as a job got them."""
+    """Every image's WCS sidecar, from `stage_wcs_inputs` as a job got them."""
     return list(inputs) if GLOBAL else wcs_sidecars(inputs[0])
 
 

@@ -10,7 +10,7 @@ rule qa_images:
         # the relative stage's WCS sidecars (one folder), not the final
         # ones: the plots show the relative fit, and a retune of the
         # absolute fit leaves them as they are
-        sidecars=relative_wcs_inputs(),
+        sidecars=stage_wcs_inputs(stage_wcs_folder(WORK, "relative")),
     output:
         images=report(
             directory(f"{QA}/images"),
